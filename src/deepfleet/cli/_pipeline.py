@@ -1,0 +1,133 @@
+"""run, prepare, train, evaluate, export, predict: one small function each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from deepfleet import pipeline
+from deepfleet.cli._app import OVERRIDES_HELP, app, console
+from deepfleet.config import DataSection, load_job
+from deepfleet.data import prepare_from_config
+from deepfleet.deploy import load_bundle, predict_dataset
+from deepfleet.errors import UserError
+from deepfleet.evaluate import HEADLINE
+from deepfleet.runs import RunPaths, create_run, open_run
+from deepfleet.train import default_progress
+
+
+def _print_summary(summary: pipeline.RunSummary) -> None:
+    table = Table(title=f"run {summary.paths.root.name}")
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    table.add_column("result")
+    fit = summary.fit
+    results = {
+        "prepare": str(summary.paths.data_dir()),
+        "train": f"{fit.epochs} epochs, best val accuracy {fit.best_val_accuracy or 0:.4f} "
+                 f"(epoch {fit.best_epoch})" if fit else "",
+        "evaluate": f"{summary.metrics.get('split')} accuracy "
+                    f"{summary.metrics.get('accuracy', 0):.4f}, "
+                    f"F1 macro {summary.metrics.get('f1_macro', 0):.4f}",
+        "export": str(summary.paths.bundle),
+        "predict": f"{summary.predicted_rows} rows -> {summary.paths.predictions}",
+    }
+    for stage, seconds in summary.seconds.items():
+        table.add_row(stage, f"{seconds:.1f}", results.get(stage, ""))
+    console.print(table)
+    console.print(f"report: {summary.paths.report / 'report.md'}")
+
+
+@app.command()
+def run(
+    job: str = typer.Argument(None, help="Job file, or a shipped example's name (default digits)."),
+    set_: list[str] = typer.Option([], "--set", help=OVERRIDES_HELP),
+) -> None:
+    """Run every stage of a job: prepare, train, evaluate, export, predict."""
+    config = load_job(job, set_)
+    summary = pipeline.run_job(config, default_progress())
+    _print_summary(summary)
+
+
+@app.command()
+def prepare(
+    source: str = typer.Argument(..., help="A built-in source name (digits) or a path."),
+    out: Path = typer.Option(..., "--out", help="New folder for shards and manifest.json."),
+    shards: int = typer.Option(4, "--shards", min=1, help="Number of training shards."),
+    val_fraction: float = typer.Option(0.1, "--val", help="Share of samples for validation."),
+    test_fraction: float = typer.Option(0.2, "--test", help="Share of samples for testing."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the split."),
+) -> None:
+    """Split a data set into verified Parquet shards with a manifest."""
+    try:
+        data = DataSection(source=source, shards=shards, val_fraction=val_fraction,
+                           test_fraction=test_fraction)
+    except ValueError as err:
+        raise UserError(str(err).splitlines()[-1]) from None
+    manifest = prepare_from_config(data, out, seed)
+    rows = ", ".join(f"{s} {manifest.rows(s)}" for s in manifest.splits)
+    console.print(f"prepared {out}: {rows}")
+
+
+def _run_for(target: str, overrides: list[str]) -> RunPaths:
+    """A run folder as is, or a new one for a job file."""
+    if Path(target).is_dir():
+        if overrides:
+            raise UserError("--set applies to a job file, not to an existing run folder")
+        return open_run(target)
+    config = load_job(target, overrides)
+    paths = create_run(config)
+    pipeline.stage_prepare(paths, config)
+    return paths
+
+
+@app.command()
+def train(
+    target: str = typer.Argument(..., help="A job file (starts a new run) or a run folder."),
+    set_: list[str] = typer.Option([], "--set", help=OVERRIDES_HELP),
+) -> None:
+    """Train a model; writes checkpoints/ and metrics.jsonl in the run folder."""
+    paths = _run_for(target, set_)
+    fit = pipeline.stage_train(paths, default_progress())
+    console.print(f"trained {fit.epochs} epochs in {fit.seconds:.1f}s; best epoch "
+                  f"{fit.best_epoch}; run folder {paths.root}")
+
+
+@app.command()
+def evaluate(run_folder: str = typer.Argument(..., help="A trained run folder.")) -> None:
+    """Evaluate the best checkpoint; writes report/ (metrics.json, report.md, PNGs)."""
+    paths = open_run(run_folder)
+    metrics = pipeline.stage_evaluate(paths)
+    table = Table(title=f"{metrics['split']} split, {metrics['samples']} samples")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in HEADLINE:
+        table.add_row(key, f"{metrics[key]:.4f}")
+    console.print(table)
+    console.print(f"report: {paths.report / 'report.md'}")
+
+
+@app.command()
+def export(run_folder: str = typer.Argument(..., help="A trained run folder.")) -> None:
+    """Export the trained model as a bundle (safetensors + model.json)."""
+    bundle = pipeline.stage_export(open_run(run_folder))
+    console.print(f"bundle: {bundle}")
+
+
+@app.command()
+def predict(
+    bundle: Path = typer.Argument(..., help="A bundle folder."),
+    data: Path = typer.Argument(..., help="A prepared data set (or a run folder)."),
+    out: Path = typer.Option(Path("predictions"), "--out", help="Folder for Parquet outputs."),
+    split: list[str] = typer.Option([], "--split", help="Splits to predict (default all)."),
+) -> None:
+    """Predict with a bundle over prepared shards; Parquet keyed by each input's id."""
+    if not data.exists():
+        raise UserError(f"{data}: data path does not exist")
+    if (data / "job.toml").is_file():
+        data = open_run(data).data_dir()
+    loaded = load_bundle(bundle)
+    result = predict_dataset(loaded, data, out, splits=split or None)
+    console.print(f"predicted {result['rows']} rows into {out} ({len(result['files'])} files)")

@@ -1,0 +1,35 @@
+"""The job file: pydantic models of every table, loading, --set overrides, shipped examples."""
+
+from deepfleet.config._data import DataSection
+from deepfleet.config._evaluate import EvaluateSection, ExportSection
+from deepfleet.config._job import JobConfig
+from deepfleet.config._load import (
+    apply_override,
+    dump_job,
+    format_validation_error,
+    job_from_dict,
+    load_job,
+    resolve_job_path,
+    shipped_examples,
+)
+from deepfleet.config._model import ModelSection
+from deepfleet.config._run import RunSection
+from deepfleet.config._train import StageSection, TrainSection
+
+__all__ = [
+    "DataSection",
+    "EvaluateSection",
+    "ExportSection",
+    "JobConfig",
+    "ModelSection",
+    "RunSection",
+    "StageSection",
+    "TrainSection",
+    "apply_override",
+    "dump_job",
+    "format_validation_error",
+    "job_from_dict",
+    "load_job",
+    "resolve_job_path",
+    "shipped_examples",
+]

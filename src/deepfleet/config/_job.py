@@ -1,0 +1,19 @@
+from pydantic import Field
+
+from deepfleet.config._base import Section
+from deepfleet.config._data import DataSection
+from deepfleet.config._evaluate import EvaluateSection, ExportSection
+from deepfleet.config._model import ModelSection
+from deepfleet.config._run import RunSection
+from deepfleet.config._train import TrainSection
+
+
+class JobConfig(Section):
+    """A whole job: one TOML file, one table per stage of the pipeline."""
+
+    run: RunSection = Field(default_factory=RunSection)
+    data: DataSection = Field(default_factory=DataSection)
+    model: ModelSection = Field(default_factory=ModelSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
+    export: ExportSection = Field(default_factory=ExportSection)

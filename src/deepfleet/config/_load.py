@@ -1,0 +1,154 @@
+"""Reading a job file: TOML -> --set overrides -> validation, with one-line errors."""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+from pydantic import ValidationError
+
+from deepfleet.config._job import JobConfig
+from deepfleet.errors import UserError
+
+DEFAULT_EXAMPLE = "digits"
+
+
+def shipped_examples() -> dict[str, Path]:
+    """Job files shipped with the package, by name (file stem)."""
+    folder = Path(str(resources.files("deepfleet") / "examples"))
+    return {p.stem: p for p in sorted(folder.glob("*.toml"))}
+
+
+def resolve_job_path(spec: str | Path | None) -> Path:
+    """A path to a job file, or the name of a shipped example; None means the default."""
+    if spec is None:
+        spec = DEFAULT_EXAMPLE
+    path = Path(spec)
+    if path.is_file():
+        return path.resolve()
+    if path.is_dir():
+        raise UserError(f"{spec}: is a folder, expected a job file (.toml)")
+    examples = shipped_examples()
+    if str(spec) in examples:
+        return examples[str(spec)]
+    raise UserError(
+        f"{spec}: job file not found (shipped examples: {', '.join(examples) or 'none'})")
+
+
+def _parse_value(text: str) -> Any:
+    """A --set value is a TOML value (3, 0.1, true, "x", [1, 2]); bare words are strings."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one `a.b.c=value` to the raw job dict; list items by index (train.stages.0.lr)."""
+    if "=" not in assignment:
+        raise UserError(f"--set {assignment}: expected KEY=VALUE, e.g. train.epochs=3")
+    key, text = assignment.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise UserError(f"--set {assignment}: empty key")
+    node: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            node = _list_item(node, part, where)
+        else:
+            node = node.setdefault(part, {})
+        if not isinstance(node, dict | list):
+            raise UserError(f"--set {assignment}: {where} is a value, not a table")
+    last = parts[-1]
+    value = _parse_value(text.strip())
+    if isinstance(node, list):
+        index = _list_index(node, last, key)
+        node[index] = value
+    else:
+        node[last] = value
+
+
+def _list_index(node: list, part: str, where: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise UserError(f"--set {where}: no item {part} (the list has {len(node)})")
+    return int(part)
+
+
+def _list_item(node: list, part: str, where: str) -> Any:
+    return node[_list_index(node, part, where)]
+
+
+_MESSAGES = {
+    "greater_than": "must be > {gt}",
+    "greater_than_equal": "must be >= {ge}",
+    "less_than": "must be < {lt}",
+    "less_than_equal": "must be <= {le}",
+    "extra_forbidden": "unknown key",
+    "missing": "required key is missing",
+    "literal_error": "must be one of {expected}",
+    "string_too_short": "must not be empty",
+}
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """One line per problem: `train.batch_size: must be > 0, got -3`."""
+    lines = []
+    for item in err.errors():
+        loc = ".".join(str(p) for p in item["loc"]) or "job"
+        template = _MESSAGES.get(item["type"])
+        ctx = item.get("ctx") or {}
+        msg = template.format(**ctx) if template else item["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        if item["type"] in ("missing", "model_type"):
+            lines.append(f"{loc}: {msg}")
+        else:
+            lines.append(f"{loc}: {msg}, got {item['input']!r}")
+    return "; ".join(lines)
+
+
+def validate_job(raw: dict[str, Any]) -> JobConfig:
+    try:
+        return JobConfig.model_validate(raw)
+    except ValidationError as err:
+        raise UserError(format_validation_error(err)) from None
+
+
+def _absolutize(job: JobConfig, base: Path) -> JobConfig:
+    """Paths in a job file are relative to the file; the resolved copy holds absolute ones."""
+    data = job.data
+    if data.prepared and not Path(data.prepared).is_absolute():
+        data.prepared = str((base / data.prepared).resolve())
+    if not Path(data.source).is_absolute() and (base / data.source).exists():
+        data.source = str((base / data.source).resolve())
+    if ":" in job.model.name and job.model.path is None:
+        job.model.path = str(base)
+    return job
+
+
+def load_job(spec: str | Path | None = None, overrides: list[str] | None = None) -> JobConfig:
+    """Load, override and validate a job file. Raises UserError with a one-line message."""
+    path = resolve_job_path(spec)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"{path}: malformed TOML: {err}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a UTF-8 text file") from None
+    for assignment in overrides or []:
+        apply_override(raw, assignment)
+    return _absolutize(validate_job(raw), path.parent)
+
+
+def job_from_dict(raw: dict[str, Any]) -> JobConfig:
+    """Validate a job given as a dict (tests, the Python API)."""
+    return validate_job(raw)
+
+
+def dump_job(job: JobConfig) -> str:
+    """The resolved job as TOML (what a run folder keeps as job.toml)."""
+    return tomli_w.dumps(job.model_dump(mode="json", exclude_none=True))

@@ -1,0 +1,44 @@
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from deepfleet.config._base import Section
+
+
+class StageSection(Section):
+    """One [[train.stages]] entry: a phase of training with its own optimizer settings."""
+
+    name: str = Field("main", min_length=1, description="Shown in logs and metrics.")
+    epochs: int = Field(1, gt=0, description="Epochs in this stage.")
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate.")
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="adamw or sgd.")
+    weight_decay: float = Field(0.0, ge=0, description="Decoupled (adamw) or L2 (sgd) decay.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
+    schedule: Literal["constant", "cosine", "step"] = Field(
+        "constant", description="LR shape after warm-up, stepped every optimizer step.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up from 0 to lr.")
+    step_epochs: int = Field(1, gt=0, description="step schedule: epochs between decays.")
+    gamma: float = Field(0.1, gt=0, le=1, description="step schedule: decay factor.")
+    freeze: list[str] = Field(
+        default_factory=list,
+        description="Parameter-name prefixes kept frozen during this stage.")
+
+
+class TrainSection(Section):
+    """[train]: batch, precision and the list of stages."""
+
+    batch_size: int = Field(64, gt=0, description="Per-process batch size.")
+    stages: list[StageSection] = Field(
+        default_factory=lambda: [StageSection()], description="Run in order.")
+    strategy: str = Field("single", description="Parallel strategy; single for one process.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Autocast dtype.")
+    grad_clip: float | None = Field(None, gt=0, description="Clip the global grad norm.")
+    accumulation_steps: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    log_every: int = Field(10, gt=0, description="Log a step line every N optimizer steps.")
+
+    @model_validator(mode="after")
+    def _at_least_one_stage(self) -> "TrainSection":
+        if not self.stages:
+            raise ValueError("stages: at least one stage is required")
+        return self

@@ -1,0 +1,68 @@
+"""Device discovery (`deepfleet doctor`) and the choice of device and backend for a job."""
+
+from __future__ import annotations
+
+import os
+import platform
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from deepfleet.errors import UserError
+
+
+def choose_device(preference: str = "auto") -> torch.device:
+    """auto: the current CUDA device when one is visible, else the CPU."""
+    if preference == "cpu":
+        return torch.device("cpu")
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise UserError("run.device: cuda was asked for, but no CUDA device is visible")
+    if preference in ("cuda", "auto") and torch.cuda.is_available():
+        index = int(os.environ.get("LOCAL_RANK", torch.cuda.current_device()))
+        return torch.device("cuda", index)
+    return torch.device("cpu")
+
+
+def backend_for(device: torch.device) -> str:
+    """The collective backend that suits a device: NCCL on CUDA, gloo on the CPU."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def _nccl_version() -> str | None:
+    if not torch.cuda.is_available():
+        return None
+    try:
+        return ".".join(str(p) for p in torch.cuda.nccl.version())
+    except Exception:  # NCCL missing from this build
+        return None
+
+
+def describe_machine() -> dict[str, Any]:
+    """Everything `doctor` prints, as data (also embedded in benchmark results)."""
+    cuda_devices = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            cuda_devices.append({
+                "index": i,
+                "name": props.name,
+                "memory_gib": round(props.total_memory / 2**30, 1),
+                "compute_capability": f"{props.major}.{props.minor}",
+            })
+    device = choose_device("auto")
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "cuda_available": torch.cuda.is_available(),
+        "cuda": torch.version.cuda,
+        "cuda_devices": cuda_devices,
+        "nccl_available": dist.is_available() and dist.is_nccl_available(),
+        "nccl": _nccl_version(),
+        "gloo_available": dist.is_available() and dist.is_gloo_available(),
+        "job_device": str(device),
+        "job_backend": backend_for(device),
+    }

@@ -1,0 +1,62 @@
+"""Building a model from [model]: a zoo name or a user's `module.path:factory`.
+
+Every factory has the signature factory(input_shape, num_classes, **params) -> nn.Module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from torch import nn
+
+from deepfleet.config import ModelSection
+from deepfleet.errors import UserError
+from deepfleet.models._cnn import cnn
+from deepfleet.models._mlp import mlp
+from deepfleet.models._resnet import resnet
+
+ZOO: dict[str, Callable[..., nn.Module]] = {"mlp": mlp, "cnn": cnn, "resnet": resnet}
+
+
+def _import_factory(spec: str, search_path: str | None) -> Callable[..., nn.Module]:
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise UserError(f"model.name: expected module.path:factory, got {spec!r}")
+    if search_path and search_path not in sys.path:
+        sys.path.insert(0, search_path)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise UserError(f"model.name: cannot import {module_name!r}: {err}") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise UserError(f"model.name: {module_name!r} has no callable {attr!r}")
+    return factory
+
+
+def resolve_factory(spec: str, search_path: str | None = None) -> Callable[..., nn.Module]:
+    if spec in ZOO:
+        return ZOO[spec]
+    if ":" in spec:
+        return _import_factory(spec, search_path)
+    raise UserError(
+        f"model.name: unknown model {spec!r} (zoo: {', '.join(ZOO)}; or module.path:factory)")
+
+
+def build_model(section: ModelSection, input_shape: Sequence[int], num_classes: int) -> nn.Module:
+    """Instantiate the configured model; bad params are a user error, not a traceback."""
+    factory = resolve_factory(section.name, section.path)
+    params: dict[str, Any] = dict(section.params)
+    try:
+        inspect.signature(factory).bind(tuple(input_shape), num_classes, **params)
+    except TypeError as err:
+        raise UserError(f"model.params: {err}") from None
+    model = factory(tuple(input_shape), num_classes, **params)
+    if not isinstance(model, nn.Module):
+        raise UserError(f"model.name: {section.name} returned {type(model).__name__}, "
+                        "not a torch.nn.Module")
+    return model

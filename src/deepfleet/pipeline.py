@@ -1,0 +1,137 @@
+"""The stages of a job, each operating on a run folder so that each can also run alone."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from deepfleet.config import JobConfig
+from deepfleet.data import Manifest, prepare_from_config, read_split, verify_dataset
+from deepfleet.deploy import LoadedBundle, export_bundle, load_bundle, predict_dataset
+from deepfleet.devices import choose_device
+from deepfleet.errors import UserError
+from deepfleet.evaluate import classification_metrics, predict_proba, write_report
+from deepfleet.models import build_model
+from deepfleet.runs import RunPaths, create_run
+from deepfleet.train import (
+    BEST,
+    LAST,
+    FitResult,
+    MetricsLog,
+    ProgressSink,
+    Trainer,
+    load_weights,
+    read_metrics,
+    seed_everything,
+)
+
+
+def stage_prepare(paths: RunPaths, job: JobConfig) -> Manifest:
+    """Shards for the run: a prepared data set is referenced (and verified), else written."""
+    if job.data.prepared:
+        manifest = verify_dataset(job.data.prepared)
+        paths.link_data(manifest.root)
+        return manifest
+    prepare_from_config(job.data, paths.shards, job.run.seed)
+    return verify_dataset(paths.shards)
+
+
+def _model_for(job: JobConfig, manifest: Manifest) -> torch.nn.Module:
+    return build_model(job.model, manifest.sample_shape, len(manifest.class_names))
+
+
+def stage_train(paths: RunPaths, progress: ProgressSink | None = None) -> FitResult:
+    job = paths.load_job()
+    # Training refuses to start on data that does not match its manifest.
+    manifest = verify_dataset(paths.data_dir())
+    generator = seed_everything(job.run.seed, job.run.deterministic)
+    device = choose_device(job.run.device)
+    model = _model_for(job, manifest)
+    train = read_split(manifest, "train", verify=False)
+    val = read_split(manifest, "val", verify=False) if "val" in manifest.splits else None
+    log = MetricsLog(paths.metrics)
+    try:
+        trainer = Trainer(job.train, model, device, generator=generator, log=log,
+                          progress=progress, checkpoint_dir=paths.checkpoints)
+        return trainer.fit(train, val)
+    finally:
+        log.close()
+
+
+def _trained_model(paths: RunPaths, job: JobConfig, manifest: Manifest) -> torch.nn.Module:
+    name = BEST if job.export.checkpoint == "best" else LAST
+    weights = paths.checkpoints / name
+    if not weights.is_file():
+        raise UserError(f"{paths.root}: no {name} checkpoint; run `deepfleet train` first")
+    return load_weights(_model_for(job, manifest), weights)
+
+
+def stage_evaluate(paths: RunPaths) -> dict[str, Any]:
+    job = paths.load_job()
+    manifest = verify_dataset(paths.data_dir())
+    device = choose_device(job.run.device)
+    model = _trained_model(paths, job, manifest).to(device)
+    split = read_split(manifest, job.evaluate.split, verify=False)
+    probs = predict_proba(model, split.x, device, job.evaluate.batch_size)
+    metrics = classification_metrics(split.y, probs.argmax(1), len(manifest.class_names),
+                                     manifest.class_names)
+    metrics["split"] = job.evaluate.split
+    epochs = [r for r in read_metrics(paths.metrics) if r.get("kind") == "epoch"]
+    write_report(metrics, epochs, paths.report, title=f"{job.run.name}: {job.evaluate.split} split")
+    return metrics
+
+
+def stage_export(paths: RunPaths) -> Path:
+    job = paths.load_job()
+    manifest = read_manifest_for(paths)
+    model = _trained_model(paths, job, manifest)
+    extra = {"job.toml": paths.job_file}
+    if (paths.report / "metrics.json").is_file():
+        extra["metrics.json"] = paths.report / "metrics.json"
+    return export_bundle(
+        model, paths.bundle, name=job.run.name, model_section=job.model,
+        input_shape=manifest.sample_shape, class_names=manifest.class_names,
+        extra_files=extra, extra_spec={"data_manifest_sha256": manifest.digest()})
+
+
+def read_manifest_for(paths: RunPaths) -> Manifest:
+    return verify_dataset(paths.data_dir())
+
+
+def stage_predict(paths: RunPaths, splits: list[str] | None = None) -> dict[str, Any]:
+    job = paths.load_job()
+    bundle: LoadedBundle = load_bundle(paths.bundle)
+    return predict_dataset(bundle, paths.data_dir(), paths.predictions,
+                           splits=splits or [job.evaluate.split], device="cpu")
+
+
+@dataclass
+class RunSummary:
+    paths: RunPaths
+    seconds: dict[str, float] = field(default_factory=dict)
+    fit: FitResult | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    predicted_rows: int = 0
+
+
+def run_job(job: JobConfig, progress: ProgressSink | None = None) -> RunSummary:
+    """Every stage in order in a new run folder: prepare, train, evaluate, export, predict."""
+    paths = create_run(job)
+    summary = RunSummary(paths)
+
+    def timed(name: str, fn, *args):
+        started = time.perf_counter()
+        value = fn(*args)
+        summary.seconds[name] = time.perf_counter() - started
+        return value
+
+    timed("prepare", stage_prepare, paths, job)
+    summary.fit = timed("train", stage_train, paths, progress)
+    summary.metrics = timed("evaluate", stage_evaluate, paths)
+    timed("export", stage_export, paths)
+    summary.predicted_rows = timed("predict", stage_predict, paths)["rows"]
+    return summary

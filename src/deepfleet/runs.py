@@ -1,0 +1,103 @@
+"""The run folder: one job's outputs, named and laid out in one place.
+
+runs/<name>-<UTC time>/
+  job.toml          the resolved job (every default filled in, paths absolute)
+  shards/           the prepared data, or data.json pointing at a prepared data set
+  checkpoints/      weights written during training
+  metrics.jsonl     one JSON object per logged step and epoch
+  report/           metrics.json, report.md, confusion.png, curves.png
+  bundle/           the exported model
+  predictions/      batch predictions as Parquet
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from deepfleet._atomic import write_json_atomic, write_text_atomic
+from deepfleet.config import JobConfig, dump_job, load_job
+from deepfleet.errors import UserError
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Every path inside one run folder."""
+
+    root: Path
+
+    @property
+    def job_file(self) -> Path:
+        return self.root / "job.toml"
+
+    @property
+    def shards(self) -> Path:
+        return self.root / "shards"
+
+    @property
+    def data_ref(self) -> Path:
+        return self.root / "data.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def bundle(self) -> Path:
+        return self.root / "bundle"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions"
+
+    def data_dir(self) -> Path:
+        """The prepared data this run uses: its own shards/ or the folder data.json names."""
+        if self.data_ref.is_file():
+            return Path(json.loads(self.data_ref.read_text())["path"])
+        return self.shards
+
+    def link_data(self, prepared: Path) -> None:
+        """Point this run at an already prepared data set instead of copying it."""
+        write_json_atomic(self.data_ref, {"path": str(Path(prepared).resolve())})
+
+    def load_job(self) -> JobConfig:
+        return load_job(self.job_file)
+
+
+def _utc_stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def create_run(job: JobConfig) -> RunPaths:
+    """Make a new run folder for `job` and write the resolved job file into it."""
+    parent = Path(job.run.runs_dir)
+    base = f"{job.run.name}-{_utc_stamp()}"
+    root = parent / base
+    suffix = 1
+    while root.exists():  # two runs started within the same second
+        suffix += 1
+        root = parent / f"{base}-{suffix}"
+    root.mkdir(parents=True)
+    write_text_atomic(root / "job.toml", dump_job(job))
+    return RunPaths(root.resolve())
+
+
+def open_run(folder: str | Path) -> RunPaths:
+    """An existing run folder; a clear error when it is not one."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise UserError(f"{folder}: run folder not found")
+    paths = RunPaths(root.resolve())
+    if not paths.job_file.is_file():
+        raise UserError(f"{folder}: not a run folder (no job.toml)")
+    return paths

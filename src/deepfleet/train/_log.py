@@ -1,0 +1,106 @@
+"""Where training reports go: metrics.jsonl always, and a progress bar or plain lines."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+class MetricsLog:
+    """Appends one JSON object per line; each line is flushed so a crash loses nothing logged."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._handle = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self._handle is None:
+            return
+        self._handle.write(json.dumps({"time": time.time(), **record}) + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class ProgressSink(Protocol):
+    def start(self, total_steps: int) -> None: ...
+    def advance(self, description: str) -> None: ...
+    def epoch(self, record: dict[str, Any]) -> None: ...
+    def stop(self) -> None: ...
+
+
+def _epoch_line(r: dict[str, Any]) -> str:
+    val = (f" val_loss={r['val_loss']:.4f} val_acc={r['val_accuracy']:.4f}"
+           if r.get("val_loss") is not None else "")
+    return (f"epoch {r['epoch']}/{r['epochs']} [{r['stage']}] "
+            f"loss={r['train_loss']:.4f} acc={r['train_accuracy']:.4f}{val} "
+            f"lr={r['lr']:.2e} {r['samples_per_s']:.0f} samples/s")
+
+
+class PlainProgress:
+    """Plain log lines, one per epoch: for pipes, CI logs and non-zero ranks."""
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stdout
+
+    def start(self, total_steps: int) -> None:
+        pass
+
+    def advance(self, description: str) -> None:
+        pass
+
+    def epoch(self, record: dict[str, Any]) -> None:
+        print(_epoch_line(record), file=self.stream, flush=True)
+
+    def stop(self) -> None:
+        pass
+
+
+class RichProgress:
+    """A rich progress bar over all optimizer steps, with a line per epoch above it."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console()
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                  TextColumn("{task.completed}/{task.total} steps"),
+                                  TimeElapsedColumn(), console=self.console)
+        self._task = None
+
+    def start(self, total_steps: int) -> None:
+        self._progress.start()
+        self._task = self._progress.add_task("training", total=total_steps)
+
+    def advance(self, description: str) -> None:
+        self._progress.update(self._task, advance=1, description=description)
+
+    def epoch(self, record: dict[str, Any]) -> None:
+        self._progress.console.print(_epoch_line(record))
+
+    def stop(self) -> None:
+        self._progress.stop()
+
+
+def default_progress() -> ProgressSink:
+    return RichProgress() if sys.stdout.isatty() else PlainProgress()
+
+
+class NullProgress(PlainProgress):
+    """Prints nothing (tests, library use)."""
+
+    def epoch(self, record: dict[str, Any]) -> None:
+        pass

@@ -1,0 +1,38 @@
+"""Model weights as safetensors, written atomically; loading never unpickles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
+from torch import nn
+
+from deepfleet._atomic import write_bytes_atomic
+from deepfleet.errors import UserError
+
+
+def state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU, contiguous copy of the state dict (safetensors refuses shared storage)."""
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
+    write_bytes_atomic(Path(path), save_bytes(state_tensors(model), metadata=metadata))
+
+
+def load_weights(model: nn.Module, path: Path) -> nn.Module:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: weights file not found")
+    try:
+        tensors = load_bytes(path.read_bytes())
+    except Exception as err:  # safetensors raises its own error types
+        raise UserError(f"{path}: not a valid safetensors file ({err})") from None
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise UserError(f"{path}: weights do not fit the model ({first})") from None
+    return model
