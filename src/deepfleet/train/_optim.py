@@ -12,7 +12,7 @@ from deepfleet.errors import UserError
 
 
 def apply_freeze(model: nn.Module, prefixes: list[str]) -> int:
-    """Freeze parameters whose names start with a prefix; unfreeze the rest. Returns frozen count."""
+    """Freeze parameters whose names start with a prefix, unfreeze the rest; count frozen."""
     matched = {p: False for p in prefixes}
     frozen = 0
     for name, param in model.named_parameters():
