@@ -6,10 +6,15 @@ import os
 import sys
 
 from deepfleet.cli import _doctor, _keys, _pipeline  # noqa: F401  (registers commands)
-from deepfleet.cli._app import app, err_console
+from deepfleet.cli._app import app
 from deepfleet.errors import UserError
 
 __all__ = ["app", "main", "run_cli"]
+
+
+def _say(line: str) -> None:
+    """Errors are one plain line on stderr: no wrapping, no markup, easy to grep."""
+    print(" ".join(line.split()), file=sys.stderr, flush=True)
 
 
 def run_cli(argv: list[str] | None = None) -> int:
@@ -20,16 +25,16 @@ def run_cli(argv: list[str] | None = None) -> int:
         code = done.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     except UserError as err:
-        err_console.print(f"error: {err}", markup=False, highlight=False)
+        _say(f"error: {err}")
         return 2
     except KeyboardInterrupt:
-        err_console.print("interrupted")
+        _say("interrupted")
         return 130
     except Exception as err:
         if os.environ.get("DEEPFLEET_DEBUG"):
             raise
-        err_console.print(f"internal error: {type(err).__name__}: {err} "
-                          "(set DEEPFLEET_DEBUG=1 for the traceback)", markup=False)
+        _say(f"internal error: {type(err).__name__}: {err} "
+             "(set DEEPFLEET_DEBUG=1 for the traceback)")
         return 1
     return 0
 

@@ -11,6 +11,5 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
-err_console = Console(stderr=True)
 
 OVERRIDES_HELP = "Override a job-file key, e.g. --set train.batch_size=128 (repeatable)."

@@ -1,0 +1,97 @@
+import pytest
+
+from deepfleet.config import apply_override, dump_job, job_from_dict, load_job
+from deepfleet.errors import UserError
+
+
+def write(tmp_path, text, name="job.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_defaults_fill_every_section(tmp_path):
+    job = load_job(write(tmp_path, "[run]\nname = 'x'\n"))
+    assert job.run.name == "x"
+    assert job.train.stages[0].epochs == 1
+    assert job.data.source == "digits"
+
+
+def test_error_names_key_path_and_value(tmp_path):
+    path = write(tmp_path, "[train]\nbatch_size = -3\n")
+    with pytest.raises(UserError) as err:
+        load_job(path)
+    assert str(err.value) == "train.batch_size: must be > 0, got -3"
+
+
+def test_unknown_key_is_an_error(tmp_path):
+    path = write(tmp_path, "[train]\nbatchsize = 3\n")
+    with pytest.raises(UserError, match=r"train.batchsize: unknown key, got 3"):
+        load_job(path)
+
+
+def test_error_inside_a_stage_names_its_index(tmp_path):
+    path = write(tmp_path, "[[train.stages]]\nepochs = 1\nlr = 0\n")
+    with pytest.raises(UserError, match=r"train.stages.0.lr: must be > 0.0, got 0"):
+        load_job(path)
+
+
+def test_literal_choices_are_listed(tmp_path):
+    path = write(tmp_path, "[train]\nprecision = 'fp8'\n")
+    with pytest.raises(UserError, match=r"train.precision: must be one of .*'fp32'"):
+        load_job(path)
+
+
+def test_split_fractions_must_leave_training_data(tmp_path):
+    path = write(tmp_path, "[data]\nval_fraction = 0.5\ntest_fraction = 0.5\n")
+    with pytest.raises(UserError, match="val_fraction \\+ test_fraction must be < 1"):
+        load_job(path)
+
+
+def test_malformed_toml(tmp_path):
+    path = write(tmp_path, "[train\nbatch_size = 3\n")
+    with pytest.raises(UserError, match="malformed TOML"):
+        load_job(path)
+
+
+def test_missing_job_file(tmp_path):
+    with pytest.raises(UserError, match="job file not found"):
+        load_job(tmp_path / "nope.toml")
+
+
+def test_overrides_set_scalars_tables_and_list_items(tmp_path):
+    path = write(tmp_path, "[[train.stages]]\nepochs = 1\n[[train.stages]]\nepochs = 2\n")
+    job = load_job(path, ["train.batch_size=128", "train.stages.1.lr=0.5",
+                          "run.name=abc", "model.params.hidden=[8, 4]", "train.grad_clip=1.0"])
+    assert job.train.batch_size == 128
+    assert job.train.stages[1].lr == 0.5
+    assert job.train.stages[0].lr == 1e-3
+    assert job.run.name == "abc"
+    assert job.model.params == {"hidden": [8, 4]}
+    assert job.train.grad_clip == 1.0
+
+
+def test_override_errors_are_user_errors(tmp_path):
+    raw: dict = {"train": {"stages": [{}]}}
+    with pytest.raises(UserError, match="expected KEY=VALUE"):
+        apply_override(raw, "train.batch_size")
+    with pytest.raises(UserError, match="no item 3"):
+        apply_override(raw, "train.stages.3.lr=1")
+    with pytest.raises(UserError, match="train.batch_size: must be > 0, got 0"):
+        load_job(write(tmp_path, ""), ["train.batch_size=0"])
+
+
+def test_resolved_job_round_trips_through_toml(tmp_path):
+    job = job_from_dict({"train": {"batch_size": 7}, "model": {"name": "cnn"}})
+    path = write(tmp_path, dump_job(job))
+    assert load_job(path) == job
+
+
+def test_relative_paths_resolve_against_the_job_file(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "prepared").mkdir()
+    path = write(tmp_path / "sub", "[data]\nprepared = '../prepared'\n"
+                 "[model]\nname = 'my_models:build'\n")
+    job = load_job(path)
+    assert job.data.prepared == str((tmp_path / "prepared").resolve())
+    assert job.model.path == str(tmp_path / "sub")
