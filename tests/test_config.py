@@ -95,3 +95,13 @@ def test_relative_paths_resolve_against_the_job_file(tmp_path):
     job = load_job(path)
     assert job.data.prepared == str((tmp_path / "prepared").resolve())
     assert job.model.path == str(tmp_path / "sub")
+
+
+def test_job_file_reference_is_current():
+    from pathlib import Path
+
+    from deepfleet.config import reference_markdown
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "job-file.md"
+    assert doc.read_text() == reference_markdown(), (
+        "docs/job-file.md is stale: python -m deepfleet.config.reference > docs/job-file.md")

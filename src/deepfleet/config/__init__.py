@@ -13,6 +13,7 @@ from deepfleet.config._load import (
     shipped_examples,
 )
 from deepfleet.config._model import ModelSection
+from deepfleet.config._reference import reference_markdown
 from deepfleet.config._run import RunSection
 from deepfleet.config._train import StageSection, TrainSection
 
@@ -30,6 +31,7 @@ __all__ = [
     "format_validation_error",
     "job_from_dict",
     "load_job",
+    "reference_markdown",
     "resolve_job_path",
     "shipped_examples",
 ]
