@@ -54,6 +54,11 @@ class Manifest:
                 f"{self.root}: no split {split!r} (has {', '.join(self.splits)})")
         return [ShardEntry(**s) for s in self.raw["splits"][split]["shards"]]
 
+    @property
+    def encryption(self) -> dict[str, Any] | None:
+        """{"algorithm", "key_id"} when the shards are encrypted, else None."""
+        return self.raw.get("encryption")
+
     def rows(self, split: str) -> int:
         return int(self.raw["splits"][split]["rows"])
 
