@@ -6,6 +6,7 @@ from deepfleet.data._manifest import (
     MANIFEST_NAME,
     Manifest,
     ShardEntry,
+    dataset_problems,
     read_manifest,
     verify_dataset,
     verify_shard,
@@ -20,7 +21,7 @@ from deepfleet.data._reader import (
     read_split,
 )
 from deepfleet.data._samples import Samples
-from deepfleet.data._sources import BUILTIN_SOURCES, load_source
+from deepfleet.data._sources import BUILTIN_SOURCES, SOURCE_KINDS, SourceOptions, load_source
 from deepfleet.data._split import stratified_split
 from deepfleet.data._stream import ShardStream
 from deepfleet.data._writer import shard_table, write_dataset
@@ -31,12 +32,15 @@ __all__ = [
     "MANIFEST_NAME",
     "DataKey",
     "Manifest",
+    "SOURCE_KINDS",
     "Samples",
     "ShardEntry",
     "ShardStream",
+    "SourceOptions",
     "SplitArrays",
     "StreamLoader",
     "dataset_key",
+    "dataset_problems",
     "decode_batch",
     "decode_raw",
     "load_data_key",

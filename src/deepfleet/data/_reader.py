@@ -59,7 +59,7 @@ def open_shard(manifest: Manifest, file: str, key: DataKey | None = None) -> pq.
     props = decryption_properties(key) if key is not None else None
     try:
         return pq.ParquetFile(manifest.root / file, decryption_properties=props)
-    except (OSError, pa.ArrowException) as err:
+    except (OSError, ValueError, pa.ArrowException) as err:  # ValueError: the KMS client's
         raise UserError(f"shard {file}: cannot be read ({str(err).splitlines()[0]})") from None
 
 
