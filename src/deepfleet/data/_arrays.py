@@ -44,7 +44,11 @@ def load_npz(path: str | Path) -> Samples:
         missing = [k for k in ("x", "y") if k not in archive.files]
         if missing:
             raise UserError(f"{path}: needs arrays x and y, has {', '.join(archive.files)}")
-        return _samples(archive["x"], archive["y"], path.name)
+        try:  # members load lazily: an object array fails here, still without unpickling
+            x, y = archive["x"], archive["y"]
+        except ValueError as err:
+            raise UserError(f"{path}: cannot load without unpickling ({err})") from None
+        return _samples(x, y, path.name)
 
 
 def load_npy(path: str | Path) -> Samples:

@@ -83,8 +83,10 @@ def load_idx_folder(folder: str | Path, fashion: bool | None = None) -> Samples:
     parts = [train] + ([test] if test else [])
     x = np.concatenate([p[0] for p in parts])[:, None].astype(np.uint8, copy=False)
     y = np.concatenate([p[1] for p in parts]).astype(np.int64)
-    if fashion is None:
-        fashion = "fashion" in str(folder.resolve()).lower()
+    if fashion is None:  # the files are named alike; the folder (or raw/'s parent) tells them apart
+        named = folder.resolve()
+        named = named.parent if named.name.lower() == "raw" else named
+        fashion = "fashion" in named.name.lower()
     names = FASHION_CLASSES if fashion else [str(i) for i in range(10)]
     if len(y) and (y.min() < 0 or y.max() >= len(names)):
         raise UserError(f"{folder}: labels must be 0..{len(names) - 1}, found {y.min()}..{y.max()}")
