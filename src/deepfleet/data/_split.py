@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from deepfleet.errors import UserError
 
 
 def _draw(rows: np.ndarray, labels: np.ndarray, share: float, seed: int, name: str):
+    from sklearn.model_selection import train_test_split  # slow to import; only needed here
+
     try:
         return train_test_split(rows, test_size=share, stratify=labels[rows], random_state=seed)
     except ValueError as err:  # e.g. a class with a single sample cannot be stratified
