@@ -86,7 +86,10 @@ def test_manifest_names_rows_histogram_and_split_membership(digits_data):
             assert entry.file == f"{split}-{entry.file.split('-')[1]}-{digest[:12]}.parquet"
     assert sorted(all_ids) == list(range(len(digits.y)))  # the splits partition the data
     assert raw["features"] == {"dtype": "uint8", "shape": [1, 8, 8], "scale": 1 / 16}
-    assert raw["schema"]["x"] == "fixed_shape_tensor<uint8>[1, 8, 8]"
+    assert raw["schema"]["x"] == "fixed_size_binary[64]: one uint8 tensor [1, 8, 8], row-major"
+    field = pq.read_schema(digits_data / manifest.shards("train")[0].file).field("x")
+    assert field.metadata[b"deepfleet.dtype"] == b"u1"
+    assert field.metadata[b"deepfleet.shape"] == b"[1, 8, 8]"
     assert raw["deepfleet_version"] and raw["source"]["description"]
 
 

@@ -87,12 +87,17 @@ def test_batches_hold_the_stored_values(odd_data):
     assert total == N
 
 
-def test_shuffle_is_seeded_per_epoch_and_spans_shards(odd_data):
-    loader = StreamLoader(ShardStream(odd_data, batch_size=BATCH, seed=5, shuffle_buffer=400))
+@pytest.mark.parametrize("workers", [0, 2])
+def test_shuffle_is_seeded_per_epoch_and_spans_shards(odd_data, workers):
+    # with workers, the same (persistent) worker processes serve every epoch
+    loader = StreamLoader(ShardStream(odd_data, batch_size=BATCH, seed=5, shuffle_buffer=400),
+                          num_workers=workers)
     a1, a2, b = epoch_batches(loader, 0), epoch_batches(loader, 0), epoch_batches(loader, 1)
     flat = [torch.cat(a).tolist() for a in (a1, a2, b)]
     assert flat[0] == flat[1]
     assert flat[0] != flat[2] and sorted(flat[0]) == sorted(flat[2])
+    fresh = StreamLoader(ShardStream(odd_data, batch_size=BATCH, seed=5, shuffle_buffer=400))
+    assert torch.cat(epoch_batches(fresh, 1)).tolist() == flat[2]
     # a buffer as large as the split mixes samples of every shard into the first batch
     shard_of = {i: k for k, part in enumerate(np.array_split(np.arange(N), 4)) for i in part}
     assert len({shard_of[i] for i in a1[0].tolist()}) >= 3

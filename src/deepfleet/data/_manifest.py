@@ -11,7 +11,8 @@ from deepfleet._atomic import sha256_file
 from deepfleet.errors import UserError
 
 MANIFEST_NAME = "manifest.json"
-FORMAT = "deepfleet.shards/1"
+FORMAT = "deepfleet.shards/2"
+_READABLE = (FORMAT, "deepfleet.shards/1")  # /1 stored x as Arrow's fixed_shape_tensor
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def read_manifest(folder: str | Path) -> Manifest:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"{path}: not valid JSON ({err})") from None
-    if raw.get("format") != FORMAT:
+    if raw.get("format") not in _READABLE:
         raise UserError(f"{path}: unknown manifest format {raw.get('format')!r}")
     return Manifest(root.resolve(), raw)
 

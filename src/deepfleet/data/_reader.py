@@ -12,6 +12,7 @@ import torch
 
 from deepfleet.data._crypto import DataKey, check_key, decryption_properties, load_data_key
 from deepfleet.data._manifest import Manifest, read_manifest, verify_shard
+from deepfleet.data._tensor import tensor_values
 from deepfleet.errors import UserError
 
 
@@ -29,8 +30,7 @@ class SplitArrays:
 
 def decode_raw(table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ids, x in its stored dtype, labels: a whole record batch at once (no per-sample Python)."""
-    x = table.column("x").combine_chunks().to_numpy_ndarray()
-    return table.column("id").to_numpy(), x, table.column("label").to_numpy()
+    return table.column("id").to_numpy(), tensor_values(table), table.column("label").to_numpy()
 
 
 def scale_features(x: np.ndarray, scale: float) -> np.ndarray:

@@ -20,6 +20,7 @@ from deepfleet.data._crypto import ALGORITHM, DataKey, encryption_properties
 from deepfleet.data._manifest import FORMAT, MANIFEST_NAME, Manifest, read_manifest
 from deepfleet.data._samples import Samples
 from deepfleet.data._split import stratified_split
+from deepfleet.data._tensor import describe, tensor_field_array
 from deepfleet.errors import UserError
 
 # A row group is the unit a streaming reader decodes at once: a few MiB of features keeps
@@ -29,21 +30,12 @@ ROW_GROUP_ROWS_MIN, ROW_GROUP_ROWS_MAX = 256, 65536
 
 
 def shard_table(ids: np.ndarray, x: np.ndarray, y: np.ndarray) -> pa.Table:
-    """id, label, and x as a fixed-shape tensor column (dtype and shape kept in the schema).
-
-    The column is built from the flat row-major values rather than from_numpy_ndarray, which
-    reads a dimension order from the strides: size-1 axes make those ambiguous, and the same
-    values could then be written with a different `permutation` (different bytes).
-    """
-    shape = list(x.shape[1:])
-    flat = pa.array(np.ascontiguousarray(x).reshape(-1))
-    storage = pa.FixedSizeListArray.from_arrays(flat, int(np.prod(shape)))
-    tensor_type = pa.fixed_shape_tensor(flat.type, shape)
-    return pa.table({
-        "id": pa.array(ids, pa.int64()),
-        "label": pa.array(y, pa.int64()),
-        "x": pa.ExtensionArray.from_storage(tensor_type, storage),
-    })
+    """id, label, and x: one fixed-shape tensor per row, dtype and shape in the schema."""
+    field, values = tensor_field_array(x)
+    schema = pa.schema([pa.field("id", pa.int64(), nullable=False),
+                        pa.field("label", pa.int64(), nullable=False), field])
+    return pa.Table.from_arrays(
+        [pa.array(ids, pa.int64()), pa.array(y, pa.int64()), values], schema=schema)
 
 
 def row_group_rows(sample_bytes: int) -> int:
@@ -154,8 +146,7 @@ def _manifest(samples: Samples, parts: dict[str, np.ndarray], jobs: list, entrie
         "deepfleet_version": __version__,
         "source": source or {"description": samples.description},
         "features": {"dtype": str(samples.x.dtype), "shape": shape, "scale": samples.scale},
-        "schema": {"id": "int64", "label": "int64",
-                   "x": f"fixed_shape_tensor<{samples.x.dtype}>{shape}"},
+        "schema": {"id": "int64", "label": "int64", "x": describe(samples.x.dtype, shape)},
         "class_names": samples.class_names,
         "seed": seed,
         "split_fractions": {"val": val_fraction, "test": test_fraction},
