@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import math
 from pathlib import Path
 
@@ -179,3 +180,52 @@ def test_unknown_split_and_missing_folder(odd_data, tmp_path):
         ShardStream(odd_data, "test", batch_size=BATCH)
     with pytest.raises(UserError, match="does not exist"):
         ShardStream(tmp_path / "nope", batch_size=BATCH)
+
+
+def _rank_main(rank: int, world: int, port: int, data: str, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world)
+    try:
+        stream = ShardStream(data, batch_size=BATCH, rank=dist.get_rank(),
+                             world_size=dist.get_world_size(), seed=4, shuffle_buffer=64)
+        loader = StreamLoader(stream, num_workers=1)
+        loader.set_epoch(2)
+        ids = [i for _ in loader for i in loader.last_ids.tolist()]
+        gathered: list = [None] * world
+        dist.all_gather_object(gathered, {"batches": len(loader), "ids": ids})
+        if rank == 0:
+            Path(out).write_text(json.dumps(gathered))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.distributed
+def test_real_gloo_ranks_read_each_sample_once(odd_data, tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "gathered.json"
+    # fork: the ranks start without importing torch again (the parent has no process group)
+    mp.start_processes(_rank_main, args=(2, port, str(odd_data), str(out)), nprocs=2,
+                       join=True, start_method="fork")
+    gathered = json.loads(out.read_text())
+    assert gathered[0]["batches"] == gathered[1]["batches"] == math.ceil(151 / BATCH)
+    counts = collections.Counter(gathered[0]["ids"] + gathered[1]["ids"])
+    assert set(counts) == set(range(N)) and sum(counts.values()) == 2 * 151
+
+
+@pytest.mark.gpu
+def test_pin_memory_on_cuda(odd_data):
+    loader = StreamLoader(ShardStream(odd_data, batch_size=BATCH, seed=0), num_workers=1,
+                          pin_memory=True)
+    plain = StreamLoader(ShardStream(odd_data, batch_size=BATCH, seed=0))
+    for (x, _), (x_plain, _) in zip(loader, plain, strict=True):
+        assert x.is_pinned()
+        on_gpu = x.to("cuda", non_blocking=True)
+        assert torch.equal(on_gpu.cpu(), x_plain)
