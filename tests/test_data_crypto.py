@@ -25,7 +25,7 @@ from deepfleet.data import (
     verify_dataset,
 )
 from deepfleet.errors import UserError
-from deepfleet.pipeline import stage_prepare, stage_train
+from deepfleet.pipeline import stage_evaluate, stage_prepare, stage_train
 from deepfleet.runs import create_run
 
 
@@ -137,3 +137,4 @@ def test_keys_command_and_training_on_encrypted_shards(tmp_path, monkeypatch):
     fit = stage_train(paths)
     assert fit.epochs == 1 and np.isfinite(fit.history[0]["train_loss"])
     assert fit.history[0]["train_accuracy"] > 0.3  # it learned from the decrypted pixels
+    assert stage_evaluate(paths)["accuracy"] > 0.5

@@ -119,7 +119,8 @@ def stage_predict(paths: RunPaths, splits: list[str] | None = None) -> dict[str,
     job = paths.load_job()
     bundle: LoadedBundle = load_bundle(paths.bundle)
     return predict_dataset(bundle, paths.data_dir(), paths.predictions,
-                           splits=splits or [job.evaluate.split], device="cpu")
+                           splits=splits or [job.evaluate.split], device="cpu",
+                           key=job.data.key)
 
 
 @dataclass
