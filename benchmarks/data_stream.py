@@ -171,6 +171,10 @@ def main() -> None:
         "ratio_reader_vs_baseline": {
             f"workers_{w}": round(median[f"reader_w{w}"] / median[f"baseline_w{w}"], 2)
             for w in WORKERS},
+        "ratio_reader_vs_baseline_per_round": {
+            f"workers_{w}": [round(a / b, 2) for a, b in zip(
+                rates[f"reader_w{w}"], rates[f"baseline_w{w}"], strict=True)]
+            for w in WORKERS},
         "fraction_of_numpy_copy": {k: round(v / median["numpy_copy"], 4)
                                    for k, v in median.items() if not k.startswith("numpy")},
         "fraction_of_numpy_gather_float": {

@@ -25,7 +25,8 @@ class DataSection(Section):
         None, min_length=2, max_length=2,
         description="Image folders: resize every image to [height, width].")
     workers: int | None = Field(
-        None, gt=0, description="Processes writing shards (default: one per core).")
+        None, gt=0,
+        description="Processes writing shards (default: one per core; one below 16 MiB).")
     key: str | None = Field(
         None, description="Data key for encryption at rest: a key file (from `deepfleet keys "
         "new`) or env:NAME. prepare encrypts the shards with it; training reads them with it.")

@@ -23,6 +23,8 @@ from deepfleet.data._split import stratified_split
 from deepfleet.data._tensor import describe, tensor_field_array
 from deepfleet.errors import UserError
 
+# Below this many bytes of features, starting a pool costs more than it saves.
+POOL_MIN_BYTES = 16 << 20
 # A row group is the unit a streaming reader decodes at once: a few MiB of features keeps
 # memory per reader small while amortising Parquet's per-group overhead.
 ROW_GROUP_BYTES = 4 << 20
@@ -99,8 +101,9 @@ def write_dataset(
 
     The folder appears complete or not at all: it is written under a temporary name and
     renamed once every shard and the manifest are on disk. Shards are written by up to
-    `workers` processes (default: one per core); the same samples and seed give the same
-    bytes whatever the number of workers. With `key` every shard is encrypted.
+    `workers` processes (default: one per core, or this process alone below 16 MiB of
+    features); the same samples and seed give the same bytes whatever the number of
+    workers. With `key` every shard is encrypted.
     """
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -114,7 +117,9 @@ def write_dataset(
                                              samples.x.dtype.itemsize)
     jobs = [(split, i, chunk) for split in ("train", "val", "test") if split in parts
             for i, chunk in enumerate(np.array_split(parts[split], counts[split]))]
-    workers = min(workers or os.cpu_count() or 1, len(jobs))
+    if workers is None:
+        workers = (os.cpu_count() or 1) if samples.x.nbytes >= POOL_MIN_BYTES else 1
+    workers = min(workers, len(jobs))
     with atomic_dir(out) as tmp:
         args = [(tmp, split, i, samples.ids[c], samples.x[c], samples.y[c], group, key)
                 for split, i, c in jobs]
