@@ -223,9 +223,6 @@ class ShardStream(IterableDataset):
         worker, count = (info.id, info.num_workers) if info else (0, 1)
         return self.windows(self.epoch, self.start_batch, worker, count)
 
-    def __len__(self) -> int:
-        return self.num_windows
-
 
 def _check_args(batch_size: int, rank: int, world_size: int, seed: int, uneven: str,
                 shuffle_buffer: int) -> None:
