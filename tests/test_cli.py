@@ -7,7 +7,7 @@ import pytest
 import tomli_w
 
 from deepfleet.cli import run_cli
-from tests.conftest import run_deepfleet, tiny_job_dict
+from conftest import run_deepfleet, tiny_job_dict
 
 COMMANDS = ["run", "doctor", "prepare", "train", "evaluate", "export", "predict", "keys"]
 
@@ -100,7 +100,7 @@ def test_not_a_run_folder(tmp_path, capsys):
 
 def test_unknown_source(tmp_path, capsys):
     assert run_cli(["prepare", "imagenet-xl", "--out", str(tmp_path / "d")]) == 2
-    assert "unknown source" in capsys.readouterr().err
+    assert "neither a built-in source" in capsys.readouterr().err
 
 
 def test_usage_error_is_exit_2(capsys):

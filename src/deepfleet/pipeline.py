@@ -10,7 +10,14 @@ from typing import Any
 import torch
 
 from deepfleet.config import JobConfig
-from deepfleet.data import Manifest, prepare_from_config, read_split, verify_dataset
+from deepfleet.data import (
+    Manifest,
+    ShardStream,
+    StreamLoader,
+    prepare_from_config,
+    read_split,
+    verify_dataset,
+)
 from deepfleet.deploy import LoadedBundle, export_bundle, load_bundle, predict_dataset
 from deepfleet.devices import choose_device
 from deepfleet.errors import UserError
@@ -51,8 +58,14 @@ def stage_train(paths: RunPaths, progress: ProgressSink | None = None) -> FitRes
     generator = seed_everything(job.run.seed, job.run.deterministic)
     device = choose_device(job.run.device)
     model = _model_for(job, manifest)
-    train = read_split(manifest, "train", verify=False)
-    val = read_split(manifest, "val", verify=False) if "val" in manifest.splits else None
+    data = job.data
+    stream = ShardStream(manifest, "train", batch_size=job.train.batch_size, seed=job.run.seed,
+                         uneven=data.uneven, shuffle_buffer=data.shuffle_buffer,
+                         cache=data.cache, verify=False, key=data.key)
+    train = StreamLoader(stream, num_workers=job.train.num_workers,
+                         pin_memory=device.type == "cuda")
+    val = (read_split(manifest, "val", verify=False, key=data.key)
+           if "val" in manifest.splits else None)
     log = MetricsLog(paths.metrics)
     try:
         trainer = Trainer(job.train, model, device, generator=generator, log=log,
@@ -75,7 +88,7 @@ def stage_evaluate(paths: RunPaths) -> dict[str, Any]:
     manifest = verify_dataset(paths.data_dir())
     device = choose_device(job.run.device)
     model = _trained_model(paths, job, manifest).to(device)
-    split = read_split(manifest, job.evaluate.split, verify=False)
+    split = read_split(manifest, job.evaluate.split, verify=False, key=job.data.key)
     probs = predict_proba(model, split.x, device, job.evaluate.batch_size)
     metrics = classification_metrics(split.y, probs.argmax(1), len(manifest.class_names),
                                      manifest.class_names)
@@ -106,7 +119,8 @@ def stage_predict(paths: RunPaths, splits: list[str] | None = None) -> dict[str,
     job = paths.load_job()
     bundle: LoadedBundle = load_bundle(paths.bundle)
     return predict_dataset(bundle, paths.data_dir(), paths.predictions,
-                           splits=splits or [job.evaluate.split], device="cpu")
+                           splits=splits or [job.evaluate.split], device="cpu",
+                           key=job.data.key)
 
 
 @dataclass

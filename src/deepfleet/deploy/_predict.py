@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import torch
 
 from deepfleet._atomic import sha256_file, write_bytes_atomic, write_json_atomic
-from deepfleet.data import Manifest, read_manifest, verify_shard
+from deepfleet.data import DataKey, Manifest, dataset_key, open_shard, read_manifest, verify_shard
 from deepfleet.data._reader import decode_batch
 from deepfleet.deploy._bundle import LoadedBundle
 from deepfleet.errors import UserError
@@ -38,8 +38,9 @@ def _check_compatible(bundle: LoadedBundle, manifest: Manifest) -> None:
 
 
 def predict_shard(bundle: LoadedBundle, manifest: Manifest, shard_file: str,
-                  device: torch.device, batch_size: int = 512) -> pa.Table:
-    table = pq.read_table(manifest.root / shard_file)
+                  device: torch.device, batch_size: int = 512,
+                  key: DataKey | None = None) -> pa.Table:
+    table = open_shard(manifest, shard_file, key).read()
     ids, x, _ = decode_batch(table, manifest.scale)
     probs = predict_proba(bundle.model, torch.from_numpy(x), device, batch_size)
     return predictions_table(ids, probs.numpy(), bundle.class_names)
@@ -47,13 +48,14 @@ def predict_shard(bundle: LoadedBundle, manifest: Manifest, shard_file: str,
 
 def predict_dataset(bundle: LoadedBundle, data: str | Path, out: str | Path, *,
                     splits: list[str] | None = None, device: torch.device | str = "cpu",
-                    batch_size: int = 512) -> dict:
+                    batch_size: int = 512, key: str | Path | DataKey | None = None) -> dict:
     """Predict every shard of the chosen splits; one output Parquet file per input shard.
 
     Each output is written atomically, then listed with its sha256 in out/manifest.json.
     """
     manifest = read_manifest(data)
     _check_compatible(bundle, manifest)
+    data_key = dataset_key(manifest, key)  # encrypted shards: key, env:NAME or $DEEPFLEET_DATA_KEY
     device = torch.device(device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -61,7 +63,7 @@ def predict_dataset(bundle: LoadedBundle, data: str | Path, out: str | Path, *,
     for split in splits or manifest.splits:
         for entry in manifest.shards(split):
             verify_shard(manifest, entry)
-            table = predict_shard(bundle, manifest, entry.file, device, batch_size)
+            table = predict_shard(bundle, manifest, entry.file, device, batch_size, data_key)
             target = out / f"pred-{Path(entry.file).stem}.parquet"
             sink = pa.BufferOutputStream()
             pq.write_table(table, sink, compression="zstd")

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from deepfleet._atomic import write_json_atomic
 from deepfleet.config import StageSection, TrainSection
-from deepfleet.data import SplitArrays
+from deepfleet.data import SplitArrays, StreamLoader
 from deepfleet.train._log import MetricsLog, NullProgress, ProgressSink
 from deepfleet.train._optim import apply_freeze, build_optimizer, build_scheduler
 from deepfleet.train._weights import save_weights
@@ -82,8 +82,9 @@ class Trainer:
     def _steps_per_epoch(self, loader: DataLoader) -> int:
         return math.ceil(len(loader) / self.config.accumulation_steps)
 
-    def fit(self, train: SplitArrays, val: SplitArrays | None = None) -> FitResult:
-        loader = self._loader(train)
+    def fit(self, train: SplitArrays | StreamLoader,
+            val: SplitArrays | None = None) -> FitResult:
+        loader = train if isinstance(train, StreamLoader) else self._loader(train)
         total_epochs = sum(s.epochs for s in self.config.stages)
         self.progress.start(total_epochs * self._steps_per_epoch(loader))
         started = time.perf_counter()
@@ -97,6 +98,8 @@ class Trainer:
                 scheduler = build_scheduler(stage, optimizer, self._steps_per_epoch(loader))
                 for _ in range(stage.epochs):
                     epoch += 1
+                    if isinstance(loader, StreamLoader):  # a new seeded order every epoch
+                        loader.set_epoch(epoch)
                     record = self._train_epoch(stage, loader, optimizer, scheduler)
                     record.update(stage=stage.name, epoch=epoch, epochs=total_epochs)
                     if val is not None and len(val):
