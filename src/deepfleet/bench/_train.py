@@ -1,0 +1,203 @@
+"""The training benchmark: throughput, step-time split, FLOPs/MFU, peak memory and energy."""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from deepfleet.bench._energy import EnergyMeter, NoMeter, meter_info
+from deepfleet.bench._flops import train_step_flops
+from deepfleet.bench._peak import Peak, device_peak, mfu
+from deepfleet.bench._progress import BenchProgress, silent_progress
+from deepfleet.bench._stats import summarize
+from deepfleet.bench._timer import PhaseTimer, wall_timer
+from deepfleet.bench._workloads import Workload
+
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class TrainOptions:
+    """How to measure: `warmup` untimed steps, then `repeats` timed runs of `steps` steps."""
+
+    batch_size: int | None = None  # None: the workload's own
+    steps: int = 20
+    repeats: int = 5
+    warmup: int = 5
+    precision: str | None = None  # None: the workload's own (fp32 for synthetic ones)
+    channels_last: bool = False
+    compile: bool = False
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def configure_precision(device: torch.device, precision: str) -> Callable[[], Any]:
+    """Set TF32 on CUDA as asked; return a factory of the autocast context for the step."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+        torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    dtype = _AUTOCAST.get(precision)
+    if dtype is None:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+def prepare_model(workload: Workload, device: torch.device, opts: TrainOptions) -> nn.Module:
+    torch.manual_seed(opts.seed)
+    model = workload.build().to(device)
+    if opts.channels_last and workload.is_image:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _peak_memory(device: torch.device) -> dict[str, Any]:
+    if device.type == "cuda":
+        return {"bytes": torch.cuda.max_memory_allocated(device),
+                "what": "torch.cuda.max_memory_allocated (tensors on the GPU)"}
+    # ru_maxrss is KiB on Linux, bytes on macOS; it covers the whole process's lifetime.
+    scale = 1 if sys.platform == "darwin" else 1024
+    return {"bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale,
+            "what": "process peak resident set size (ru_maxrss), whole process lifetime"}
+
+
+class StepRunner:
+    """One training step with phase marks; `grad_sync` adds a timed communication phase."""
+
+    def __init__(self, workload: Workload, model: nn.Module, device: torch.device,
+                 opts: TrainOptions, precision: str,
+                 grad_sync: Callable[[nn.Module], None] | None = None) -> None:
+        self.workload, self.device, self.opts = workload, device, opts
+        self.model = model
+        self.optimizer = workload.optimizer(model)
+        self.autocast = configure_precision(device, precision)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16"
+                                           and device.type == "cuda")
+        self.grad_sync = grad_sync
+        self.pinned = device.type == "cuda"
+
+    def to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.pinned:
+            x, y = x.pin_memory(), y.pin_memory()
+        x = x.to(self.device, non_blocking=True)
+        if self.opts.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y.to(self.device, non_blocking=True)
+
+    def step(self, data: Iterator[tuple[torch.Tensor, torch.Tensor]], timer: PhaseTimer) -> None:
+        timer.begin()
+        x, y = self.to_device(*next(data))  # fetching the batch counts as data time
+        timer.mark("data")
+        with self.autocast():
+            loss = self.workload.loss_fn(self.model(x), y)
+        timer.mark("forward")
+        self.scaler.scale(loss).backward()
+        timer.mark("backward")
+        if self.grad_sync is not None:
+            self.grad_sync(self.model)
+            timer.mark("communication")
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        timer.mark("optimizer")
+
+
+def _phase_summary(per_step: list[dict[str, float]]) -> dict[str, Any]:
+    phases = list(per_step[0]) if per_step else []
+    medians = {p: summarize([s.get(p, 0.0) for s in per_step])["median"] for p in phases}
+    total = sum(medians.values()) or 1.0
+    return {p: {"median_ms": medians[p] * 1e3, "share": medians[p] / total} for p in phases}
+
+
+def bench_train(workload: Workload, device: torch.device, opts: TrainOptions, *,
+                meter: EnergyMeter | None = None, progress: BenchProgress | None = None,
+                peak: Peak | None = None, grad_sync: Callable[[nn.Module], None] | None = None,
+                world_size: int = 1, seed_offset: int = 0) -> dict[str, Any]:
+    """Measure training on one device (one process of `world_size`); returns a result dict."""
+    meter = meter or NoMeter("not measured: no meter was given")
+    progress = progress or silent_progress()
+    precision = opts.precision or workload.precision
+    batch_size = opts.batch_size or workload.batch_size
+    model = prepare_model(workload, device, opts)
+    data = workload.batches(batch_size, seed=opts.seed + seed_offset)
+
+    # FLOPs of one step, counted eagerly (the counter does not see inside compiled graphs).
+    x, y = next(data)
+    runner = StepRunner(workload, model, device, opts, precision, grad_sync)
+    flops = train_step_flops(model, *runner.to_device(x, y), workload.loss_fn)
+    if opts.compile:
+        runner.model = torch.compile(model)
+
+    progress.start(f"{device} warm-up", opts.warmup)
+    for _ in range(opts.warmup):  # untimed: compilation, allocator growth, kernel choice
+        runner.step(data, PhaseTimer(device))
+        progress.advance()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    seconds: list[float] = []
+    joules: list[float] = []
+    per_step: list[dict[str, float]] = []
+    progress.start(f"{device} {opts.repeats}x{opts.steps} steps", opts.repeats * opts.steps)
+    for _ in range(opts.repeats):
+        timers = [PhaseTimer(device) for _ in range(opts.steps)]
+        if meter.available:
+            meter.begin()
+        with wall_timer(device) as elapsed:
+            for timer in timers:
+                runner.step(data, timer)
+                if not timer.cuda:
+                    progress.advance()
+        if meter.available:
+            joules.append(meter.end())
+        if timers and timers[0].cuda:
+            progress.advance(opts.steps)
+        seconds.append(elapsed[0])
+        per_step += [t.durations() for t in timers]
+
+    samples = batch_size * opts.steps * world_size
+    step_s = summarize([s / opts.steps for s in seconds])
+    result: dict[str, Any] = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "precision": precision,
+        "batch_size": batch_size,
+        "world_size": world_size,
+        "steps_per_repeat": opts.steps,
+        "repeats": opts.repeats,
+        "warmup_steps": opts.warmup,
+        "samples_per_s": summarize([samples / s for s in seconds]),
+        "step_seconds": step_s,
+        "phases": _phase_summary(per_step),
+        "flops_per_step": flops * world_size,
+        "peak_memory": _peak_memory(device),
+    }
+    if workload.is_tokens:
+        result["tokens_per_s"] = summarize([samples * workload.tokens_per_sample / s
+                                            for s in seconds])
+    peak = peak or device_peak(device, precision)
+    result["peak"] = peak.to_dict()
+    result["achieved_flops_per_s"] = flops / step_s["median"]
+    result["mfu"] = mfu(flops, step_s["median"], peak.flops_per_s)
+    result["energy"] = energy_summary(meter, joules, seconds, samples)
+    return result
+
+
+def energy_summary(meter: EnergyMeter, joules: list[float], seconds: list[float],
+                   samples_per_repeat: int) -> dict[str, Any]:
+    """Joules per sample and average watts over the timed repeats, or why there are none."""
+    info = meter_info(meter)
+    if not meter.available or not joules:
+        return {**info, "measured": False}
+    return {**info, "measured": True,
+            "joules_per_sample": summarize([j / samples_per_repeat for j in joules]),
+            "watts": summarize([j / s for j, s in zip(joules, seconds, strict=True)]),
+            "joules_per_repeat": joules}
