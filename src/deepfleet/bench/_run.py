@@ -14,11 +14,11 @@ from deepfleet._atomic import atomic_dir
 from deepfleet.bench._energy import EnergyMeter, meter_for
 from deepfleet.bench._env import environment
 from deepfleet.bench._infer import BACKENDS, InferOptions, bench_infer
-from deepfleet.bench._peak import device_peak
+from deepfleet.bench._peak import Peak, device_peak
 from deepfleet.bench._progress import BenchProgress, silent_progress
 from deepfleet.bench._report import write_report
 from deepfleet.bench._scaling import bench_scaling
-from deepfleet.bench._train import TrainOptions, bench_train
+from deepfleet.bench._train import TrainOptions, bench_train, step_flops
 from deepfleet.bench._workloads import Workload, job_workload, synthetic_workload
 from deepfleet.config import load_job
 from deepfleet.errors import UserError
@@ -142,10 +142,13 @@ def run_bench(request: BenchRequest, progress: BenchProgress | None = None
         report["comparison"] = comparison(report["train"])
         if request.nproc:
             device = devices[0]
-            precision = request.train.precision or workload.precision
+            measured = report["train"].get(str(device))
+            peak = Peak(**measured["peak"]) if measured else device_peak(
+                device, request.train.precision or workload.precision)
+            flops = measured["flops_per_step"] if measured else step_flops(
+                workload, device, request.train)
             report["scaling"] = bench_scaling(workload, device.type, request.nproc,
-                                              request.train, device_peak(device, precision),
-                                              progress=progress)
+                                              request.train, peak, flops, progress=progress)
     finally:
         progress.stop()
     with atomic_dir(out, replace=out.exists()) as folder:

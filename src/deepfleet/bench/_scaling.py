@@ -41,7 +41,7 @@ def efficiencies(throughputs: dict[int, float]) -> dict[int, float]:
 
 
 def bench_scaling(workload: Workload, device_type: str, nprocs: list[int], opts: TrainOptions,
-                  peak: Peak, *, progress: BenchProgress | None = None,
+                  peak: Peak, flops_per_step: int, *, progress: BenchProgress | None = None,
                   timeout: float = 1800) -> dict[str, Any]:
     """Weak scaling: every process keeps the per-process batch size; returns rows per count."""
     progress = progress or silent_progress()
@@ -61,7 +61,8 @@ def bench_scaling(workload: Workload, device_type: str, nprocs: list[int], opts:
     with tempfile.TemporaryDirectory(prefix="deepfleet-scaling-") as tmp:
         spec = Path(tmp) / "spec.json"
         write_json_atomic(spec, {"workload": workload.spec, "device": device_type,
-                                 "train": opts.to_dict(), "peak": peak.to_dict()})
+                                 "train": opts.to_dict(), "peak": peak.to_dict(),
+                                 "flops_per_step": flops_per_step})
         for n in sorted(set(nprocs)):
             out = Path(tmp) / f"result-{n}.json"
             _launch(n, spec, out, timeout)
@@ -69,7 +70,7 @@ def bench_scaling(workload: Workload, device_type: str, nprocs: list[int], opts:
             progress.advance()
     eff = efficiencies({n: r["samples_per_s"]["median"] for n, r in results.items()})
     rows = [{"nproc": n, "samples_per_s": r["samples_per_s"], "step_seconds": r["step_seconds"],
-             "phases": r["phases"], "efficiency": eff[n], "threads_per_rank":
+             "phases": r["phases"], "efficiency": eff[n], "mfu": r["mfu"], "threads_per_rank":
              r["threads_per_rank"], "rank_samples_per_s": r["rank_samples_per_s"]}
             for n, r in sorted(results.items())]
     return {"device": device_type, "launcher": LAUNCHER, "baseline_nproc": min(results) if

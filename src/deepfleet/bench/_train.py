@@ -117,11 +117,24 @@ def _phase_summary(per_step: list[dict[str, float]]) -> dict[str, Any]:
     return {p: {"median_ms": medians[p] * 1e3, "share": medians[p] / total} for p in phases}
 
 
+def step_flops(workload: Workload, device: torch.device, opts: TrainOptions) -> int:
+    """FLOPs of one training step of one process, counted on `device` with the kernels it runs."""
+    model = prepare_model(workload, device, opts)
+    x, y = next(workload.batches(opts.batch_size or workload.batch_size, seed=opts.seed))
+    runner = StepRunner(workload, model, device, opts, opts.precision or workload.precision)
+    return train_step_flops(model, *runner.to_device(x, y), workload.loss_fn)
+
+
 def bench_train(workload: Workload, device: torch.device, opts: TrainOptions, *,
                 meter: EnergyMeter | None = None, progress: BenchProgress | None = None,
                 peak: Peak | None = None, grad_sync: Callable[[nn.Module], None] | None = None,
-                world_size: int = 1, seed_offset: int = 0) -> dict[str, Any]:
-    """Measure training on one device (one process of `world_size`); returns a result dict."""
+                world_size: int = 1, seed_offset: int = 0,
+                flops_per_step: int | None = None) -> dict[str, Any]:
+    """Measure training on one device (one process of `world_size`); returns a result dict.
+
+    flops_per_step (one process's) is counted here unless given: scaling workers get it from
+    the parent, so they need not load the counter's dependencies.
+    """
     meter = meter or NoMeter("not measured: no meter was given")
     progress = progress or silent_progress()
     precision = opts.precision or workload.precision
@@ -129,10 +142,10 @@ def bench_train(workload: Workload, device: torch.device, opts: TrainOptions, *,
     model = prepare_model(workload, device, opts)
     data = workload.batches(batch_size, seed=opts.seed + seed_offset)
 
-    # FLOPs of one step, counted eagerly (the counter does not see inside compiled graphs).
-    x, y = next(data)
     runner = StepRunner(workload, model, device, opts, precision, grad_sync)
-    flops = train_step_flops(model, *runner.to_device(x, y), workload.loss_fn)
+    flops = flops_per_step
+    if flops is None:  # counted eagerly: the counter does not see inside compiled graphs
+        flops = train_step_flops(model, *runner.to_device(*next(data)), workload.loss_fn)
     if opts.compile:
         runner.model = torch.compile(model)
 
@@ -177,7 +190,7 @@ def bench_train(workload: Workload, device: torch.device, opts: TrainOptions, *,
         "samples_per_s": summarize([samples / s for s in seconds]),
         "step_seconds": step_s,
         "phases": _phase_summary(per_step),
-        "flops_per_step": flops * world_size,
+        "flops_per_step": flops * world_size,  # all processes together
         "peak_memory": _peak_memory(device),
     }
     if workload.is_tokens:
@@ -185,8 +198,9 @@ def bench_train(workload: Workload, device: torch.device, opts: TrainOptions, *,
                                             for s in seconds])
     peak = peak or device_peak(device, precision)
     result["peak"] = peak.to_dict()
-    result["achieved_flops_per_s"] = flops / step_s["median"]
-    result["mfu"] = mfu(flops, step_s["median"], peak.flops_per_s)
+    # Whole-world figures: every process does `flops` per step on its own device.
+    result["achieved_flops_per_s"] = flops * world_size / step_s["median"]
+    result["mfu"] = mfu(flops * world_size, step_s["median"], peak.flops_per_s * world_size)
     result["energy"] = energy_summary(meter, joules, seconds, samples)
     return result
 

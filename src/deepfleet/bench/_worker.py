@@ -54,7 +54,8 @@ def main(spec_path: str, out_path: str) -> None:
         result = bench_train(
             workload, device, TrainOptions(**spec["train"]),
             meter=NoMeter("not measured in scaling runs"), peak=Peak(**spec["peak"]),
-            grad_sync=allreduce_gradients, world_size=world, seed_offset=rank)
+            grad_sync=allreduce_gradients, world_size=world, seed_offset=rank,
+            flops_per_step=spec["flops_per_step"])
         per_rank = [None] * world
         dist.all_gather_object(per_rank, result["samples_per_s"]["median"])
         result["rank_samples_per_s"] = per_rank

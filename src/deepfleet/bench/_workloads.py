@@ -18,10 +18,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from deepfleet.config import ModelSection, load_job
-from deepfleet.data import read_split, verify_dataset
 from deepfleet.errors import UserError
 from deepfleet.models import build_model
-from deepfleet.train import build_optimizer
 
 
 def classification_loss(logits: Tensor, target: Tensor) -> Tensor:
@@ -133,6 +131,10 @@ def synthetic_workload(name: str) -> Workload:
 
 def job_workload(job_file: str | Path, data_dir: str | Path) -> Workload:
     """The job's model and first-stage optimizer over its prepared, verified training split."""
+    # Imported here: synthetic workloads (and scaling workers) need neither.
+    from deepfleet.data import read_split, verify_dataset
+    from deepfleet.train import build_optimizer
+
     job = load_job(job_file)
     manifest = verify_dataset(data_dir)
     train = read_split(manifest, "train", verify=False)
