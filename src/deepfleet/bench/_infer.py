@@ -29,6 +29,7 @@ class InferOptions:
     backends: list[str] = field(default_factory=lambda: ["torch", "onnxruntime"])
     precision: str | None = None
     channels_last: bool = False
+    threads: int | None = None  # onnxruntime intra-op threads on the CPU (None: its default)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,7 +73,7 @@ def _torch_caller(workload: Workload, device: torch.device, opts: InferOptions):
     return make, "inputs already on the device"
 
 
-def _ort_caller(workload: Workload, device: torch.device, folder: Path):
+def _ort_caller(workload: Workload, device: torch.device, folder: Path, threads: int | None):
     providers = ort_providers(device)
     if providers is None:
         return None, f"onnxruntime has no execution provider for {device} here"
@@ -80,7 +81,7 @@ def _ort_caller(workload: Workload, device: torch.device, folder: Path):
     if not path.is_file():
         example, _ = workload.random_batch(2, torch.Generator().manual_seed(0))
         export_onnx(prepare_model(workload, torch.device("cpu"), TrainOptions()), example, path)
-    session = ort_session(path, providers)
+    session = ort_session(path, providers, threads)
     name = session.get_inputs()[0].name
 
     def make(x: torch.Tensor) -> Callable[[], None]:
@@ -102,7 +103,7 @@ def bench_infer(workload: Workload, device: torch.device, opts: InferOptions, fo
         if backend == "torch":
             make, note = _torch_caller(workload, device, opts)
         else:
-            make, note = _ort_caller(workload, device, folder)
+            make, note = _ort_caller(workload, device, folder, opts.threads)
         if make is None:
             notes.append(f"{backend} on {device}: skipped, {note}")
             continue

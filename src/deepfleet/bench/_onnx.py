@@ -46,7 +46,10 @@ def ort_providers(device: torch.device) -> list[str] | None:
     return None
 
 
-def ort_session(path: Path, providers: list):
+def ort_session(path: Path, providers: list, threads: int | None = None):
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(path), providers=providers)
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), sess_options=options, providers=providers)

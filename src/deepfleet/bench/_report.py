@@ -104,6 +104,7 @@ def _environment_section(report: dict[str, Any]) -> list[str]:
     return ["## Environment", "",
             f"- CPU: {env['cpu']} ({env['cpu_cores']} cores); GPUs: {gpus}; "
             f"NVIDIA driver: {env['nvidia_driver'] or 'none'}",
+            f"- torch CPU threads: {report['settings'].get('torch_cpu_threads')}",
             f"- torch {env['torch']} (CUDA {env['cuda'] or 'none'}), onnxruntime "
             f"{env['onnxruntime']}, zeus {env['zeus']}, Python {env['python']}",
             f"- deepfleet commit {env['git_commit'] or 'unknown'}; measured at "

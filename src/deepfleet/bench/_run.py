@@ -37,10 +37,12 @@ class BenchRequest:
 
     workload: str | None = None  # a synthetic workload's name ...
     job: str | None = None  # ... or a job file (or shipped example name)
+    overrides: list[str] = field(default_factory=list)  # --set for the job file
     devices: list[str] = field(default_factory=lambda: ["cpu"])
     nproc: list[int] = field(default_factory=list)
     train: TrainOptions = field(default_factory=TrainOptions)
     infer: InferOptions = field(default_factory=InferOptions)
+    threads: int | None = None  # CPU intra-op threads for torch and onnxruntime (None: default)
     run_train: bool = True
     run_infer: bool = True
     out: Path | None = None
@@ -75,8 +77,10 @@ def _resolve(request: BenchRequest) -> tuple[Workload, Path]:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     if (request.workload is None) == (request.job is None):
         raise UserError("give exactly one of --workload NAME or --job FILE")
+    if request.overrides and request.job is None:
+        raise UserError("--set applies to a job file (--job), not to a synthetic workload")
     if request.job is not None:
-        job = load_job(request.job)
+        job = load_job(request.job, request.overrides)
         paths = create_run(job)  # the benchmark lives in the job's run folder, data prepared
         stage_prepare(paths, job)
         return job_workload(paths.job_file, paths.data_dir()), request.out or paths.root / "bench"
@@ -112,6 +116,11 @@ def run_bench(request: BenchRequest, progress: BenchProgress | None = None
     devices, notes = parse_devices(request.devices)
     if request.infer.backends and (bad := set(request.infer.backends) - set(BACKENDS)):
         raise UserError(f"--backends: unknown {sorted(bad)} (choose from {', '.join(BACKENDS)})")
+    if request.threads is not None:
+        if request.threads < 1:
+            raise UserError("--threads: must be >= 1")
+        torch.set_num_threads(request.threads)
+        request.infer.threads = request.threads
     workload, out = _resolve(request)
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: output folder exists and is not empty")
@@ -122,7 +131,8 @@ def run_bench(request: BenchRequest, progress: BenchProgress | None = None
                      list(workload.input_shape), "num_classes": workload.num_classes,
                      "tokens_per_sample": workload.tokens_per_sample, "spec": workload.spec},
         "settings": {"train": request.train.to_dict(), "infer": request.infer.to_dict(),
-                     "devices": request.devices, "nproc": request.nproc},
+                     "devices": request.devices, "nproc": request.nproc,
+                     "torch_cpu_threads": torch.get_num_threads()},
         "environment": environment(),
         "train": {}, "infer": [], "comparison": None, "scaling": None,
         "notes": [NOISE_NOTE, *notes],

@@ -53,16 +53,24 @@ def bench_scaling(workload: Workload, device_type: str, nprocs: list[int], opts:
         if too_many := [n for n in nprocs if n > visible]:
             notes.append(f"skipped nproc {too_many}: only {visible} CUDA device(s) visible")
         nprocs = [n for n in nprocs if n <= visible]
-    elif (cores := os.cpu_count() or 1) < max(nprocs):
-        notes.append(f"{max(nprocs)} processes on {cores} CPU cores: ranks share cores "
-                     "(each gets max(1, cores // nproc) threads), so efficiency falls")
+    threads = None
+    if device_type == "cpu":
+        # Every run of the sweep gets the same threads per process, so a process count is the
+        # only thing that changes (weak scaling); the largest count fills the cores.
+        cores = os.cpu_count() or 1
+        threads = max(1, cores // max(nprocs))
+        notes.append(f"{threads} intra-op thread(s) per process at every count ({cores} cores)")
+        if cores < max(nprocs):
+            notes.append(f"{max(nprocs)} processes on {cores} CPU cores: the cores are "
+                         "oversubscribed, so efficiency falls")
     results: dict[int, dict[str, Any]] = {}
     progress.start(f"scaling on {device_type}", len(nprocs))
     with tempfile.TemporaryDirectory(prefix="deepfleet-scaling-") as tmp:
         spec = Path(tmp) / "spec.json"
         write_json_atomic(spec, {"workload": workload.spec, "device": device_type,
                                  "train": opts.to_dict(), "peak": peak.to_dict(),
-                                 "flops_per_step": flops_per_step})
+                                 "flops_per_step": flops_per_step,
+                                 "threads_per_rank": threads})
         for n in sorted(set(nprocs)):
             out = Path(tmp) / f"result-{n}.json"
             _launch(n, spec, out, timeout)

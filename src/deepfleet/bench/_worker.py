@@ -44,9 +44,8 @@ def main(spec_path: str, out_path: str) -> None:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     world = int(os.environ["WORLD_SIZE"])
-    if device.type == "cpu":
-        # Split the cores between the ranks so every run of the sweep uses the same CPU.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    if spec.get("threads_per_rank"):
+        torch.set_num_threads(spec["threads_per_rank"])
     dist.init_process_group(backend_for(device))
     try:
         rank = dist.get_rank()

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from deepfleet.cli._app import app, console
+from deepfleet.cli._app import OVERRIDES_HELP, app, console
 from deepfleet.errors import UserError
 
 bench_app = typer.Typer(help="Measure training and inference speed, MFU and energy.",
@@ -37,6 +37,7 @@ def bench(
                                  "gpt, gpt-large."),
     job: str = typer.Option(None, "--job", "-j", help="A job file or shipped example (digits)"
                             ": its model, optimizer and real training data."),
+    set_: list[str] = typer.Option([], "--set", help=OVERRIDES_HELP),
     devices: str = typer.Option("cpu", "--devices", help="Comma-separated: cpu, cuda, cuda:N."),
     nproc: str = typer.Option("", "--nproc", help="Process counts for a scaling sweep, "
                               "e.g. 1,2,4,8 (on the first device)."),
@@ -53,6 +54,8 @@ def bench(
     channels_last: bool = typer.Option(False, "--channels-last", help="NHWC memory format."),
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the training model."),
     backends: str = typer.Option("torch,onnxruntime", "--backends", help="Inference backends."),
+    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for torch and "
+                                "onnxruntime (default: theirs)."),
     no_train: bool = typer.Option(False, "--no-train", help="Skip the training benchmark."),
     no_infer: bool = typer.Option(False, "--no-infer", help="Skip the inference benchmark."),
     out: Path = typer.Option(None, "--out", help="Report folder (default: the job's run "
@@ -66,13 +69,14 @@ def bench(
     if precision is not None and precision not in ("fp32", "tf32", "bf16", "fp16"):
         raise UserError(f"--precision: must be fp32, tf32, bf16 or fp16, got {precision!r}")
     request = BenchRequest(
-        workload=workload, job=job, devices=_names(devices), nproc=_int_list(nproc, "--nproc"),
+        workload=workload, job=job, overrides=set_, devices=_names(devices),
+        nproc=_int_list(nproc, "--nproc"),
         train=TrainOptions(batch_size=batch_size, steps=steps, repeats=repeats, warmup=warmup,
                            precision=precision, channels_last=channels_last, compile=compile_),
         infer=InferOptions(batch_sizes=_int_list(batch_sizes, "--batch-sizes"),
                            iterations=iterations, warmup=warmup, backends=_names(backends),
                            precision=precision, channels_last=channels_last),
-        run_train=not no_train, run_infer=not no_infer, out=out)
+        threads=threads, run_train=not no_train, run_infer=not no_infer, out=out)
     report, folder = run_bench(request, BenchProgress())
     _print_summary(report)
     console.print(f"report: {folder / 'bench.md'} (and bench.json, PNG charts)")

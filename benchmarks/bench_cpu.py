@@ -1,0 +1,73 @@
+"""`deepfleet bench` on this machine's CPU: the digits job and a small synthetic workload.
+
+Writes benchmarks/results/bench_cpu.json (both reports, the machine, and the ratios against the
+named baselines, all measured in this one run) and the two Markdown reports beside it.
+
+Baselines: inference ratios are onnxruntime over torch (eager) at each batch size; scaling is
+2 processes over 1 process on the same cores. Energy: measured only where Zeus can read a meter.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from deepfleet._atomic import write_json_atomic
+from deepfleet.bench import BenchRequest, InferOptions, TrainOptions, run_bench
+from deepfleet.devices import describe_machine
+
+RESULTS = Path(__file__).resolve().parent / "results"
+NAME = "bench_cpu"
+
+
+def _inference_ratios(report: dict) -> list[dict]:
+    rows = {(r["backend"], r["batch_size"]): r for r in report["infer"]}
+    out = []
+    for (backend, batch), row in sorted(rows.items()):
+        base = rows.get(("torch", batch))
+        if backend != "torch" and base:
+            out.append({"batch_size": batch, "baseline": "torch",
+                        "onnxruntime_over_torch_samples_per_s":
+                        row["samples_per_s"] / base["samples_per_s"],
+                        "p50_ms": {"torch": base["p50_ms"], backend: row["p50_ms"]}})
+    return out
+
+
+def _scaling_ratio(report: dict) -> dict | None:
+    rows = (report.get("scaling") or {}).get("rows", [])
+    return {"baseline": "1 process", "rows": [
+        {"nproc": r["nproc"], "efficiency": r["efficiency"],
+         "samples_per_s_ratio": r["samples_per_s"]["median"]
+         / rows[0]["samples_per_s"]["median"]} for r in rows]} if rows else None
+
+
+def main() -> int:
+    train = TrainOptions(steps=20, repeats=5, warmup=5)
+    infer = InferOptions(batch_sizes=[1, 8, 64], iterations=50, warmup=5)
+    results: dict = {"machine": describe_machine(), "runs": {}}
+    with tempfile.TemporaryDirectory(prefix="deepfleet-bench-") as tmp:
+        requests = {
+            "digits_job": BenchRequest(job="digits", overrides=[f"run.runs_dir={tmp}/runs"],
+                                       devices=["cpu", "cuda"], nproc=[1, 2], train=train,
+                                       infer=infer, out=Path(tmp) / "digits"),
+            "cnn_synthetic": BenchRequest(workload="cnn", devices=["cpu"], train=train,
+                                          infer=infer, out=Path(tmp) / "cnn"),
+        }
+        for name, request in requests.items():
+            report, folder = run_bench(request)
+            results["runs"][name] = {
+                "report": report,
+                "ratios": {"inference": _inference_ratios(report),
+                           "scaling": _scaling_ratio(report),
+                           "devices": report["comparison"]},
+            }
+            shutil.copyfile(folder / "bench.md", RESULTS / f"{NAME}_{name}.md")
+    write_json_atomic(RESULTS / f"{NAME}.json", results)
+    print(f"wrote {RESULTS / f'{NAME}.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
