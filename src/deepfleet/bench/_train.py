@@ -35,6 +35,8 @@ class TrainOptions:
     channels_last: bool = False
     compile: bool = False
     seed: int = 0
+    data_on_device: bool = False  # synthetic data: keep the random pool on the device
+
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,15 +84,23 @@ class StepRunner:
         self.scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16"
                                            and device.type == "cuda")
         self.grad_sync = grad_sync
-        self.pinned = device.type == "cuda"
 
     def to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.pinned:
-            x, y = x.pin_memory(), y.pin_memory()
+        """A no-op for a batch already there in the right layout."""
         x = x.to(self.device, non_blocking=True)
         if self.opts.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y.to(self.device, non_blocking=True)
+
+    def host_preparation(self) -> Callable | None:
+        """What the data source does to each batch before the step sees it."""
+        if self.device.type != "cuda":
+            return None
+        if self.opts.data_on_device:
+            return lambda batch: self.to_device(*batch)
+        # Pinned host memory lets the copy run asynchronously, as a DataLoader with
+        # pin_memory=True would hand it over.
+        return lambda batch: (batch[0].pin_memory(), batch[1].pin_memory())
 
     def step(self, data: Iterator[tuple[torch.Tensor, torch.Tensor]], timer: PhaseTimer) -> None:
         timer.begin()
@@ -108,6 +118,14 @@ class StepRunner:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         timer.mark("optimizer")
+
+
+def _data_kind(workload: Workload, device: torch.device, opts: TrainOptions) -> str:
+    if workload.real_data is not None:
+        return "the job's training split, copied to the device every step"
+    if opts.data_on_device and device.type == "cuda":
+        return "a pool of random batches kept on the device"
+    return "a pool of random batches in host memory, copied to the device every step"
 
 
 def _phase_summary(per_step: list[dict[str, float]]) -> dict[str, Any]:
@@ -140,9 +158,9 @@ def bench_train(workload: Workload, device: torch.device, opts: TrainOptions, *,
     precision = opts.precision or workload.precision
     batch_size = opts.batch_size or workload.batch_size
     model = prepare_model(workload, device, opts)
-    data = workload.batches(batch_size, seed=opts.seed + seed_offset)
-
     runner = StepRunner(workload, model, device, opts, precision, grad_sync)
+    data = workload.batches(batch_size, seed=opts.seed + seed_offset,
+                            prepare=runner.host_preparation())
     flops = flops_per_step
     if flops is None:  # counted eagerly: the counter does not see inside compiled graphs
         flops = train_step_flops(model, *runner.to_device(*next(data)), workload.loss_fn)
@@ -183,6 +201,7 @@ def bench_train(workload: Workload, device: torch.device, opts: TrainOptions, *,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "precision": precision,
         "batch_size": batch_size,
+        "data": _data_kind(workload, device, opts),
         "world_size": world_size,
         "steps_per_repeat": opts.steps,
         "repeats": opts.repeats,

@@ -21,6 +21,8 @@ from deepfleet.config import ModelSection, load_job
 from deepfleet.errors import UserError
 from deepfleet.models import build_model
 
+Batch = tuple[Tensor, Tensor]
+
 
 def classification_loss(logits: Tensor, target: Tensor) -> Tensor:
     return F.cross_entropy(logits.float(), target)
@@ -72,9 +74,14 @@ class Workload:
         x = torch.randn(batch_size, *self.input_shape, generator=generator)
         return x, torch.randint(0, self.num_classes, (batch_size,), generator=generator)
 
-    def batches(self, batch_size: int, seed: int = 0, pool: int = 8) -> Iterator[tuple[Tensor,
-                                                                                       Tensor]]:
-        """Host batches forever: shuffled real data for a job, else a cycled random pool."""
+    def batches(self, batch_size: int, seed: int = 0, pool: int = 8,
+                prepare: Callable[[Batch], Batch] | None = None) -> Iterator[Batch]:
+        """Batches forever: shuffled real data for a job, else a cycled pool of random ones.
+
+        `prepare` is applied to each real batch as it is drawn, and once to each pooled batch
+        (pinning host memory, or placing the pool on the device, then costs nothing per step).
+        """
+        prepare = prepare or (lambda batch: batch)
         generator = torch.Generator().manual_seed(seed)
         if self.real_data is not None:
             x, y = self.real_data
@@ -82,8 +89,8 @@ class Workload:
                 order = torch.randperm(len(y), generator=generator)
                 for start in range(0, len(y) - batch_size + 1, batch_size):
                     index = order[start:start + batch_size]
-                    yield x[index], y[index]
-        made = [self.random_batch(batch_size, generator) for _ in range(pool)]
+                    yield prepare((x[index], y[index]))
+        made = [prepare(self.random_batch(batch_size, generator)) for _ in range(pool)]
         while True:
             yield from made
 

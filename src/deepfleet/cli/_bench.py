@@ -53,6 +53,8 @@ def bench(
                                   "(default: the workload's)."),
     channels_last: bool = typer.Option(False, "--channels-last", help="NHWC memory format."),
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the training model."),
+    data_on_device: bool = typer.Option(False, "--data-on-device", help="Synthetic workloads:"
+                                        " keep the random batches on the GPU (no copy/step)."),
     backends: str = typer.Option("torch,onnxruntime", "--backends", help="Inference backends."),
     threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for torch and "
                                 "onnxruntime (default: theirs)."),
@@ -72,7 +74,8 @@ def bench(
         workload=workload, job=job, overrides=set_, devices=_names(devices),
         nproc=_int_list(nproc, "--nproc"),
         train=TrainOptions(batch_size=batch_size, steps=steps, repeats=repeats, warmup=warmup,
-                           precision=precision, channels_last=channels_last, compile=compile_),
+                           precision=precision, channels_last=channels_last, compile=compile_,
+                           data_on_device=data_on_device),
         infer=InferOptions(batch_sizes=_int_list(batch_sizes, "--batch-sizes"),
                            iterations=iterations, warmup=warmup, backends=_names(backends),
                            precision=precision, channels_last=channels_last),
