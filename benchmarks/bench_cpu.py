@@ -12,12 +12,11 @@ Energy: measured only where Zeus can read a meter.
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from deepfleet._atomic import write_json_atomic
+from deepfleet._atomic import write_json_atomic, write_text_atomic
 from deepfleet.bench import BenchRequest, InferOptions, TrainOptions, run_bench
 from deepfleet.devices import describe_machine
 
@@ -51,6 +50,8 @@ def main() -> int:
     one = {"threads": 1}
     infer = InferOptions(batch_sizes=[1, 8, 64], iterations=50, warmup=5)
     results: dict = {"machine": describe_machine(), "runs": {}}
+    markdown: dict[str, str] = {}  # written last: the results are tracked files, and writing
+    # them mid-run would mark the later runs' git commit as dirty
     with tempfile.TemporaryDirectory(prefix="deepfleet-bench-") as tmp:
         requests = {
             "digits_job": BenchRequest(job="digits", overrides=[f"run.runs_dir={tmp}/runs"],
@@ -70,7 +71,7 @@ def main() -> int:
                            "scaling": _scaling_ratio(report),
                            "devices": report["comparison"]},
             }
-            shutil.copyfile(folder / "bench.md", RESULTS / f"{NAME}_{name}.md")
+            markdown[name] = (folder / "bench.md").read_text()
     one_thread = results["runs"]["digits_job"]["report"]["train"]["cpu"]
     two_threads = results["runs"]["digits_job_2_threads"]["report"]["train"]["cpu"]
     results["threads_ratio"] = {
@@ -78,6 +79,8 @@ def main() -> int:
         "two_over_one_samples_per_s": two_threads["samples_per_s"]["median"]
         / one_thread["samples_per_s"]["median"]}
     write_json_atomic(RESULTS / f"{NAME}.json", results)
+    for name, text in markdown.items():
+        write_text_atomic(RESULTS / f"{NAME}_{name}.md", text)
     print(f"wrote {RESULTS / f'{NAME}.json'}")
     return 0
 

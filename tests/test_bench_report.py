@@ -70,6 +70,7 @@ def test_training_result_is_consistent_and_energy_is_per_sample():
     energy = result["energy"]
     assert energy["fake"] and energy["measured"]
     assert energy["joules_per_sample"]["median"] == pytest.approx(6.0 / (8 * 3))
+    assert result["peak"]["measured"] and "2 probes" in result["peak"]["source"]  # 1 per repeat
     assert energy["watts"]["min"] == pytest.approx(6.0 / (result["step_seconds"]["max"] * 3))
 
 
@@ -79,8 +80,9 @@ def test_no_readable_meter_is_reported_plainly():
         pytest.skip("this machine has a readable RAPL counter")
     assert meter.note.startswith("not measured")
     result = bench_train(small_mlp(), CPU, TINY, meter=meter,
-                         peak=Peak(1e12, "given in the test", False))
+                         peak=Peak(1.0, "given in the test", False))
     assert result["peak"]["source"] == "given in the test"
+    assert result["mfu"] > 1 and "distrust" in result["mfu_note"]  # an impossible peak
     assert result["energy"]["measured"] is False
     assert "joules_per_sample" not in result["energy"]
 

@@ -78,13 +78,40 @@ def measure_matmul_peak(device: torch.device, precision: str = "fp32", size: int
     return Peak(best, f"measured: best of {repeats} {size}x{size} {dtype} matmuls", True)
 
 
+def known_peak(device: torch.device, precision: str) -> Peak | None:
+    """The table peak of a known GPU; None for CPUs and GPUs not in the table."""
+    if device.type == "cuda":
+        return table_peak(torch.cuda.get_device_name(device), precision)
+    return None
+
+
+class PeakProbe:
+    """A measured peak sampled several times during a benchmark, keeping the best.
+
+    On a shared machine a peak measured once, at a busy moment, can be lower than what the
+    workload reaches a minute later (an MFU above 100 %); probing between the timed repeats
+    samples the machine in the same conditions as the measurement.
+    """
+
+    def __init__(self, device: torch.device, precision: str) -> None:
+        self.device, self.precision = device, precision
+        self.probes: list[Peak] = []
+
+    def probe(self) -> None:
+        self.probes.append(measure_matmul_peak(self.device, self.precision, repeats=2))
+
+    def best(self) -> Peak:
+        if not self.probes:
+            self.probe()
+        best = max(self.probes, key=lambda p: p.flops_per_s)
+        size = "1024x1024" if self.device.type == "cpu" else "8192x8192"
+        return Peak(best.flops_per_s, f"measured: best {size} {self.precision} matmul of "
+                    f"{len(self.probes)} probes taken between the timed repeats", True)
+
+
 def device_peak(device: torch.device, precision: str) -> Peak:
     """Table peak for known GPUs, otherwise a measured matmul peak."""
-    if device.type == "cuda":
-        found = table_peak(torch.cuda.get_device_name(device), precision)
-        if found is not None:
-            return found
-    return measure_matmul_peak(device, precision)
+    return known_peak(device, precision) or measure_matmul_peak(device, precision)
 
 
 def mfu(flops_per_step: float, step_seconds: float, peak_flops_per_s: float) -> float:

@@ -55,6 +55,8 @@ def _train_section(report: dict[str, Any]) -> list[str]:
                   f"{r['repeats']} repeats of {r['steps_per_repeat']} steps after "
                   f"{r['warmup_steps']} warm-up steps; {_num(r['flops_per_step'])} FLOPs per step "
                   f"(torch.utils.flop_counter). Peak memory: {r['peak_memory']['what']}."]
+        if "mfu_note" in r:
+            lines += ["", f"MFU on {device}: {r['mfu_note']}."]
     return lines + [""]
 
 

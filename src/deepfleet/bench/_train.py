@@ -14,11 +14,12 @@ from torch import nn
 
 from deepfleet.bench._energy import EnergyMeter, NoMeter, meter_info
 from deepfleet.bench._flops import train_step_flops
-from deepfleet.bench._peak import Peak, device_peak, mfu
+from deepfleet.bench._peak import Peak, PeakProbe, known_peak, mfu
 from deepfleet.bench._progress import BenchProgress, silent_progress
 from deepfleet.bench._stats import summarize
 from deepfleet.bench._timer import PhaseTimer, wall_timer
 from deepfleet.bench._workloads import Workload
+from deepfleet.errors import UserError
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -155,6 +156,8 @@ def bench_train(workload: Workload, device: torch.device, opts: TrainOptions, *,
     """
     meter = meter or NoMeter("not measured: no meter was given")
     progress = progress or silent_progress()
+    if opts.compile and opts.warmup < 1:
+        raise UserError("--compile needs --warmup >= 1, so that compiling is not timed")
     precision = opts.precision or workload.precision
     batch_size = opts.batch_size or workload.batch_size
     model = prepare_model(workload, device, opts)
@@ -177,6 +180,8 @@ def bench_train(workload: Workload, device: torch.device, opts: TrainOptions, *,
     seconds: list[float] = []
     joules: list[float] = []
     per_step: list[dict[str, float]] = []
+    peak = peak or known_peak(device, precision)
+    probe = PeakProbe(device, precision) if peak is None else None
     progress.start(f"{device} {opts.repeats}x{opts.steps} steps", opts.repeats * opts.steps)
     for _ in range(opts.repeats):
         timers = [PhaseTimer(device) for _ in range(opts.steps)]
@@ -193,6 +198,8 @@ def bench_train(workload: Workload, device: torch.device, opts: TrainOptions, *,
             progress.advance(opts.steps)
         seconds.append(elapsed[0])
         per_step += [t.durations() for t in timers]
+        if probe is not None:
+            probe.probe()  # outside the timed region
 
     samples = batch_size * opts.steps * world_size
     step_s = summarize([s / opts.steps for s in seconds])
@@ -215,11 +222,14 @@ def bench_train(workload: Workload, device: torch.device, opts: TrainOptions, *,
     if workload.is_tokens:
         result["tokens_per_s"] = summarize([samples * workload.tokens_per_sample / s
                                             for s in seconds])
-    peak = peak or device_peak(device, precision)
+    peak = peak or probe.best()
     result["peak"] = peak.to_dict()
     # Whole-world figures: every process does `flops` per step on its own device.
     result["achieved_flops_per_s"] = flops * world_size / step_s["median"]
     result["mfu"] = mfu(flops * world_size, step_s["median"], peak.flops_per_s * world_size)
+    if result["mfu"] > 1:
+        result["mfu_note"] = ("above 100 %: the measured peak is lower than what the workload "
+                              "reached, so the machine was busier while probing; distrust it")
     result["energy"] = energy_summary(meter, joules, seconds, samples)
     return result
 
