@@ -73,7 +73,13 @@ def bench_scaling(workload: Workload, device_type: str, nprocs: list[int], opts:
                                  "threads_per_rank": threads})
         for n in sorted(set(nprocs)):
             out = Path(tmp) / f"result-{n}.json"
-            _launch(n, spec, out, timeout)
+            try:
+                _launch(n, spec, out, timeout)
+            except RuntimeError as err:
+                # The launcher picks a free port and the workers bind it later; on a busy host
+                # another process can take it in between. One retry; a second failure is real.
+                notes.append(f"{err}; retried once")
+                _launch(n, spec, out, timeout)
             results[n] = json.loads(out.read_text())
             progress.advance()
     eff = efficiencies({n: r["samples_per_s"]["median"] for n, r in results.items()})
