@@ -6,8 +6,8 @@ import shutil
 import pytest
 import tomli_w
 
-from deepfleet.cli import run_cli
 from conftest import run_deepfleet, tiny_job_dict
+from deepfleet.cli import run_cli
 
 COMMANDS = ["run", "doctor", "prepare", "train", "evaluate", "export", "predict", "keys"]
 

@@ -16,10 +16,15 @@ from torch import nn
 from deepfleet.config import ModelSection
 from deepfleet.errors import UserError
 from deepfleet.models._cnn import cnn
+from deepfleet.models._gpt import gpt
 from deepfleet.models._mlp import mlp
 from deepfleet.models._resnet import resnet
+from deepfleet.models._resnet_imagenet import resnet18, resnet50
 
-ZOO: dict[str, Callable[..., nn.Module]] = {"mlp": mlp, "cnn": cnn, "resnet": resnet}
+ZOO: dict[str, Callable[..., nn.Module]] = {
+    "mlp": mlp, "cnn": cnn, "resnet": resnet, "resnet18": resnet18, "resnet50": resnet50,
+    "gpt": gpt,
+}
 
 
 def _import_factory(spec: str, search_path: str | None) -> Callable[..., nn.Module]:
