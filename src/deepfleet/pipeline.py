@@ -16,6 +16,7 @@ from deepfleet.devices import choose_device
 from deepfleet.errors import UserError
 from deepfleet.evaluate import classification_metrics, predict_proba, write_report
 from deepfleet.models import build_model
+from deepfleet.parallel import detect_env, process_group
 from deepfleet.runs import RunPaths, create_run
 from deepfleet.train import (
     BEST,
@@ -44,22 +45,28 @@ def _model_for(job: JobConfig, manifest: Manifest) -> torch.nn.Module:
     return build_model(job.model, manifest.sample_shape, len(manifest.class_names))
 
 
-def stage_train(paths: RunPaths, progress: ProgressSink | None = None) -> FitResult:
+def stage_train(paths: RunPaths, progress: ProgressSink | None = None, *,
+                resume: bool = False) -> FitResult:
+    """Train in this process: alone, or as one rank of a job (torchrun, srun, a PyTorchJob
+    or `deepfleet train --nproc N` set the rank variables). A restarted worker resumes."""
     job = paths.load_job()
     # Training refuses to start on data that does not match its manifest.
     manifest = verify_dataset(paths.data_dir())
-    generator = seed_everything(job.run.seed, job.run.deterministic)
+    env = detect_env()
     device = choose_device(job.run.device)
-    model = _model_for(job, manifest)
-    train = read_split(manifest, "train", verify=False)
-    val = read_split(manifest, "val", verify=False) if "val" in manifest.splits else None
-    log = MetricsLog(paths.metrics)
-    try:
-        trainer = Trainer(job.train, model, device, generator=generator, log=log,
-                          progress=progress, checkpoint_dir=paths.checkpoints)
-        return trainer.fit(train, val)
-    finally:
-        log.close()
+    with process_group(env, device):
+        seed_everything(job.run.seed, job.run.deterministic)
+        model = _model_for(job, manifest)  # the same initial weights on every rank
+        train = read_split(manifest, "train", verify=False)
+        val = read_split(manifest, "val", verify=False) if "val" in manifest.splits else None
+        log = MetricsLog(paths.metrics if env.is_main else None)
+        try:
+            trainer = Trainer(job.train, model, device, seed=job.run.seed, env=env, log=log,
+                              progress=progress, checkpoint_dir=paths.checkpoints,
+                              resume=resume or env.restart_count > 0)
+            return trainer.fit(train, val)
+        finally:
+            log.close()
 
 
 def _trained_model(paths: RunPaths, job: JobConfig, manifest: Manifest) -> torch.nn.Module:
