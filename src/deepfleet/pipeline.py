@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,11 +17,19 @@ from deepfleet.devices import choose_device
 from deepfleet.errors import UserError
 from deepfleet.evaluate import classification_metrics, predict_proba, write_report
 from deepfleet.models import build_model
-from deepfleet.parallel import detect_env, process_group
+from deepfleet.parallel import (
+    LaunchOptions,
+    detect_env,
+    launch,
+    must_launch,
+    preflight,
+    process_group,
+)
 from deepfleet.runs import RunPaths, create_run
 from deepfleet.train import (
     BEST,
     LAST,
+    STATE,
     FitResult,
     MetricsLog,
     ProgressSink,
@@ -67,6 +76,30 @@ def stage_train(paths: RunPaths, progress: ProgressSink | None = None, *,
             return trainer.fit(train, val)
         finally:
             log.close()
+
+
+def train_job(paths: RunPaths, options: LaunchOptions | None = None,
+              progress: ProgressSink | None = None, *, resume: bool = False) -> FitResult:
+    """Train a run folder: in this process, or on options.world_size ranks through the
+    elastic agent (restarted up to options.max_restarts times, resuming each time)."""
+    options = options or LaunchOptions()
+    if not must_launch(options):
+        return stage_train(paths, progress, resume=resume)
+    job = paths.load_job()
+    preflight(job.train, _model_for(job, verify_dataset(paths.data_dir())), options.world_size)
+    launch(paths.root, options, resume=resume)
+    return _fit_on_disk(paths)
+
+
+def _fit_on_disk(paths: RunPaths) -> FitResult:
+    """What the workers reported: state.json and the epoch lines (the last of each epoch,
+    since a restarted worker repeats the lines written after its checkpoint)."""
+    state = json.loads((paths.checkpoints / STATE).read_text(encoding="utf-8"))
+    epochs = {r["epoch"]: r for r in read_metrics(paths.metrics) if r.get("kind") == "epoch"}
+    return FitResult(epochs=state["epochs"], seconds=state["seconds"],
+                     best_epoch=state["best_epoch"],
+                     best_val_accuracy=state["best_val_accuracy"],
+                     history=[epochs[k] for k in sorted(epochs)])
 
 
 def _trained_model(paths: RunPaths, job: JobConfig, manifest: Manifest) -> torch.nn.Module:

@@ -4,12 +4,18 @@ self-test of the machine. Model code never mentions ranks; everything about them
 
 from deepfleet.parallel._build import make_strategy
 from deepfleet.parallel._env import DistEnv, detect_env, in_worker, process_group
+from deepfleet.parallel._launch import LaunchOptions, launch, must_launch, preflight
 from deepfleet.parallel._pipeline import PipelineStrategy, StagePart, split_children
+from deepfleet.parallel._selftest import (
+    run_selftest,
+    selftest_config,
+    selftest_data,
+    selftest_model,
+)
 from deepfleet.parallel._strategy import (
     DDPStrategy,
     FSDPStrategy,
     SingleStrategy,
-    all_reduce_sum,
     blocks_of,
     fp16_scaler,
 )
@@ -19,18 +25,25 @@ __all__ = [
     "DDPStrategy",
     "DistEnv",
     "FSDPStrategy",
+    "LaunchOptions",
     "PipelineStrategy",
     "SingleStrategy",
     "StagePart",
     "Topology",
-    "all_reduce_sum",
     "blocks_of",
     "build_topology",
     "choose_strategy",
     "detect_env",
     "fp16_scaler",
     "in_worker",
+    "launch",
     "make_strategy",
+    "must_launch",
+    "preflight",
     "process_group",
+    "run_selftest",
+    "selftest_config",
+    "selftest_data",
+    "selftest_model",
     "split_children",
 ]

@@ -17,13 +17,6 @@ from deepfleet.parallel._topology import Topology
 Autocast = Callable[[], contextlib.AbstractContextManager]
 
 
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum over every rank in place (a no-op in a single process)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(tensor)
-    return tensor
-
-
 def blocks_of(model: nn.Module) -> list[nn.Module]:
     """The units FSDP shards one at a time: the top-level children that hold parameters
     (a Sequential's layers, a ResNet's blocks)."""
@@ -45,6 +38,21 @@ class SingleStrategy:
         self.compile_model = compile_model
         self.train_model: nn.Module = model
         self.owns_outputs = True     # this rank sees logits (pipeline: only the last stage)
+
+    @property
+    def distributed(self) -> bool:
+        return self.topology.world_size > 1
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum over every rank of the job, in place (nothing to do in a single process)."""
+        if self.distributed:
+            dist.all_reduce(tensor)
+        return tensor
+
+    def broadcast(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+        if self.distributed:
+            dist.broadcast(tensor, src=src)
+        return tensor
 
     def setup_stage(self) -> None:
         """Called when a training stage starts (after freezing changed requires_grad)."""

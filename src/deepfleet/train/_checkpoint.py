@@ -39,11 +39,6 @@ TRAINER = "trainer.json"
 _COMMITTED = re.compile(r"^step-(\d{9})$")
 
 
-def _barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
 def _rank_file(rank: int) -> str:
     return f"rank-{rank:05d}.json"
 
@@ -86,10 +81,15 @@ def _tensors(module: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict,
 class Checkpointer:
     """Saves and restores one rank's share of the training state; every call is collective."""
 
-    def __init__(self, root: Path, keep: int, rank: int) -> None:
+    def __init__(self, root: Path, keep: int, rank: int = 0, distributed: bool = False) -> None:
         self.root = Path(root)
         self.keep = keep
         self.rank = rank
+        self.distributed = distributed
+
+    def _barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
 
     def save(self, step: int, module: nn.Module, optimizer: torch.optim.Optimizer,
              trainer_state: dict[str, Any], rank_state: dict[str, Any]) -> Path:
@@ -98,16 +98,16 @@ class Checkpointer:
         if self.rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted attempt
             tmp.mkdir(parents=True)
-        _barrier()
+        self._barrier()
         payload, groups = _tensors(module, optimizer)
-        dcp.save(payload, checkpoint_id=str(tmp))
+        dcp.save(payload, checkpoint_id=str(tmp), no_dist=not self.distributed)
         write_json_atomic(tmp / _rank_file(self.rank), {**rank_state, "param_groups": groups})
         if self.rank == 0:
             write_json_atomic(tmp / TRAINER, {**trainer_state, "step": step})
-        _barrier()  # every rank's files are in tmp before it becomes visible
+        self._barrier()  # every rank's files are in tmp before it becomes visible
         if self.rank == 0:
             self._commit(tmp, final)
-        _barrier()
+        self._barrier()
         return final
 
     def _commit(self, tmp: Path, final: Path) -> None:
@@ -131,7 +131,7 @@ class Checkpointer:
         else:
             payload = {"model": get_model_state_dict(module)}
         try:
-            dcp.load(payload, checkpoint_id=str(path))
+            dcp.load(payload, checkpoint_id=str(path), no_dist=not self.distributed)
         except Exception as err:  # DCP wraps per-rank failures in its own error types
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise UserError(f"{path}: checkpoint does not fit this model or strategy "

@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from deepfleet._atomic import write_json_atomic
 from deepfleet.config import StageSection, TrainSection
 from deepfleet.data import SplitArrays
 from deepfleet.errors import UserError
-from deepfleet.parallel import DistEnv, all_reduce_sum, build_topology, fp16_scaler, make_strategy
+from deepfleet.parallel import DistEnv, build_topology, fp16_scaler, make_strategy
 from deepfleet.train._batches import RankBatches
 from deepfleet.train._checkpoint import Checkpointer, find_latest
 from deepfleet.train._log import MetricsLog, NullProgress, ProgressSink
@@ -82,7 +81,8 @@ class Trainer:
         self.progress = progress if progress is not None and self.env.is_main else NullProgress()
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.checkpointer = (Checkpointer(self.checkpoint_dir / TRAIN_CHECKPOINTS,
-                                          config.checkpoint.keep, self.env.rank)
+                                          config.checkpoint.keep, self.env.rank,
+                                          self.topology.world_size > 1)
                              if self.checkpoint_dir else None)
         self.resume = resume
         self.autocast = autocast_factory(config.precision, device)
@@ -184,8 +184,7 @@ class Trainer:
         loss, acc = evaluate_loss_accuracy(module, val, self.device)
         # Rank 0's figures decide for everyone, so every rank takes the same branch below.
         figures = torch.tensor([loss, acc], dtype=torch.float64, device=self.device)
-        if dist.is_initialized():
-            dist.broadcast(figures, src=0)
+        self.strategy.broadcast(figures, src=0)
         loss, acc = figures.tolist()
         record.update(val_loss=loss, val_accuracy=acc)
         if (acc, -loss) > (self.state.best_val_accuracy, -self.state.best_val_loss):
@@ -238,7 +237,7 @@ class Trainer:
         t0 = time.perf_counter()
         totals = torch.stack([loss_sum.double(), correct.double(),
                               torch.tensor(float(seen), dtype=torch.float64, device=device)])
-        all_reduce_sum(totals)
+        self.strategy.all_reduce_sum(totals)
         total_loss, total_correct, total_seen = totals.tolist()  # one sync per epoch
         comm_s += time.perf_counter() - t0
         self._sums = [0.0, 0.0, 0.0]
@@ -263,7 +262,7 @@ class Trainer:
     def _log_step(self, stage: StageSection, step_loss: torch.Tensor, group_count: int,
                   scheduler) -> float:
         t0 = time.perf_counter()
-        value = all_reduce_sum(step_loss.detach().clone()).item()
+        value = self.strategy.all_reduce_sum(step_loss.detach().clone()).item()
         self.log.write({"kind": "step", "stage": stage.name, "step": self.step,
                         "loss": value / group_count, "lr": scheduler.get_last_lr()[0]})
         return time.perf_counter() - t0
