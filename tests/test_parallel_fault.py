@@ -14,12 +14,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import REPO, tiny_job_dict
 from deepfleet.config import job_from_dict
 from deepfleet.pipeline import stage_prepare, stage_train
 from deepfleet.runs import create_run
 from deepfleet.train import LAST, read_metrics
-
-from conftest import REPO, tiny_job_dict
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
