@@ -11,7 +11,14 @@ from typing import Any
 import torch
 
 from deepfleet.config import JobConfig
-from deepfleet.data import Manifest, prepare_from_config, read_split, verify_dataset
+from deepfleet.data import (
+    Manifest,
+    ShardStream,
+    StreamLoader,
+    prepare_from_config,
+    read_split,
+    verify_dataset,
+)
 from deepfleet.deploy import LoadedBundle, export_bundle, load_bundle, predict_dataset
 from deepfleet.devices import choose_device
 from deepfleet.errors import UserError
@@ -19,6 +26,7 @@ from deepfleet.evaluate import classification_metrics, predict_proba, write_repo
 from deepfleet.models import build_model
 from deepfleet.parallel import (
     LaunchOptions,
+    build_topology,
     detect_env,
     launch,
     must_launch,
@@ -66,8 +74,11 @@ def stage_train(paths: RunPaths, progress: ProgressSink | None = None, *,
     with process_group(env, device):
         seed_everything(job.run.seed, job.run.deterministic)
         model = _model_for(job, manifest)  # the same initial weights on every rank
-        train = read_split(manifest, "train", verify=False)
-        val = read_split(manifest, "val", verify=False) if "val" in manifest.splits else None
+        train = _train_stream(job, manifest, build_topology(job.train, env.world_size, model,
+                                                           device), env.rank, device)
+        data = job.data
+        val = (read_split(manifest, "val", verify=False, key=data.key)
+               if "val" in manifest.splits else None)
         log = MetricsLog(paths.metrics if env.is_main else None)
         try:
             trainer = Trainer(job.train, model, device, seed=job.run.seed, env=env, log=log,
@@ -76,6 +87,19 @@ def stage_train(paths: RunPaths, progress: ProgressSink | None = None, *,
             return trainer.fit(train, val)
         finally:
             log.close()
+
+
+def _train_stream(job: JobConfig, manifest: Manifest, topology, rank: int,
+                  device: torch.device) -> StreamLoader:
+    """This rank's share of the training shards. Ranks of one pipeline read the same
+    batches, so the stream is cut by data-parallel rank, not by global rank."""
+    data = job.data
+    stream = ShardStream(manifest, "train", batch_size=job.train.batch_size, seed=job.run.seed,
+                         rank=topology.dp_rank(rank), world_size=topology.dp,
+                         uneven=data.uneven, shuffle_buffer=data.shuffle_buffer,
+                         cache=data.cache, verify=False, key=data.key)
+    return StreamLoader(stream, num_workers=job.train.num_workers,
+                        pin_memory=device.type == "cuda")
 
 
 def train_job(paths: RunPaths, options: LaunchOptions | None = None,
@@ -115,7 +139,7 @@ def stage_evaluate(paths: RunPaths) -> dict[str, Any]:
     manifest = verify_dataset(paths.data_dir())
     device = choose_device(job.run.device)
     model = _trained_model(paths, job, manifest).to(device)
-    split = read_split(manifest, job.evaluate.split, verify=False)
+    split = read_split(manifest, job.evaluate.split, verify=False, key=job.data.key)
     probs = predict_proba(model, split.x, device, job.evaluate.batch_size)
     metrics = classification_metrics(split.y, probs.argmax(1), len(manifest.class_names),
                                      manifest.class_names)

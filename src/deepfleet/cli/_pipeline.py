@@ -1,4 +1,4 @@
-"""run, prepare, train, evaluate, export, predict: one small function each."""
+"""run, train, evaluate, export, predict: one small function each."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from rich.table import Table
 
 from deepfleet import pipeline
 from deepfleet.cli._app import OVERRIDES_HELP, app, console
-from deepfleet.config import DataSection, load_job
-from deepfleet.data import prepare_from_config
+from deepfleet.config import load_job
 from deepfleet.deploy import load_bundle, predict_dataset
 from deepfleet.errors import UserError
 from deepfleet.evaluate import HEADLINE
@@ -50,26 +49,6 @@ def run(
     config = load_job(job, set_)
     summary = pipeline.run_job(config, default_progress())
     _print_summary(summary)
-
-
-@app.command()
-def prepare(
-    source: str = typer.Argument(..., help="A built-in source name (digits) or a path."),
-    out: Path = typer.Option(..., "--out", help="New folder for shards and manifest.json."),
-    shards: int = typer.Option(4, "--shards", min=1, help="Number of training shards."),
-    val_fraction: float = typer.Option(0.1, "--val", help="Share of samples for validation."),
-    test_fraction: float = typer.Option(0.2, "--test", help="Share of samples for testing."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the split."),
-) -> None:
-    """Split a data set into verified Parquet shards with a manifest."""
-    try:
-        data = DataSection(source=source, shards=shards, val_fraction=val_fraction,
-                           test_fraction=test_fraction)
-    except ValueError as err:
-        raise UserError(str(err).splitlines()[-1]) from None
-    manifest = prepare_from_config(data, out, seed)
-    rows = ", ".join(f"{s} {manifest.rows(s)}" for s in manifest.splits)
-    console.print(f"prepared {out}: {rows}")
 
 
 def _run_for(target: str, overrides: list[str]) -> RunPaths:

@@ -125,6 +125,8 @@ def _absolutize(job: JobConfig, base: Path) -> JobConfig:
         data.prepared = str((base / data.prepared).resolve())
     if not Path(data.source).is_absolute() and (base / data.source).exists():
         data.source = str((base / data.source).resolve())
+    if data.key and not data.key.startswith("env:") and not Path(data.key).is_absolute():
+        data.key = str((base / data.key).resolve())
     if ":" in job.model.name and job.model.path is None:
         job.model.path = str(base)
     return job

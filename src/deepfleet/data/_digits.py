@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.datasets import load_digits
 
 from deepfleet.data._samples import Samples
 
 
 def load_digits_samples() -> Samples:
+    from sklearn.datasets import load_digits  # imported here: scikit-learn is slow to import
+
     bunch = load_digits()
     # Pixel values are integers 0..16; keep them as uint8 and scale at read time.
     images = bunch.images.astype(np.uint8)[:, None, :, :]

@@ -54,6 +54,11 @@ class Manifest:
                 f"{self.root}: no split {split!r} (has {', '.join(self.splits)})")
         return [ShardEntry(**s) for s in self.raw["splits"][split]["shards"]]
 
+    @property
+    def encryption(self) -> dict[str, Any] | None:
+        """{"algorithm", "key_id"} when the shards are encrypted, else None."""
+        return self.raw.get("encryption")
+
     def rows(self, split: str) -> int:
         return int(self.raw["splits"][split]["rows"])
 
@@ -78,19 +83,34 @@ def read_manifest(folder: str | Path) -> Manifest:
     return Manifest(root.resolve(), raw)
 
 
-def verify_shard(manifest: Manifest, entry: ShardEntry) -> None:
-    """Raise UserError naming the shard when it is missing or its bytes changed."""
+def shard_problem(manifest: Manifest, entry: ShardEntry) -> str | None:
+    """What is wrong with one shard (missing, or bytes changed), or None."""
     path = manifest.root / entry.file
     if not path.is_file():
-        raise UserError(f"shard {entry.file} is missing from {manifest.root}")
+        return f"shard {entry.file} is missing from {manifest.root}"
     if sha256_file(path) != entry.sha256:
-        raise UserError(f"shard {entry.file} does not match its sha256 in the manifest")
+        return f"shard {entry.file} does not match its sha256 in the manifest"
+    return None
+
+
+def verify_shard(manifest: Manifest, entry: ShardEntry) -> None:
+    """Raise UserError naming the shard when it is missing or its bytes changed."""
+    problem = shard_problem(manifest, entry)
+    if problem:
+        raise UserError(problem)
+
+
+def dataset_problems(manifest: Manifest) -> list[str]:
+    """Every shard of every split checked; one line per bad shard."""
+    return [p for split in manifest.splits for e in manifest.shards(split)
+            if (p := shard_problem(manifest, e))]
 
 
 def verify_dataset(folder: str | Path) -> Manifest:
-    """Check every shard of every split against the manifest."""
+    """Check every shard of every split against the manifest; the first bad one is named."""
     manifest = read_manifest(folder)
-    for split in manifest.splits:
-        for entry in manifest.shards(split):
-            verify_shard(manifest, entry)
+    problems = dataset_problems(manifest)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise UserError(problems[0] + more)
     return manifest

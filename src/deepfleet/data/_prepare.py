@@ -5,13 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from deepfleet.config import DataSection
+from deepfleet.data._crypto import load_data_key
 from deepfleet.data._manifest import Manifest
-from deepfleet.data._sources import load_source
+from deepfleet.data._sources import SourceOptions, load_source
 from deepfleet.data._writer import write_dataset
+from deepfleet.errors import UserError
 
 
 def prepare_from_config(data: DataSection, out: str | Path, seed: int) -> Manifest:
-    samples = load_source(data.source)
+    """Read the source, split it, and write shards + manifest.json into the new folder `out`.
+
+    Shards are encrypted when data.key is set (a key file or env:NAME). The key is loaded
+    before the source, so a bad key costs nothing.
+    """
+    key = load_data_key(data.key) if data.key else None
+    if data.key and key is None:
+        raise UserError(f"data.key: {data.key} gives no key")
+    samples = load_source(data.source, SourceOptions(data.label_column, data.image_size))
     return write_dataset(
         samples, out,
         shards=data.shards,
@@ -19,4 +29,6 @@ def prepare_from_config(data: DataSection, out: str | Path, seed: int) -> Manife
         test_fraction=data.test_fraction,
         seed=seed,
         source={"name": data.source, "description": samples.description},
+        workers=data.workers,
+        key=key,
     )

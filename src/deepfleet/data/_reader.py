@@ -1,4 +1,4 @@
-"""Reading a split of a prepared data set into memory, shard by shard, checksums checked."""
+"""Opening shards (plain or encrypted) and reading a whole split into memory."""
 
 from __future__ import annotations
 
@@ -6,10 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from deepfleet.data._crypto import DataKey, check_key, decryption_properties, load_data_key
 from deepfleet.data._manifest import Manifest, read_manifest, verify_shard
+from deepfleet.errors import UserError
 
 
 @dataclass
@@ -24,23 +27,51 @@ class SplitArrays:
         return len(self.y)
 
 
-def decode_batch(table, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A whole record batch to arrays at once (no per-sample Python)."""
+def decode_raw(table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ids, x in its stored dtype, labels: a whole record batch at once (no per-sample Python)."""
     x = table.column("x").combine_chunks().to_numpy_ndarray()
-    x = x.astype(np.float32) * np.float32(scale) if scale != 1.0 else x.astype(np.float32)
-    ids = table.column("id").to_numpy()
-    y = table.column("label").to_numpy()
-    return ids, x, y
+    return table.column("id").to_numpy(), x, table.column("label").to_numpy()
 
 
-def read_split(data: str | Path | Manifest, split: str, *, verify: bool = True) -> SplitArrays:
+def scale_features(x: np.ndarray, scale: float) -> np.ndarray:
+    """Stored features to model input: float32, times the manifest's scale."""
+    x = x.astype(np.float32)
+    if scale != 1.0:
+        x *= np.float32(scale)
+    return x
+
+
+def decode_batch(table, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A whole record batch to model-ready arrays (x float32, already scaled)."""
+    ids, x, y = decode_raw(table)
+    return ids, scale_features(x, scale), y
+
+
+def dataset_key(manifest: Manifest, key: str | Path | bytes | DataKey | None) -> DataKey | None:
+    """The checked key for `manifest` (None for plain shards); see deepfleet.data._crypto."""
+    if not manifest.encryption:
+        return None
+    return check_key(manifest.encryption, load_data_key(key), str(manifest.root))
+
+
+def open_shard(manifest: Manifest, file: str, key: DataKey | None = None) -> pq.ParquetFile:
+    """A shard's Parquet reader; encrypted shards need the key returned by dataset_key."""
+    props = decryption_properties(key) if key is not None else None
+    try:
+        return pq.ParquetFile(manifest.root / file, decryption_properties=props)
+    except (OSError, ValueError, pa.ArrowException) as err:  # ValueError: the KMS client's
+        raise UserError(f"shard {file}: cannot be read ({str(err).splitlines()[0]})") from None
+
+
+def read_split(data: str | Path | Manifest, split: str, *, verify: bool = True,
+               key: str | Path | bytes | DataKey | None = None) -> SplitArrays:
     manifest = data if isinstance(data, Manifest) else read_manifest(data)
+    data_key = dataset_key(manifest, key)
     ids, xs, ys = [], [], []
     for entry in manifest.shards(split):
         if verify:
             verify_shard(manifest, entry)
-        table = pq.read_table(manifest.root / entry.file)
-        i, x, y = decode_batch(table, manifest.scale)
+        i, x, y = decode_batch(open_shard(manifest, entry.file, data_key).read(), manifest.scale)
         ids.append(i)
         xs.append(x)
         ys.append(y)

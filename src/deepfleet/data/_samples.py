@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from deepfleet.errors import UserError
+
 
 @dataclass
 class Samples:
@@ -21,6 +23,8 @@ class Samples:
     description: str
     scale: float = 1.0
     ids: np.ndarray = field(default=None)  # type: ignore[assignment]
+    # Row indices of the source's own test set (MNIST's t10k, CIFAR-10's test_batch), if any.
+    test_rows: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if len(self.x) != len(self.y):
@@ -30,5 +34,33 @@ class Samples:
             self.ids = np.arange(len(self.y), dtype=np.int64)
 
     @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
     def sample_shape(self) -> tuple[int, ...]:
         return tuple(self.x.shape[1:])
+
+
+def encode_labels(values: np.ndarray, where: str) -> tuple[np.ndarray, list[str]]:
+    """Labels as int64 class indices plus class names.
+
+    Integer labels keep their values (names "0", "1", ...); any other labels (strings) are
+    numbered in sorted order.
+    """
+    values = np.asarray(values)
+    if values.ndim != 1:
+        raise UserError(f"{where}: labels must be one value per sample, got shape "
+                        f"{list(values.shape)}")
+    if np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.bool_):
+        y = values.astype(np.int64)
+        if len(y) and y.min() < 0:
+            raise UserError(f"{where}: labels must be >= 0, found {int(y.min())}")
+        top = int(y.max()) + 1 if len(y) else 0
+        return y, [str(i) for i in range(top)]
+    if np.issubdtype(values.dtype, np.floating):
+        if not np.all(np.isfinite(values)) or not np.all(values == np.round(values)):
+            raise UserError(f"{where}: labels must be whole numbers or class names")
+        return encode_labels(values.astype(np.int64), where)
+    names, y = np.unique(values.astype(str), return_inverse=True)
+    return y.astype(np.int64), [str(n) for n in names]

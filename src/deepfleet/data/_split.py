@@ -3,22 +3,40 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import train_test_split
+
+from deepfleet.errors import UserError
+
+
+def _draw(rows: np.ndarray, labels: np.ndarray, share: float, seed: int, name: str):
+    from sklearn.model_selection import train_test_split  # slow to import; only needed here
+
+    try:
+        return train_test_split(rows, test_size=share, stratify=labels[rows], random_state=seed)
+    except ValueError as err:  # e.g. a class with a single sample cannot be stratified
+        raise UserError(f"cannot draw a stratified {name} split: {err}") from None
 
 
 def stratified_split(
-    labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int
+    labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int,
+    test_rows: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Row indices per split; every class keeps its share in every split."""
+    """Row indices per split; every class keeps its share in every split.
+
+    `test_rows` is a source's own test set: it becomes the test split as is, test_fraction
+    is ignored, and val_fraction is a share of the remaining rows.
+    """
     index = np.arange(len(labels))
     parts: dict[str, np.ndarray] = {}
-    rest = index
-    if test_fraction > 0:
-        rest, parts["test"] = train_test_split(
-            index, test_size=test_fraction, stratify=labels, random_state=seed)
+    if test_rows is not None:
+        parts["test"] = np.asarray(test_rows, dtype=np.int64)
+        rest = np.setdiff1d(index, parts["test"])
+        val_share = val_fraction
+    else:
+        rest = index
+        if test_fraction > 0:
+            rest, parts["test"] = _draw(index, labels, test_fraction, seed, "test")
+        val_share = val_fraction / (1.0 - test_fraction)
     if val_fraction > 0:
-        share = val_fraction / (1.0 - test_fraction)
-        rest, parts["val"] = train_test_split(
-            rest, test_size=share, stratify=labels[rest], random_state=seed + 1)
+        rest, parts["val"] = _draw(rest, labels, val_share, seed + 1, "val")
     parts["train"] = rest
     return {name: np.sort(rows) for name, rows in parts.items()}

@@ -1,9 +1,12 @@
-"""Writing Samples as Parquet shards plus a manifest, atomically."""
+"""Writing Samples as Parquet shards plus a manifest, atomically, shards in a process pool."""
 
 from __future__ import annotations
 
 import hashlib
-import io
+import multiprocessing
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -13,27 +16,59 @@ import pyarrow.parquet as pq
 
 from deepfleet import __version__
 from deepfleet._atomic import atomic_dir, write_bytes_atomic, write_json_atomic
+from deepfleet.data._crypto import ALGORITHM, DataKey, encryption_properties
 from deepfleet.data._manifest import FORMAT, MANIFEST_NAME, Manifest, read_manifest
 from deepfleet.data._samples import Samples
 from deepfleet.data._split import stratified_split
 from deepfleet.errors import UserError
 
-ROW_GROUP_ROWS = 4096
+# A row group is the unit a streaming reader decodes at once: a few MiB of features keeps
+# memory per reader small while amortising Parquet's per-group overhead.
+ROW_GROUP_BYTES = 4 << 20
+ROW_GROUP_ROWS_MIN, ROW_GROUP_ROWS_MAX = 256, 65536
 
 
 def shard_table(ids: np.ndarray, x: np.ndarray, y: np.ndarray) -> pa.Table:
-    """id, label, and x as a fixed-shape tensor column (dtype and shape kept in the schema)."""
+    """id, label, and x as a fixed-shape tensor column (dtype and shape kept in the schema).
+
+    The column is built from the flat row-major values rather than from_numpy_ndarray, which
+    reads a dimension order from the strides: size-1 axes make those ambiguous, and the same
+    values could then be written with a different `permutation` (different bytes).
+    """
+    shape = list(x.shape[1:])
+    flat = pa.array(np.ascontiguousarray(x).reshape(-1))
+    storage = pa.FixedSizeListArray.from_arrays(flat, int(np.prod(shape)))
+    tensor_type = pa.fixed_shape_tensor(flat.type, shape)
     return pa.table({
         "id": pa.array(ids, pa.int64()),
         "label": pa.array(y, pa.int64()),
-        "x": pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(x)),
+        "x": pa.ExtensionArray.from_storage(tensor_type, storage),
     })
 
 
-def _parquet_bytes(table: pa.Table) -> bytes:
-    sink = io.BytesIO()
-    pq.write_table(table, sink, row_group_size=ROW_GROUP_ROWS, compression="zstd")
-    return sink.getvalue()
+def row_group_rows(sample_bytes: int) -> int:
+    """Rows per row group for samples of `sample_bytes` bytes each."""
+    rows = ROW_GROUP_BYTES // max(sample_bytes, 1)
+    return int(min(max(rows, ROW_GROUP_ROWS_MIN), ROW_GROUP_ROWS_MAX))
+
+
+def _parquet_bytes(table: pa.Table, rows_per_group: int, key: DataKey | None) -> bytes:
+    sink = pa.BufferOutputStream()
+    # zstd and a fixed writer make the bytes a pure function of the table (no timestamps);
+    # encryption adds random nonces and data keys, so encrypted shards differ on every write.
+    pq.write_table(table, sink, row_group_size=rows_per_group, compression="zstd",
+                   encryption_properties=encryption_properties(key) if key else None)
+    return sink.getvalue().to_pybytes()
+
+
+def _write_shard(folder: Path, split: str, index: int, ids: np.ndarray, x: np.ndarray,
+                 y: np.ndarray, rows_per_group: int, key: DataKey | None) -> dict[str, Any]:
+    """One shard file under its content-addressed name; runs in a pool worker."""
+    data = _parquet_bytes(shard_table(ids, x, y), rows_per_group, key)
+    digest = hashlib.sha256(data).hexdigest()
+    name = f"{split}-{index:05d}-{digest[:12]}.parquet"
+    write_bytes_atomic(folder / name, data)
+    return {"file": name, "rows": int(len(y)), "sha256": digest}
 
 
 def _shard_counts(rows: dict[str, int], train_shards: int) -> dict[str, int]:
@@ -48,6 +83,13 @@ def _shard_counts(rows: dict[str, int], train_shards: int) -> dict[str, int]:
     return counts
 
 
+def _pool(workers: int) -> ProcessPoolExecutor:
+    # fork shares the parent's arrays without pickling them again; elsewhere spawn is safe.
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    return ProcessPoolExecutor(max_workers=workers,
+                               mp_context=multiprocessing.get_context(method))
+
+
 def write_dataset(
     samples: Samples,
     out: str | Path,
@@ -57,52 +99,70 @@ def write_dataset(
     test_fraction: float,
     seed: int,
     source: dict[str, Any] | None = None,
+    workers: int | None = None,
+    key: DataKey | None = None,
+    rows_per_group: int | None = None,
 ) -> Manifest:
     """Split, shard and write `samples` into a new folder `out`; returns its manifest.
 
-    The folder appears complete or not at all: it is written under a temporary name.
+    The folder appears complete or not at all: it is written under a temporary name and
+    renamed once every shard and the manifest are on disk. Shards are written by up to
+    `workers` processes (default: one per core); the same samples and seed give the same
+    bytes whatever the number of workers. With `key` every shard is encrypted.
     """
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: output folder exists and is not empty")
     if out.exists():
         out.rmdir()
-    parts = stratified_split(samples.y, val_fraction, test_fraction, seed)
+    parts = stratified_split(samples.y, val_fraction, test_fraction, seed,
+                             test_rows=samples.test_rows)
     counts = _shard_counts({k: len(v) for k, v in parts.items()}, shards)
+    group = rows_per_group or row_group_rows(int(np.prod(samples.sample_shape)) *
+                                             samples.x.dtype.itemsize)
+    jobs = [(split, i, chunk) for split in ("train", "val", "test") if split in parts
+            for i, chunk in enumerate(np.array_split(parts[split], counts[split]))]
+    workers = min(workers or os.cpu_count() or 1, len(jobs))
+    with atomic_dir(out) as tmp:
+        args = [(tmp, split, i, samples.ids[c], samples.x[c], samples.y[c], group, key)
+                for split, i, c in jobs]
+        if workers > 1:
+            with _pool(workers) as pool:
+                entries = list(pool.map(_write_shard, *zip(*args, strict=True)))
+        else:
+            entries = [_write_shard(*a) for a in args]
+        write_json_atomic(tmp / MANIFEST_NAME, _manifest(samples, parts, jobs, entries, seed,
+                                                         val_fraction, test_fraction, source, key))
+    return read_manifest(out)
+
+
+def _manifest(samples: Samples, parts: dict[str, np.ndarray], jobs: list, entries: list,
+              seed: int, val_fraction: float, test_fraction: float,
+              source: dict[str, Any] | None, key: DataKey | None) -> dict[str, Any]:
     num_classes = len(samples.class_names)
     splits: dict[str, Any] = {}
-    with atomic_dir(out) as tmp:
-        for split in ("train", "val", "test"):
-            if split not in parts:
-                continue
-            rows = parts[split]
-            entries = []
-            for i, chunk in enumerate(np.array_split(rows, counts[split])):
-                data = _parquet_bytes(shard_table(samples.ids[chunk], samples.x[chunk],
-                                                  samples.y[chunk]))
-                digest = hashlib.sha256(data).hexdigest()
-                name = f"{split}-{i:05d}-{digest[:12]}.parquet"
-                write_bytes_atomic(tmp / name, data)
-                entries.append({"file": name, "rows": int(len(chunk)), "sha256": digest})
-            splits[split] = {
-                "rows": int(len(rows)),
-                "class_histogram": np.bincount(samples.y[rows], minlength=num_classes).tolist(),
-                "shards": entries,
-            }
-        write_json_atomic(tmp / MANIFEST_NAME, {
-            "format": FORMAT,
-            "deepfleet_version": __version__,
-            "source": source or {"description": samples.description},
-            "features": {
-                "dtype": str(samples.x.dtype),
-                "shape": list(samples.sample_shape),
-                "scale": samples.scale,
-            },
-            "schema": {"id": "int64", "label": "int64",
-                       "x": f"fixed_shape_tensor<{samples.x.dtype}>{list(samples.sample_shape)}"},
-            "class_names": samples.class_names,
-            "seed": seed,
-            "split_fractions": {"val": val_fraction, "test": test_fraction},
-            "splits": splits,
-        })
-    return read_manifest(out)
+    for (split, _, _), entry in zip(jobs, entries, strict=True):
+        rows = parts[split]
+        splits.setdefault(split, {
+            "rows": int(len(rows)),
+            "class_histogram": np.bincount(samples.y[rows], minlength=num_classes).tolist(),
+            "shards": [],
+        })["shards"].append(entry)
+    shape = list(samples.sample_shape)
+    manifest = {
+        "format": FORMAT,
+        "deepfleet_version": __version__,
+        "source": source or {"description": samples.description},
+        "features": {"dtype": str(samples.x.dtype), "shape": shape, "scale": samples.scale},
+        "schema": {"id": "int64", "label": "int64",
+                   "x": f"fixed_shape_tensor<{samples.x.dtype}>{shape}"},
+        "class_names": samples.class_names,
+        "seed": seed,
+        "split_fractions": {"val": val_fraction, "test": test_fraction},
+        "test_split": "source" if samples.test_rows is not None else "drawn",
+        "splits": splits,
+    }
+    if key is not None:
+        manifest["encryption"] = {"algorithm": ALGORITHM, "key_id": key.key_id,
+                                  "scheme": "parquet-modular-encryption"}
+    return manifest

@@ -14,10 +14,10 @@ from torch import nn
 
 from deepfleet._atomic import write_json_atomic
 from deepfleet.config import StageSection, TrainSection
-from deepfleet.data import SplitArrays
+from deepfleet.data import SplitArrays, StreamLoader
 from deepfleet.errors import UserError
 from deepfleet.parallel import DistEnv, build_topology, fp16_scaler, make_strategy
-from deepfleet.train._batches import RankBatches
+from deepfleet.train._batches import ArrayBatches, StreamBatches, batch_source
 from deepfleet.train._checkpoint import Checkpointer, find_latest
 from deepfleet.train._log import MetricsLog, NullProgress, ProgressSink
 from deepfleet.train._optim import apply_freeze, build_optimizer, build_scheduler
@@ -100,14 +100,18 @@ class Trainer:
         return self.strategy.full_model
 
     # ---- the run -------------------------------------------------------------------------
-    def fit(self, train: SplitArrays, val: SplitArrays | None = None) -> FitResult:
+    def fit(self, train: SplitArrays | StreamLoader,
+            val: SplitArrays | None = None) -> FitResult:
+        """Train on an in-memory split (cut into rank shares here) or on this rank's
+        StreamLoader (already cut by data-parallel rank)."""
         cfg, topo = self.config, self.topology
-        plan = RankBatches(len(train), cfg.batch_size, topo.dp, topo.dp_rank(self.env.rank),
-                           self.seed, cfg.accumulation_steps,
-                           drop_last=topo.strategy == "pipeline")
+        plan = batch_source(train, cfg.batch_size, topo.dp, topo.dp_rank(self.env.rank),
+                            self.seed, cfg.accumulation_steps,
+                            drop_last=topo.strategy == "pipeline")
         if plan.steps_per_epoch == 0:
-            raise UserError(f"train: {len(train)} training rows do not fill one batch of "
-                            f"{plan.micro_size} over {topo.dp} rank(s)")
+            raise UserError(f"train: the training split does not fill one batch of "
+                            f"{cfg.batch_size} on each of {topo.dp} rank(s)")
+        self.source = plan
         resume_from = self._resume_point()
         factor = lr_scale(cfg.lr_scaling, topo.global_batch(cfg.batch_size,
                                                             cfg.accumulation_steps),
@@ -125,7 +129,7 @@ class Trainer:
                     self._restore(resume_from, optimizer, scheduler)
                     resume_from = None
                 while self.state.position.stage_epoch < stage.epochs:
-                    self._run_epoch(stage, plan, train, val, optimizer, scheduler, total_epochs)
+                    self._run_epoch(stage, plan, val, optimizer, scheduler, total_epochs)
                 pos = self.state.position
                 self.state.position = Position(index + 1, 0, pos.epoch, 0, pos.global_step)
                 self._checkpoint(optimizer, scheduler)
@@ -143,7 +147,8 @@ class Trainer:
             self.state = Progress.from_json(saved["progress"])
         return path
 
-    def _log_setup(self, plan: RankBatches, factor: float, resume_from: Path | None) -> None:
+    def _log_setup(self, plan: ArrayBatches | StreamBatches, factor: float,
+                   resume_from: Path | None) -> None:
         cfg, topo = self.config, self.topology
         record = {"kind": "setup", "strategy": topo.strategy, "why": topo.reason,
                   "world_size": topo.world_size, "dp": topo.dp, "pp": topo.pp,
@@ -161,15 +166,15 @@ class Trainer:
             f" lr scaling {cfg.lr_scaling} (x{factor:g})"
             + (f"; resumed from {resume_from.name}" if resume_from else ""))
 
-    def _start_stage(self, stage: StageSection, factor: float, plan: RankBatches):
+    def _start_stage(self, stage: StageSection, factor: float, plan: ArrayBatches | StreamBatches):
         apply_freeze(self.model, stage.freeze)
         self.strategy.setup_stage()
         scaled = stage.model_copy(update={"lr": stage.lr * factor})
         optimizer = build_optimizer(scaled, self.strategy.module)
         return optimizer, build_scheduler(scaled, optimizer, plan.steps_per_epoch)
 
-    def _run_epoch(self, stage, plan, train, val, optimizer, scheduler, total_epochs) -> None:
-        record = self._train_epoch(stage, plan, train, optimizer, scheduler)
+    def _run_epoch(self, stage, plan, val, optimizer, scheduler, total_epochs) -> None:
+        record = self._train_epoch(stage, plan, optimizer, scheduler)
         pos = self.state.position
         pos.epoch, pos.stage_epoch, pos.step_in_epoch = pos.epoch + 1, pos.stage_epoch + 1, 0
         record.update(stage=stage.name, epoch=pos.epoch, epochs=total_epochs)
@@ -193,12 +198,11 @@ class Trainer:
             self._save_weights(BEST)
 
     # ---- one epoch -----------------------------------------------------------------------
-    def _train_epoch(self, stage: StageSection, plan: RankBatches, train: SplitArrays,
+    def _train_epoch(self, stage: StageSection, plan: ArrayBatches | StreamBatches,
                      optimizer: torch.optim.Optimizer, scheduler) -> dict[str, Any]:
         self.model.train()
         self.strategy.train_model.train()
         pos, device, cfg = self.state.position, self.device, self.config
-        order = plan.order(pos.epoch)
         loss_sum = torch.full((), self._sums[0], device=device)
         correct = torch.full((), int(self._sums[1]), device=device, dtype=torch.long)
         seen = int(self._sums[2])
@@ -206,34 +210,34 @@ class Trainer:
         owns = self.strategy.owns_outputs
         channels_last = cfg.channels_last
         backward = self._backward
-        started = time.perf_counter()
-        for step in range(pos.step_in_epoch, plan.steps_per_epoch):
-            micro = plan.step(order, step)
+        started = t0 = time.perf_counter()
+        for group, global_count in plan.epoch(pos.epoch, pos.step_in_epoch):
             step_loss = torch.zeros((), device=device)
-            for i, batch in enumerate(micro):
-                t0 = time.perf_counter()
-                x = train.x[batch.rows].to(device, non_blocking=True)
-                y = train.y[batch.rows].to(device, non_blocking=True)
+            for i, (x, y) in enumerate(group):
+                x = x.to(device, non_blocking=True)
+                y = y.to(device, non_blocking=True)
                 if channels_last and x.dim() == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
                 data_s += time.perf_counter() - t0
-                with self.strategy.no_sync(i < len(micro) - 1):
+                with self.strategy.no_sync(i < len(group) - 1):
                     batch_loss, batch_correct = self.strategy.forward_backward(
-                        x, y, self.topology.dp / batch.global_count, self.autocast, backward)
+                        x, y, self.topology.dp / global_count, self.autocast, backward)
                 step_loss += batch_loss
                 correct += batch_correct
                 if owns:
                     seen += len(y)
+                t0 = time.perf_counter()
             loss_sum += step_loss
             self._optimizer_step(optimizer, scheduler)
-            pos.step_in_epoch = step + 1
+            pos.step_in_epoch += 1
             self.progress.advance(f"[{stage.name}] step {pos.global_step}")
             if pos.global_step % cfg.log_every == 0:
-                comm_s += self._log_step(stage, step_loss, micro[0].global_count, scheduler)
+                comm_s += self._log_step(stage, step_loss, global_count, scheduler)
             every = cfg.checkpoint.every_steps
             if every and pos.global_step % every == 0 and pos.step_in_epoch < plan.steps_per_epoch:
                 self._sums = [loss_sum.item(), float(correct.item()), float(seen)]
                 self._checkpoint(optimizer, scheduler)
+            t0 = time.perf_counter()
         t0 = time.perf_counter()
         totals = torch.stack([loss_sum.double(), correct.double(),
                               torch.tensor(float(seen), dtype=torch.float64, device=device)])
@@ -286,7 +290,8 @@ class Trainer:
                          "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
                          "strategy": self.topology.strategy,
                          "world_size": self.topology.world_size}
-        rank_state = {"rng": rng_state(self.device), "sums": self._sums}
+        rank_state = {"rng": rng_state(self.device), "sums": self._sums,
+                      "reader": self.source.reader_state()}
         path = self.checkpointer.save(self.step, self.strategy.module, optimizer,
                                       trainer_state, rank_state)
         self.log.write({"kind": "checkpoint", "step": self.step, "path": path.name})
@@ -303,6 +308,8 @@ class Trainer:
         if rank_state is not None:
             set_rng_state(rank_state["rng"], self.device)
             self._sums = list(rank_state["sums"])
+            if rank_state.get("reader"):
+                self.source.load_reader_state(rank_state["reader"])
 
     def _save_weights(self, name: str) -> None:
         if self.checkpoint_dir is None:

@@ -1,0 +1,60 @@
+"""prepare and verify-data: a data set to verified Parquet shards, and checking them later."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from pydantic import ValidationError
+
+from deepfleet.cli._app import app, console
+from deepfleet.config import DataSection
+from deepfleet.data import prepare_from_config, verify_dataset
+from deepfleet.errors import UserError
+
+
+def _data_section(**values) -> DataSection:
+    """The flags as a [data] table, checked by the same rules as a job file."""
+    try:
+        return DataSection(**{k: v for k, v in values.items() if v is not None})
+    except ValidationError as err:
+        raise UserError("; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'data'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in err.errors())) from None
+
+
+@app.command()
+def prepare(
+    source: str = typer.Argument(..., help="digits, a path (IDX folder, CIFAR-10 binary folder "
+                                 "or archive, image folder, .npz, .npy, .parquet, .csv), or "
+                                 "KIND:PATH (mnist, fashion-mnist, cifar10, images, npz, npy, "
+                                 "table)."),
+    out: Path = typer.Option(..., "--out", help="New folder for shards and manifest.json."),
+    shards: int = typer.Option(4, "--shards", min=1, help="Number of training shards."),
+    val_fraction: float = typer.Option(0.1, "--val", help="Share of samples for validation."),
+    test_fraction: float = typer.Option(0.2, "--test", help="Share of samples for testing."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the split."),
+    key: str = typer.Option(None, "--key", help="Encrypt with this data key (a key file from "
+                            "`deepfleet keys new`, or env:NAME)."),
+    label_column: str = typer.Option(None, "--label-column", help="Tables: the label column."),
+    image_size: tuple[int, int] = typer.Option(None, "--image-size", help="Image folders: "
+                                               "resize to HEIGHT WIDTH."),
+    workers: int = typer.Option(None, "--workers", min=1, help="Shard-writing processes."),
+) -> None:
+    """Split a data set into verified Parquet shards with a manifest."""
+    data = _data_section(source=source, shards=shards, val_fraction=val_fraction,
+                         test_fraction=test_fraction, key=key, label_column=label_column,
+                         image_size=list(image_size) if image_size else None, workers=workers)
+    manifest = prepare_from_config(data, out, seed)
+    rows = ", ".join(f"{s} {manifest.rows(s)}" for s in manifest.splits)
+    encrypted = f", encrypted ({manifest.encryption['key_id']})" if manifest.encryption else ""
+    console.print(f"prepared {out}: {rows}{encrypted}")
+
+
+@app.command("verify-data")
+def verify_data(folder: Path = typer.Argument(..., help="A prepared data set.")) -> None:
+    """Check every shard against its sha256 in manifest.json; names the first bad one."""
+    manifest = verify_dataset(folder)
+    parts = [f"{s} {len(manifest.shards(s))} shards / {manifest.rows(s)} rows"
+             for s in manifest.splits]
+    console.print(f"ok {folder}: {', '.join(parts)}")

@@ -1,0 +1,229 @@
+"""ShardStream: one rank's part of a split, read from its shards in windows of whole batches.
+
+The order of an epoch is a pure function of (seed, epoch, rank, world_size), never of the
+number of DataLoader workers:
+
+1. The split's shards are put in a seeded order (a new one every epoch when shuffling); their
+   rows, one after another, form the epoch's sequence of N samples.
+2. Rank r owns the contiguous positions [r * per_rank, (r + 1) * per_rank) of that sequence, so
+   it reads only the shards (and row groups) that hold them. With uneven="pad", per_rank is
+   ceil(N / world_size) and positions past N wrap around to the start of the sequence (a few
+   samples are seen twice); with "drop", per_rank is floor(N / world_size) and the last
+   N mod world_size samples of the sequence are skipped this epoch. Either way every rank gets
+   the same number of batches, which DDP needs.
+3. A rank's positions are cut into windows of `shuffle_buffer` samples (rounded up to whole
+   batches); each window is decoded as whole record batches and permuted with its own seed
+   (the shuffle buffer), then cut into batches. The last batch of an epoch may be short; it is
+   equally short on every rank.
+4. DataLoader worker w reads windows w, w + W, w + 2W, ...; the loader receives them in order,
+   so batch k of an epoch is the same sample set whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset
+
+from deepfleet.data._crypto import DataKey
+from deepfleet.data._manifest import Manifest, read_manifest, verify_shard
+from deepfleet.data._reader import dataset_key, decode_raw, open_shard
+from deepfleet.errors import UserError
+
+Window = tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]  # first batch, ids, x, y
+_RAW_GROUPS_KEPT = 4  # decoded row groups kept per process: consecutive windows share one
+
+
+class _ShardRows:
+    """Row ranges of shards, decoded a row group at a time (or whole shards when caching)."""
+
+    def __init__(self, manifest: Manifest, files: list[str], key: DataKey | None,
+                 cache: bool) -> None:
+        self.manifest, self.files, self.key, self.cache = manifest, files, key, cache
+        self._open: dict[int, Any] = {}
+        self._starts: dict[int, np.ndarray] = {}
+        self._groups: OrderedDict[tuple[int, int], tuple[np.ndarray, ...]] = OrderedDict()
+        self.whole: dict[int, tuple[np.ndarray, ...]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Open Parquet readers do not cross process boundaries; the decoded cache does.
+        return {**self.__dict__, "_open": {}, "_starts": {}, "_groups": OrderedDict()}
+
+    def _file(self, shard: int):
+        if shard not in self._open:
+            handle = open_shard(self.manifest, self.files[shard], self.key)
+            meta = handle.metadata
+            sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+            self._open[shard] = handle
+            self._starts[shard] = np.concatenate([[0], np.cumsum(sizes)])
+        return self._open[shard]
+
+    def load_whole(self, shard: int) -> tuple[np.ndarray, ...]:
+        if shard not in self.whole:
+            self.whole[shard] = decode_raw(self._file(shard).read())
+        return self.whole[shard]
+
+    def _group(self, shard: int, index: int) -> tuple[np.ndarray, ...]:
+        found = self._groups.get((shard, index))
+        if found is None:
+            found = decode_raw(self._file(shard).read_row_group(index))
+            self._groups[(shard, index)] = found
+            while len(self._groups) > _RAW_GROUPS_KEPT:
+                self._groups.popitem(last=False)
+        else:
+            self._groups.move_to_end((shard, index))
+        return found
+
+    def read(self, shard: int, start: int, stop: int) -> tuple[np.ndarray, ...]:
+        """ids, raw x, labels of rows [start, stop) of one shard."""
+        if self.cache:
+            return tuple(a[start:stop] for a in self.load_whole(shard))
+        self._file(shard)
+        starts = self._starts[shard]
+        first = int(np.searchsorted(starts, start, side="right")) - 1
+        last = int(np.searchsorted(starts, stop - 1, side="right")) - 1
+        parts = []
+        for g in range(first, last + 1):
+            lo = max(start, starts[g]) - starts[g]
+            hi = min(stop, starts[g + 1]) - starts[g]
+            parts.append(tuple(a[lo:hi] for a in self._group(shard, g)))
+        return _concat(parts)
+
+
+def _concat(parts: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(np.concatenate(column) for column in zip(*parts, strict=True))
+
+
+class ShardStream(IterableDataset):
+    """A split of a prepared data set, streamed to one rank (iterate it with StreamLoader).
+
+    As an IterableDataset its items are windows of whole batches (first batch index, ids, x,
+    y); StreamLoader runs it under DataLoader workers and cuts the windows into batches.
+    """
+
+    def __init__(
+        self,
+        data: str | Path | Manifest,
+        split: str = "train",
+        *,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        shuffle: bool = True,
+        uneven: Literal["pad", "drop"] = "pad",
+        shuffle_buffer: int = 8192,
+        cache: bool = False,
+        verify: bool = True,
+        key: str | Path | bytes | DataKey | None = None,
+    ) -> None:
+        super().__init__()
+        _check_args(batch_size, rank, world_size, seed, uneven, shuffle_buffer)
+        self.manifest = data if isinstance(data, Manifest) else read_manifest(data)
+        self.split = split
+        entries = self.manifest.shards(split)
+        if verify:
+            for entry in entries:
+                verify_shard(self.manifest, entry)
+        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
+        self.seed, self.shuffle, self.uneven = seed, shuffle, uneven
+        self.shard_rows = np.array([e.rows for e in entries], dtype=np.int64)
+        self.num_samples = int(self.shard_rows.sum())
+        if self.num_samples < world_size:
+            raise UserError(f"split {split!r} has {self.num_samples} samples, fewer than "
+                            f"the {world_size} ranks")
+        ceil = uneven == "pad"
+        self.per_rank = -(-self.num_samples // world_size) if ceil else (
+            self.num_samples // world_size)
+        self.num_batches = math.ceil(self.per_rank / batch_size)
+        self.window_batches = max(1, math.ceil(shuffle_buffer / batch_size))
+        self.num_windows = math.ceil(self.num_batches / self.window_batches)
+        self.epoch = 0
+        self.start_batch = 0
+        self.rows = _ShardRows(self.manifest, [e.file for e in entries],
+                               dataset_key(self.manifest, key), cache)
+
+    @property
+    def shuffle_buffer(self) -> int:
+        """The effective buffer: whole batches per window times the batch size."""
+        return self.window_batches * self.batch_size
+
+    def fill_cache(self) -> None:
+        """Decode every shard of the split into memory now (cache=True only)."""
+        if self.rows.cache:
+            for shard in range(len(self.shard_rows)):
+                self.rows.load_whole(shard)
+
+    def shard_order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(len(self.shard_rows))
+        rng = np.random.default_rng([self.seed, epoch, 0])
+        return rng.permutation(len(self.shard_rows))
+
+    def segments(self, epoch: int, lo: int, hi: int) -> list[tuple[int, int, int]]:
+        """(shard, first row, end row) runs holding this rank's positions [lo, hi)."""
+        order = self.shard_order(epoch)
+        offsets = np.concatenate([[0], np.cumsum(self.shard_rows[order])])
+        a = self.rank * self.per_rank + lo
+        b = self.rank * self.per_rank + hi
+        runs = []
+        while a < b:
+            g = a % self.num_samples  # "pad" wraps around to the start of the sequence
+            k = int(np.searchsorted(offsets, g, side="right")) - 1
+            n = min(b - a, int(offsets[k + 1]) - g)
+            start = g - int(offsets[k])
+            runs.append((int(order[k]), start, start + n))
+            a += n
+        return runs
+
+    def read_window(self, epoch: int, index: int, skip_batches: int = 0) -> Window:
+        size = self.shuffle_buffer
+        lo, hi = index * size, min((index + 1) * size, self.per_rank)
+        ids, x, y = _concat([self.rows.read(*run) for run in self.segments(epoch, lo, hi)])
+        if self.shuffle:
+            rng = np.random.default_rng([self.seed, epoch, 1, self.rank, index])
+            take = rng.permutation(hi - lo)[skip_batches * self.batch_size:]
+        else:
+            take = np.arange(skip_batches * self.batch_size, hi - lo)
+        # One gather into float32 (uint8 pixels stay 1 byte until this point).
+        features = np.empty((len(take), *x.shape[1:]), dtype=np.float32)
+        np.multiply(x[take], np.float32(self.manifest.scale), out=features, casting="unsafe")
+        return (index * self.window_batches + skip_batches, torch.from_numpy(ids[take]),
+                torch.from_numpy(features), torch.from_numpy(y[take]))
+
+    def windows(self, epoch: int, start_batch: int = 0, worker: int = 0,
+                num_workers: int = 1) -> Iterator[Window]:
+        """This worker's windows of `epoch`, beginning at batch `start_batch`."""
+        first, skip = divmod(start_batch, self.window_batches)
+        for index in range(first + worker, self.num_windows, num_workers):
+            yield self.read_window(epoch, index, skip if index == first else 0)
+
+    def __iter__(self) -> Iterator[Window]:
+        info = torch.utils.data.get_worker_info()
+        worker, count = (info.id, info.num_workers) if info else (0, 1)
+        return self.windows(self.epoch, self.start_batch, worker, count)
+
+    def __len__(self) -> int:
+        return self.num_windows
+
+
+def _check_args(batch_size: int, rank: int, world_size: int, seed: int, uneven: str,
+                shuffle_buffer: int) -> None:
+    if batch_size <= 0:
+        raise UserError(f"batch_size must be > 0, got {batch_size}")
+    if world_size <= 0 or not 0 <= rank < world_size:
+        raise UserError(f"rank {rank} is not in a world of size {world_size}")
+    if seed < 0:
+        raise UserError(f"seed must be >= 0, got {seed}")
+    if uneven not in ("pad", "drop"):
+        raise UserError(f"uneven must be 'pad' or 'drop', got {uneven!r}")
+    if shuffle_buffer <= 0:
+        raise UserError(f"shuffle_buffer must be > 0, got {shuffle_buffer}")
