@@ -4,7 +4,7 @@ self-test of the machine. Model code never mentions ranks; everything about them
 
 from deepfleet.parallel._build import make_strategy
 from deepfleet.parallel._env import DistEnv, detect_env, in_worker, process_group
-from deepfleet.parallel._launch import LaunchOptions, launch, must_launch, preflight
+from deepfleet.parallel._launch import LaunchOptions, launch, must_launch, preflight, run_id
 from deepfleet.parallel._pipeline import PipelineStrategy, StagePart, split_children
 from deepfleet.parallel._selftest import (
     run_selftest,
@@ -41,6 +41,7 @@ __all__ = [
     "must_launch",
     "preflight",
     "process_group",
+    "run_id",
     "run_selftest",
     "selftest_config",
     "selftest_data",

@@ -3,6 +3,7 @@ rendezvous, restarts), and what `deepfleet train` does in the process the user s
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from dataclasses import dataclass
@@ -53,6 +54,13 @@ def preflight(train, model: torch.nn.Module, world_size: int) -> Topology:
     return topology
 
 
+def run_id(run_root: Path) -> str:
+    """The rendezvous id of a run folder: the same on every node that mounts it at the same
+    path, different for two runs of the same name elsewhere."""
+    digest = hashlib.sha256(str(Path(run_root).resolve()).encode()).hexdigest()[:8]
+    return f"{Path(run_root).name}-{digest}"
+
+
 def launch(run_root: Path, options: LaunchOptions, *, resume: bool = False) -> None:
     """Run `python -m deepfleet train RUN` on every rank under the elastic agent; returns
     when all workers finished, raises UserError naming the failed rank otherwise."""
@@ -66,7 +74,7 @@ def launch(run_root: Path, options: LaunchOptions, *, resume: bool = False) -> N
         rdzv_configs["is_host"] = options.node_rank == 0
     config = LaunchConfig(
         min_nodes=options.nnodes, max_nodes=options.nnodes, nproc_per_node=options.nproc,
-        run_id=run_root.name, rdzv_backend="c10d",
+        run_id=run_id(run_root), rdzv_backend="c10d",
         # One node without --rdzv: a private store on a free local port (like --standalone).
         rdzv_endpoint=options.rdzv or "127.0.0.1:0", rdzv_configs=rdzv_configs,
         max_restarts=options.max_restarts, monitor_interval=0.5, start_method="spawn")
