@@ -23,10 +23,10 @@ from torch import nn
 from deepfleet.config import TrainSection
 from deepfleet.data import SplitArrays
 from deepfleet.devices import choose_device, describe_machine
-from deepfleet.parallel import DistEnv, detect_env, process_group
+from deepfleet.parallel import detect_env, process_group
 from deepfleet.train import Trainer
 
-ROWS, FEATURES, CLASSES, HIDDEN, BATCH, EPOCHS, REPEATS = 8192, 256, 10, 1024, 256, 3, 5
+ROWS, FEATURES, CLASSES, HIDDEN, BATCH, EPOCHS, REPEATS = 4096, 256, 10, 512, 128, 2, 5
 RESULTS = Path(__file__).parent / "results" / "train_overhead.json"
 
 
@@ -91,6 +91,7 @@ def overhead(device: torch.device) -> dict:
         ours += times["deepfleet"]
         theirs += times["hand"]
         ratios.append(statistics.median(times["deepfleet"]) / statistics.median(times["hand"]))
+        print(f"repeat {repeat + 1}/{REPEATS}: ratio {ratios[-1]:.3f}", flush=True)
     return {"baseline": "hand-written PyTorch loop, same model, data, order and optimizer",
             "epochs_per_run": EPOCHS, "repeats": REPEATS, "steps_per_epoch": ROWS // BATCH,
             "deepfleet_epoch_s_median": statistics.median(ours),
@@ -112,12 +113,11 @@ def throughput_worker(strategy: str) -> float:
 def scaling() -> dict:
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    one = statistics.median(throughput_worker("single") for _ in range(3))
+    one = throughput_worker("single")
     launch = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=2, run_id="bench",
                           rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0",
                           start_method="spawn", monitor_interval=0.2)
-    two = statistics.median(elastic_launch(launch, throughput_worker)("ddp")[0]
-                            for _ in range(3))
+    two = elastic_launch(launch, throughput_worker)("ddp")[0]
     return {"global_batch": BATCH, "samples_per_s_1_process": one,
             "samples_per_s_2_processes_ddp": two, "speedup_2_vs_1": two / one,
             "note": "each process runs with OMP_NUM_THREADS threads; on a CPU machine the "
