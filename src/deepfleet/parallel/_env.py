@@ -80,6 +80,17 @@ def _export_for_init(env: DistEnv) -> None:
                             "(the first node's host name) and MASTER_PORT before starting")
 
 
+def _attempt_store(env: DistEnv, timeout: timedelta) -> dist.Store | None:
+    """Under the elastic agent, the workers' store outlives a restart: without a prefix per
+    attempt, a restarted rank can read a dead rank's address from the previous attempt and
+    fail to connect. None: let init_process_group read the environment (env://)."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    client = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                           is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"deepfleet/attempt_{env.restart_count}", client)
+
+
 @contextmanager
 def process_group(env: DistEnv, device: torch.device,
                   timeout_s: float = 600.0) -> Iterator[DistEnv]:
@@ -91,7 +102,11 @@ def process_group(env: DistEnv, device: torch.device,
     if device.type == "cuda":
         torch.cuda.set_device(device)
     kwargs = {"device_id": device} if device.type == "cuda" else {}
-    dist.init_process_group(backend_for(device), timeout=timedelta(seconds=timeout_s), **kwargs)
+    timeout = timedelta(seconds=timeout_s)
+    store = _attempt_store(env, timeout)
+    if store is not None:
+        kwargs.update(store=store, rank=env.rank, world_size=env.world_size)
+    dist.init_process_group(backend_for(device), timeout=timeout, **kwargs)
     try:
         yield env
     finally:
