@@ -172,3 +172,25 @@ def test_channels_last_and_bf16_autocast_train_on_cpu():
     assert model[0][0].weight.is_contiguous(memory_format=torch.channels_last)
 
 
+
+
+def test_cli_refuses_bad_launch_options_and_selftest_of_one(tmp_path, capsys):
+    from deepfleet.cli import run_cli
+
+    assert run_cli(["train", "digits", "--nproc", "2", "--nnodes", "2"]) == 2
+    assert "needs --rdzv HOST:PORT" in " ".join(capsys.readouterr().err.split())
+    assert run_cli(["selftest", "--nproc", "1"]) == 2
+    assert "--nproc must be at least 2" in capsys.readouterr().err
+
+
+def test_prepare_only_makes_a_run_folder_for_outside_launchers(tmp_path, capsys, monkeypatch):
+    from deepfleet.cli import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(["train", "digits-mlp", "--prepare-only"]) == 0
+    root = capsys.readouterr().out.strip()
+    assert (tmp_path / "runs").is_dir() and root.startswith(str(tmp_path / "runs"))
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert run_cli(["train", "digits-mlp"]) == 2
+    assert "every rank must get the same run folder" in " ".join(capsys.readouterr().err.split())

@@ -84,11 +84,12 @@ def train(
                                       "the run folder (for torchrun/srun), print its path."),
 ) -> None:
     """Train a model; writes checkpoints/ and metrics.jsonl in the run folder."""
+    options = LaunchOptions(nproc, nnodes, node_rank, rdzv, max_restarts)
+    options.check()  # before a run folder is made for nothing
     paths = _run_for(target, set_)
     if prepare_only:
         console.print(str(paths.root), soft_wrap=True)
         return
-    options = LaunchOptions(nproc, nnodes, node_rank, rdzv, max_restarts)
     fit = pipeline.train_job(paths, options, default_progress(), resume=resume)
     if detect_env().is_main and not must_launch(options):  # rank 0 of the workers says it
         console.print(f"trained {fit.epochs} epochs in {fit.seconds:.1f}s; best epoch "
