@@ -74,6 +74,8 @@ def stage_train(paths: RunPaths, progress: ProgressSink | None = None, *,
     with process_group(env, device):
         seed_everything(job.run.seed, job.run.deterministic)
         model = _model_for(job, manifest)  # the same initial weights on every rank
+        if env.world_size > 1:  # but each rank its own dropout masks
+            torch.manual_seed(job.run.seed + env.rank)
         train = _train_stream(job, manifest, build_topology(job.train, env.world_size, model,
                                                            device), env.rank, device)
         data = job.data
