@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import run_deepfleet
 from deepfleet.parallel import DistEnv, run_selftest, selftest_config, selftest_data, selftest_model
 from deepfleet.train import Trainer
 
@@ -42,3 +43,14 @@ def test_selftest_report(report):
     checks = [row["check"] for row in report["rows"]]
     assert checks[0] == "all-reduce 4 MiB" and len(checks) == 6
     assert all(row["ok"] for row in report["rows"]), report["rows"]
+
+
+def test_selftest_command_prints_the_table():
+    done = run_deepfleet("selftest", "--nproc", "2", timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = " ".join(done.stdout.split())
+    assert "selftest: 2 processes, gloo on cpu" in text
+    for check in ("all-reduce 4 MiB", "ddp: 4 steps", "fsdp: 4 steps", "pipeline 1f1b: 4 steps",
+                  "pipeline gpipe: 4 steps"):
+        assert check in text
+    assert "FAILED" not in text and text.count(" ok ") >= 6
