@@ -26,7 +26,7 @@ from deepfleet.devices import choose_device, describe_machine
 from deepfleet.parallel import detect_env, process_group
 from deepfleet.train import Trainer
 
-ROWS, FEATURES, CLASSES, HIDDEN, BATCH, EPOCHS, REPEATS = 4096, 256, 10, 512, 128, 2, 5
+ROWS, FEATURES, CLASSES, HIDDEN, BATCH, EPOCHS, REPEATS = 4096, 256, 10, 512, 128, 3, 11
 RESULTS = Path(__file__).parent / "results" / "train_overhead.json"
 
 
