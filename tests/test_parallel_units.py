@@ -194,3 +194,13 @@ def test_prepare_only_makes_a_run_folder_for_outside_launchers(tmp_path, capsys,
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert run_cli(["train", "digits-mlp"]) == 2
     assert "every rank must get the same run folder" in " ".join(capsys.readouterr().err.split())
+
+
+@pytest.mark.slow
+def test_torch_compile_trains_like_eager():
+    def losses(compile_model: bool) -> list[float]:
+        config = _train(batch_size=32, compile=compile_model, stages=[{"epochs": 2, "lr": 0.01}])
+        result = Trainer(config, selftest_model(), CPU).fit(selftest_data())
+        return [r["train_loss"] for r in result.history]
+
+    torch.testing.assert_close(losses(True), losses(False), rtol=1e-5, atol=1e-6)
