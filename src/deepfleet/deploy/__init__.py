@@ -13,7 +13,7 @@ from deepfleet.deploy._bundle import (
 )
 from deepfleet.deploy._onnx import ONNX_FILE, ONNX_TOLERANCE, export_onnx
 from deepfleet.deploy._predict import predict_dataset, predict_shard, predictions_table
-from deepfleet.deploy._signing import new_signing_key, sign_bundle, verify_bundle
+from deepfleet.deploy._signing import new_signing_key, open_bundle, sign_bundle, verify_bundle
 
 __all__ = [
     "FORMAT",
@@ -27,6 +27,7 @@ __all__ = [
     "export_onnx",
     "load_bundle",
     "new_signing_key",
+    "open_bundle",
     "predict_dataset",
     "predict_shard",
     "predictions_table",

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from deepfleet._atomic import write_bytes_atomic
-from deepfleet.deploy._bundle import SIGNATURE, read_bundle_spec
+from deepfleet.deploy._bundle import SIGNATURE, LoadedBundle, load_bundle, read_bundle_spec
 from deepfleet.errors import UserError
 
 PRIVATE_KEY = "signing-key.pem"
@@ -108,3 +108,11 @@ def verify_bundle(bundle: str | Path, public_key: str | Path) -> None:
         message = " ".join(str(err).split()) or type(err).__name__
         raise UserError(f"{bundle}: signature verification failed: {message}") from None
     read_bundle_spec(bundle)
+
+
+def open_bundle(bundle: str | Path, public_key: str | Path | None = None,
+                device: str = "cpu") -> LoadedBundle:
+    """Load a bundle for inference; with a public key its signature is verified first."""
+    if public_key is not None:
+        verify_bundle(bundle, public_key)
+    return load_bundle(bundle, device)
