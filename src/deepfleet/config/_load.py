@@ -125,6 +125,9 @@ def _absolutize(job: JobConfig, base: Path) -> JobConfig:
         data.prepared = str((base / data.prepared).resolve())
     if not Path(data.source).is_absolute() and (base / data.source).exists():
         data.source = str((base / data.source).resolve())
+    key = job.export.signing_key
+    if key and not Path(key).is_absolute():
+        job.export.signing_key = str((base / key).resolve())
     if ":" in job.model.name and job.model.path is None:
         job.model.path = str(base)
     return job

@@ -9,6 +9,7 @@ changed, added or removed file fails verification. The standard tool verifies it
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -105,9 +106,24 @@ def verify_bundle(bundle: str | Path, public_key: str | Path) -> None:
     try:
         verifying.Config().use_elliptic_key_verifier(public_key=key).verify(bundle, signature)
     except Exception as err:  # model_signing raises ValueError and crypto/json errors
-        message = " ".join(str(err).split()) or type(err).__name__
-        raise UserError(f"{bundle}: signature verification failed: {message}") from None
+        raise UserError(f"{bundle}: signature verification failed: {_explain(err)}") from None
     read_bundle_spec(bundle)
+
+
+def _explain(err: Exception) -> str:
+    """model_signing's mismatch report (a list of sentences with digests) as one short line."""
+    text = str(err)
+    changed = re.findall(r"Hash mismatch for \\?'([^'\\]+)", text)
+    added = re.search(r"Extra files found in model '[^']*': ([^'\]\"]+)", text)
+    missing = re.search(r"Missing files in model '[^']*': ([^'\]\"]+)", text)
+    parts = []
+    if changed:
+        parts.append(f"changed: {', '.join(changed)}")
+    if added:
+        parts.append(f"added: {added.group(1).strip()}")
+    if missing:
+        parts.append(f"missing: {missing.group(1).strip()}")
+    return "; ".join(parts) if parts else (" ".join(text.split()) or type(err).__name__)
 
 
 def open_bundle(bundle: str | Path, public_key: str | Path | None = None,
