@@ -8,8 +8,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from _deploy_helpers import copy_bundle
 
+from _deploy_helpers import copy_bundle
 from deepfleet.config import ModelSection
 from deepfleet.data import read_manifest, read_split
 from deepfleet.deploy import (

@@ -6,9 +6,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+
 from _deploy_helpers import copy_bundle
 from conftest import run_deepfleet
-
 from deepfleet.data import read_manifest, read_split
 from deepfleet.deploy import load_bundle, new_signing_key, predict_dataset, sign_bundle
 from deepfleet.deploy._predict import PARTS

@@ -7,11 +7,11 @@ import subprocess
 import sys
 
 import pytest
-from _deploy_helpers import copy_bundle
-from conftest import run_deepfleet
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from _deploy_helpers import copy_bundle
+from conftest import run_deepfleet
 from deepfleet.cli import run_cli
 from deepfleet.deploy import (
     ONNX_FILE,

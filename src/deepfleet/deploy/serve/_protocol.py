@@ -172,12 +172,15 @@ def parse_predict(payload: Any, input_shape: tuple[int, ...], max_rows: int) -> 
     if len(instances) > max_rows:
         raise RequestError(400, f"{len(instances)} instances exceed the server's max batch "
                            f"size {max_rows}")
-    array = to_array(instances, "instances")
     flat = math.prod(input_shape)
-    if array.shape[1:] != tuple(input_shape) and array.shape[1:] != (flat,):
-        raise RequestError(400, f"instances have shape {list(array.shape[1:])}; the model "
-                           f"takes {list(input_shape)} (or {flat} flat values) per sample")
-    return _finite_float32(array.reshape(len(array), *input_shape), "instances")
+    rows = []
+    for i, instance in enumerate(instances):
+        array = to_array(instance, f"instance {i}")
+        if array.shape != tuple(input_shape) and array.shape != (flat,):
+            raise RequestError(400, f"instance {i} has shape {list(array.shape)}; the model "
+                               f"takes {list(input_shape)} (or {flat} flat values)")
+        rows.append(_finite_float32(array.reshape(input_shape), f"instance {i}"))
+    return np.stack(rows)
 
 
 def predict_response(logits: np.ndarray, class_names: list[str], model: str) -> dict[str, Any]:
