@@ -77,6 +77,9 @@ class OnnxBackend:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or 0  # 0: onnxruntime picks (all cores)
         options.inter_op_num_threads = 1
+        # No spin-waiting between calls: a server shares its cores with the event loop that
+        # parses requests, and spinning threads would take those cores away from it.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers: list = ["CPUExecutionProvider"]
         if device.type == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
