@@ -17,9 +17,11 @@ Run: python benchmarks/serve.py   -> benchmarks/results/serve.json
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -65,7 +67,9 @@ class Proc:
         self.name, self.ready_url = name, ready_url
         self.port = int(ready_url.split(":")[2].split("/")[0])
         self._log = open(log, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        # A session of its own: stop() ends the server and every process it started.
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
 
     def wait_ready(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
@@ -93,11 +97,16 @@ class Proc:
         return round(kib / 1024, 1)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(wait)
+                time.sleep(0.5)  # let the group's other members exit too
+            except subprocess.TimeoutExpired:
+                continue
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # stragglers of the group, if any
         self._log.close()
 
 
@@ -175,16 +184,33 @@ def load_run(server: Proc, samples: np.ndarray, token: str, seconds: float) -> d
             "rss_mib_after": server.rss_mib()}
 
 
-def backend_bench(bundle_path: Path, samples: np.ndarray, repeats: int = 7) -> dict:
+class _OneThread:
+    """torch eager with one intra-op thread: on a busy small machine torch's default pool
+    can stall badly, so both settings are reported."""
+
+    def __init__(self, run):
+        self.run = run
+
+    def __call__(self, x):
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self.run(x)
+        finally:
+            torch.set_num_threads(threads)
+
+
+def backend_bench(bundle_path: Path, samples: np.ndarray, repeats: int = 5) -> dict:
     bundle = load_bundle(bundle_path)
-    backends = {"onnxruntime": make_backend(bundle, "onnxruntime"),
-                "torch_eager": make_backend(bundle, "torch")}
-    out = {}
+    eager = make_backend(bundle, "torch")
+    backends = {"onnxruntime": make_backend(bundle, "onnxruntime"), "torch_eager": eager,
+                "torch_eager_1_thread": _OneThread(eager)}
+    out = {"threads": {"onnxruntime": os.cpu_count(), "torch_eager": torch.get_num_threads()}}
     for batch in (1, 64):
         x = np.ascontiguousarray(np.resize(samples, (batch, 1, 8, 8)).astype(np.float32))
-        calls = 2000 if batch == 1 else 300
+        calls = 500 if batch == 1 else 60
         times: dict[str, list[float]] = {k: [] for k in backends}
-        for _ in range(repeats):  # interleaved, so both see the same background load
+        for _ in range(repeats):  # interleaved, so all see the same background load
             for name, run in backends.items():
                 run(x)
                 started = time.perf_counter()
@@ -193,10 +219,11 @@ def backend_bench(bundle_path: Path, samples: np.ndarray, repeats: int = 7) -> d
                 times[name].append((time.perf_counter() - started) / calls * 1e6)
         med = {k: statistics.median(v) for k, v in times.items()}
         out[f"batch_{batch}"] = {
-            "onnxruntime_us_per_call": round(med["onnxruntime"], 1),
-            "torch_eager_us_per_call": round(med["torch_eager"], 1),
+            **{f"{k}_us_per_call": round(v, 1) for k, v in med.items()},
             "onnxruntime_speedup_vs_torch_eager": round(med["torch_eager"] / med["onnxruntime"],
-                                                        2)}
+                                                        2),
+            "onnxruntime_speedup_vs_torch_eager_1_thread": round(
+                med["torch_eager_1_thread"] / med["onnxruntime"], 2)}
     return out
 
 

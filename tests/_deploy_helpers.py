@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -45,8 +47,9 @@ class Server:
             cmd.append("--no-auth")
         self.log = log
         self._log_file = open(log, "wb")  # noqa: SIM115  (closed in stop())
+        # A session of its own, so stop() also ends uvicorn's worker processes.
         self.proc = subprocess.Popen(cmd, env=env, stdout=self._log_file,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, start_new_session=True)
         self._wait_ready(startup_s)
 
     @property
@@ -83,12 +86,12 @@ class Server:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # anything of the group still there
+        self.proc.wait()
         self._log_file.close()
 
     def __enter__(self) -> Server:

@@ -9,6 +9,7 @@ import torch
 
 from _deploy_helpers import copy_bundle
 from conftest import run_deepfleet
+from deepfleet.cli import run_cli
 from deepfleet.data import read_manifest, read_split
 from deepfleet.deploy import load_bundle, new_signing_key, predict_dataset, sign_bundle
 from deepfleet.deploy._predict import PARTS
@@ -63,7 +64,7 @@ def test_rerun_skips_finished_shards_and_redoes_damaged_ones(trained_run, tmp_pa
     assert resumed["files"] == files  # byte-identical outputs (same sha256)
 
 
-def test_predict_cli_resumes_and_refuses_a_tampered_signed_bundle(trained_run, tmp_path):
+def test_predict_cli_verifies_the_signed_bundle(trained_run, tmp_path, capsys):
     root = copy_bundle(trained_run.bundle, tmp_path / "bundle")
     private, public = new_signing_key(tmp_path / "keys")
     sign_bundle(root, private)
@@ -73,5 +74,5 @@ def test_predict_cli_resumes_and_refuses_a_tampered_signed_bundle(trained_run, t
     assert done.returncode == 0, done.stderr
     assert "0 already done" in " ".join(done.stdout.split())
     (root / "metrics.json").write_text("{}")
-    bad = run_deepfleet(*args)
-    assert bad.returncode == 2 and "changed: metrics.json" in bad.stderr
+    assert run_cli(args) == 2
+    assert "changed: metrics.json" in capsys.readouterr().err

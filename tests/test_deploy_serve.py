@@ -37,7 +37,7 @@ def server(signed_bundle, tmp_path_factory):
     root, public = signed_bundle
     log = tmp_path_factory.mktemp("log") / "server.log"
     with Server(root, "--public-key", str(public), "--max-body-kb", str(BODY_LIMIT_KB),
-                log=log, token=secrets.token_hex(16)) as srv:
+                "--replicas", "2", log=log, token=secrets.token_hex(16)) as srv:
         yield srv
 
 

@@ -14,8 +14,8 @@ import time
 import httpx
 import numpy as np
 import pytest
-from _deploy_helpers import Server, infer_body
 
+from _deploy_helpers import Server, infer_body
 from deepfleet.data import read_split
 
 CLIENTS = 32

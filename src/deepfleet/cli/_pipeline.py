@@ -112,7 +112,8 @@ def evaluate(run_folder: str = typer.Argument(..., help="A trained run folder.")
 
 @app.command()
 def export(run_folder: str = typer.Argument(..., help="A trained run folder.")) -> None:
-    """Export the trained model as a bundle (safetensors + model.json)."""
+    """Export the trained model as a bundle (safetensors, ONNX, model.json; signed when
+    [export] signing_key is set)."""
     bundle = pipeline.stage_export(open_run(run_folder))
     console.print(f"bundle: {bundle}")
 
