@@ -261,19 +261,21 @@ def test_openapi_schema_is_served(server):
 @pytest.fixture(scope="module")
 def slow_bundle(tmp_path_factory):
     """A heavy model (wide ResNet) so one request keeps the single replica busy for a while."""
-    model = resnet((1, 8, 8), 10, widths=(64, 128, 256))
+    model = resnet((1, 32, 32), 10, widths=(64, 128, 256))
     return export_bundle(model, tmp_path_factory.mktemp("slow") / "bundle", name="slow",
                          model_section=ModelSection(name="resnet",
                                                     params={"widths": [64, 128, 256]}),
-                         input_shape=(1, 8, 8), class_names=[str(i) for i in range(10)],
+                         input_shape=(1, 32, 32), class_names=[str(i) for i in range(10)],
                          onnx=False)
 
 
 def test_full_queue_gets_503_with_retry_after_and_slow_requests_time_out(slow_bundle,
                                                                          tmp_path):
-    args = ["--no-batching", "--max-queue", "1", "--timeout", "1"]
+    args = ["--no-batching", "--max-queue", "1", "--max-batch-size", "128", "--timeout", "0.5"]
     with Server(slow_bundle, *args, log=tmp_path / "slow.log") as srv:
-        heavy = {"inputs": [{**GOOD, "shape": [64, 1, 8, 8], "data": [0.5] * 64 * 64}]}
+        one = {"inputs": [{**GOOD, "shape": [1, 1, 32, 32], "data": [0.5] * 1024}]}
+        # Seconds of work for the one replica, whatever the machine: far beyond the timeout.
+        heavy = {"inputs": [{**GOOD, "shape": [128, 1, 32, 32], "data": [0.5] * 1024 * 128}]}
 
         async def scenario():
             async with httpx.AsyncClient(timeout=30) as client:
@@ -281,23 +283,21 @@ def test_full_queue_gets_503_with_retry_after_and_slow_requests_time_out(slow_bu
                 started = time.perf_counter()
                 first = asyncio.create_task(client.post(url, json=heavy))
                 await asyncio.sleep(0.3)  # the heavy request now occupies the replica
-                small = await asyncio.gather(*[client.post(url, json={"inputs": [GOOD]})
-                                               for _ in range(6)])
+                small = await asyncio.gather(*[client.post(url, json=one) for _ in range(6)])
                 return await first, small, time.perf_counter() - started
 
         first, small, seconds = asyncio.run(scenario())
         busy = [r for r in small if r.status_code == 503 and "busy" in r.json()["error"]]
         assert len(busy) >= 4, [r.text for r in small]
         assert all(r.headers["retry-after"] == "1" for r in busy)
-        assert first.status_code == 503 and "timed out after 1s" in first.json()["error"]
+        assert first.status_code == 503 and "timed out after 0.5s" in first.json()["error"]
         assert seconds < 10
         text = httpx.get(f"{srv.url}/metrics").text
         assert re.search(r'deepfleet_rejected_total\{reason="queue_full"\} [4-6]', text)
         # Once the backlog clears, the same worker answers normally again.
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            reply = httpx.post(f"{srv.url}/v2/models/slow/infer", json={"inputs": [GOOD]},
-                               timeout=30)
+            reply = httpx.post(f"{srv.url}/v2/models/slow/infer", json=one, timeout=30)
             if reply.status_code == 200:
                 break
             time.sleep(0.5)
