@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import stat
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from _deploy_helpers import copy_bundle
 from conftest import run_deepfleet
 from deepfleet.cli import run_cli
+from deepfleet.config import dump_job, load_job
 from deepfleet.deploy import (
     ONNX_FILE,
     SIGNATURE,
@@ -22,6 +24,8 @@ from deepfleet.deploy import (
     verify_bundle,
 )
 from deepfleet.errors import UserError
+from deepfleet.pipeline import stage_export
+from deepfleet.runs import open_run
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +112,13 @@ def test_verify_cli(signed, keys, capsys):
     assert bad.returncode == 2
     assert "error:" in bad.stderr and "changed: weights.safetensors" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_export_signs_with_the_job_files_key(trained_run, tmp_path, keys):
+    root = shutil.copytree(trained_run.root, tmp_path / "run")
+    job = load_job(root / "job.toml")
+    job.export.signing_key = str(keys[0])
+    (root / "job.toml").write_text(dump_job(job))
+    bundle = stage_export(open_run(root))
+    verify_bundle(bundle, keys[1])
+    assert (bundle / SIGNATURE).is_file()
