@@ -1,3 +1,5 @@
 from deepfleet.cli import main
 
-main()
+# The guard matters: spawned worker processes (batch predict --nproc) import this module.
+if __name__ == "__main__":
+    main()

@@ -19,7 +19,13 @@ from deepfleet.data import (
     read_split,
     verify_dataset,
 )
-from deepfleet.deploy import LoadedBundle, export_bundle, load_bundle, predict_dataset
+from deepfleet.deploy import (
+    LoadedBundle,
+    export_bundle,
+    load_bundle,
+    predict_dataset,
+    sign_bundle,
+)
 from deepfleet.devices import choose_device
 from deepfleet.errors import UserError
 from deepfleet.evaluate import classification_metrics, predict_proba, write_report
@@ -158,10 +164,14 @@ def stage_export(paths: RunPaths) -> Path:
     extra = {"job.toml": paths.job_file}
     if (paths.report / "metrics.json").is_file():
         extra["metrics.json"] = paths.report / "metrics.json"
-    return export_bundle(
+    bundle = export_bundle(
         model, paths.bundle, name=job.run.name, model_section=job.model,
         input_shape=manifest.sample_shape, class_names=manifest.class_names,
-        extra_files=extra, extra_spec={"data_manifest_sha256": manifest.digest()})
+        extra_files=extra, extra_spec={"data_manifest_sha256": manifest.digest()},
+        onnx=job.export.onnx)
+    if job.export.signing_key:
+        sign_bundle(bundle, job.export.signing_key)
+    return bundle
 
 
 def read_manifest_for(paths: RunPaths) -> Manifest:

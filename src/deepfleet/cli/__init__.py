@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from deepfleet.cli import _bench, _data, _doctor, _keys, _parallel, _pipeline  # noqa: F401  (registers commands)
+from deepfleet.cli import _bench, _data, _deploy, _doctor, _keys, _parallel, _pipeline  # noqa: F401  (registers commands)
 from deepfleet.cli._app import app
 from deepfleet.errors import UserError
 

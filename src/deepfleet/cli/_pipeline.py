@@ -9,8 +9,9 @@ from rich.table import Table
 
 from deepfleet import pipeline
 from deepfleet.cli._app import OVERRIDES_HELP, app, console
+from deepfleet.cli._deploy import PUBLIC_KEY_ENV, PUBLIC_KEY_HELP
 from deepfleet.config import load_job
-from deepfleet.deploy import load_bundle, predict_dataset
+from deepfleet.deploy import open_bundle, predict_dataset
 from deepfleet.errors import UserError
 from deepfleet.evaluate import HEADLINE
 from deepfleet.parallel import LaunchOptions, detect_env, in_worker, must_launch
@@ -112,7 +113,8 @@ def evaluate(run_folder: str = typer.Argument(..., help="A trained run folder.")
 
 @app.command()
 def export(run_folder: str = typer.Argument(..., help="A trained run folder.")) -> None:
-    """Export the trained model as a bundle (safetensors + model.json)."""
+    """Export the trained model as a bundle (safetensors, ONNX, model.json; signed when
+    [export] signing_key is set)."""
     bundle = pipeline.stage_export(open_run(run_folder))
     console.print(f"bundle: {bundle}")
 
@@ -123,12 +125,25 @@ def predict(
     data: Path = typer.Argument(..., help="A prepared data set (or a run folder)."),
     out: Path = typer.Option(Path("predictions"), "--out", help="Folder for Parquet outputs."),
     split: list[str] = typer.Option([], "--split", help="Splits to predict (default all)."),
+    nproc: int = typer.Option(1, "--nproc", help="Worker processes (one per GPU on CUDA)."),
+    backend: str = typer.Option("torch", "--backend", help="torch or onnxruntime."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    batch_size: int = typer.Option(512, "--batch-size", min=1, help="Rows per model call."),
+    public_key: Path = typer.Option(None, "--public-key", envvar=PUBLIC_KEY_ENV,
+                                    help=PUBLIC_KEY_HELP),
+    key: str = typer.Option(None, "--key", help="Data key for encrypted shards (a key file, "
+                            "or env:NAME; default $DEEPFLEET_DATA_KEY)."),
 ) -> None:
-    """Predict with a bundle over prepared shards; Parquet keyed by each input's id."""
+    """Predict with a bundle over prepared shards; Parquet keyed by each input's id.
+
+    Resumable: a rerun skips shards whose output is finished and still matches.
+    """
     if not data.exists():
         raise UserError(f"{data}: data path does not exist")
     if (data / "job.toml").is_file():
         data = open_run(data).data_dir()
-    loaded = load_bundle(bundle)
-    result = predict_dataset(loaded, data, out, splits=split or None)
-    console.print(f"predicted {result['rows']} rows into {out} ({len(result['files'])} files)")
+    loaded = open_bundle(bundle, public_key)
+    result = predict_dataset(loaded, data, out, splits=split or None, nproc=nproc,
+                             backend=backend, device=device, batch_size=batch_size, key=key)
+    console.print(f"predicted {result['rows']} rows into {out} ({len(result['files'])} files, "
+                  f"{result['skipped']} already done, {result['nproc']} processes)")

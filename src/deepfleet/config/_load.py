@@ -127,6 +127,9 @@ def _absolutize(job: JobConfig, base: Path) -> JobConfig:
         data.source = str((base / data.source).resolve())
     if data.key and not data.key.startswith("env:") and not Path(data.key).is_absolute():
         data.key = str((base / data.key).resolve())
+    key = job.export.signing_key
+    if key and not Path(key).is_absolute():
+        job.export.signing_key = str((base / key).resolve())
     if ":" in job.model.name and job.model.path is None:
         job.model.path = str(base)
     return job

@@ -1,8 +1,9 @@
-"""Deployment: bundles (export, load), batch prediction."""
+"""Deployment: bundles (export, load, sign, verify), backends, batch prediction, serving."""
 
 from deepfleet.deploy._bundle import (
     FORMAT,
     MODEL_JSON,
+    SIGNATURE,
     WEIGHTS,
     LoadedBundle,
     export_bundle,
@@ -10,18 +11,28 @@ from deepfleet.deploy._bundle import (
     read_bundle_spec,
     write_spec_file,
 )
+from deepfleet.deploy._onnx import ONNX_FILE, ONNX_TOLERANCE, export_onnx
 from deepfleet.deploy._predict import predict_dataset, predict_shard, predictions_table
+from deepfleet.deploy._signing import new_signing_key, open_bundle, sign_bundle, verify_bundle
 
 __all__ = [
     "FORMAT",
     "MODEL_JSON",
+    "ONNX_FILE",
+    "ONNX_TOLERANCE",
+    "SIGNATURE",
     "WEIGHTS",
     "LoadedBundle",
     "export_bundle",
+    "export_onnx",
     "load_bundle",
+    "new_signing_key",
+    "open_bundle",
     "predict_dataset",
     "predict_shard",
     "predictions_table",
     "read_bundle_spec",
+    "sign_bundle",
+    "verify_bundle",
     "write_spec_file",
 ]

@@ -1,8 +1,20 @@
-"""Batch prediction: a bundle over a prepared data set, written as Parquet keyed by id."""
+"""Batch prediction: a bundle over a prepared data set, written as Parquet keyed by id.
+
+Input shards are spread over N worker processes (one per GPU when predicting on CUDA). Each
+output shard is written atomically, then a small record beside it (.parts/<stem>.json) names
+the input's sha256, the bundle's identity and the output's sha256. A rerun skips every shard
+whose record still matches all three, so an interrupted job resumes where it stopped and a
+changed bundle or input is predicted again. out/manifest.json is written last.
+"""
 
 from __future__ import annotations
 
+import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -10,11 +22,20 @@ import pyarrow.parquet as pq
 import torch
 
 from deepfleet._atomic import sha256_file, write_bytes_atomic, write_json_atomic
-from deepfleet.data import DataKey, Manifest, dataset_key, open_shard, read_manifest, verify_shard
-from deepfleet.data._reader import decode_batch
-from deepfleet.deploy._bundle import LoadedBundle
+from deepfleet.data import Manifest, read_manifest, verify_shard
+from deepfleet.data._crypto import DataKey
+from deepfleet.data._reader import dataset_key, decode_batch, open_shard
+from deepfleet.deploy._backends import Backend, cpu_threads_per_process, make_backend
+from deepfleet.deploy._bundle import MODEL_JSON, LoadedBundle, load_bundle
 from deepfleet.errors import UserError
-from deepfleet.evaluate import predict_proba
+
+PARTS = ".parts"
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def predictions_table(ids: np.ndarray, probs: np.ndarray, class_names: list[str]) -> pa.Table:
@@ -38,40 +59,140 @@ def _check_compatible(bundle: LoadedBundle, manifest: Manifest) -> None:
 
 
 def predict_shard(bundle: LoadedBundle, manifest: Manifest, shard_file: str,
-                  device: torch.device, batch_size: int = 512,
-                  key: DataKey | None = None) -> pa.Table:
+                  device: torch.device | str = "cpu", batch_size: int = 512,
+                  backend: Backend | None = None, key: DataKey | None = None) -> pa.Table:
+    """Predictions for one input shard (the bundle's torch model unless a backend is given).
+
+    Encrypted shards need the key that deepfleet.data.dataset_key checked for the manifest.
+    """
     table = open_shard(manifest, shard_file, key).read()
     ids, x, _ = decode_batch(table, manifest.scale)
-    probs = predict_proba(bundle.model, torch.from_numpy(x), device, batch_size)
-    return predictions_table(ids, probs.numpy(), bundle.class_names)
+    run = backend or make_backend(bundle, "torch", str(device))
+    logits = [run(np.ascontiguousarray(x[i:i + batch_size]))
+              for i in range(0, len(x), batch_size)]
+    probs = softmax(np.concatenate(logits)) if logits else np.zeros((0, len(bundle.class_names)))
+    return predictions_table(ids, probs.astype(np.float32), bundle.class_names)
+
+
+@dataclass(frozen=True)
+class _Task:
+    data: str
+    split: str
+    file: str
+    sha256: str
+    rows: int
+    out: str
+
+
+def _bundle_id(root: Path) -> str:
+    return sha256_file(root / MODEL_JSON)
+
+
+def _record_path(out: Path, input_file: str) -> Path:
+    return out / PARTS / f"{Path(input_file).stem}.json"
+
+
+def _finished(task: _Task, bundle_id: str) -> dict[str, Any] | None:
+    """The shard's record when its output is complete and was made from these exact inputs."""
+    out = Path(task.out)
+    try:
+        record = json.loads(_record_path(out, task.file).read_text(encoding="utf-8"))
+        target = out / record["file"]
+        fresh = (record["input_sha256"] == task.sha256 and record["bundle"] == bundle_id
+                 and target.is_file() and sha256_file(target) == record["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return record if fresh else None
+
+
+# One bundle and backend per worker process, built once by the pool's initializer.
+_WORKER: dict[str, Any] = {}
+
+
+def _setup(bundle: LoadedBundle, backend: Backend, batch_size: int,
+           key: DataKey | None) -> None:
+    _WORKER.update(bundle=bundle, backend=backend, batch_size=batch_size,
+                   bundle_id=_bundle_id(bundle.root), key=key)
+
+
+def _init_worker(bundle_root: str, backend: str, devices, threads: int, batch_size: int,
+                 key: DataKey | None) -> None:
+    torch.set_num_threads(threads)
+    bundle = load_bundle(bundle_root)
+    _setup(bundle, make_backend(bundle, backend, devices.get(), threads=threads), batch_size,
+           key)
+
+
+def _run_task(task: _Task) -> dict[str, Any]:
+    bundle: LoadedBundle = _WORKER["bundle"]
+    manifest = read_manifest(task.data)
+    entry = next(e for e in manifest.shards(task.split) if e.file == task.file)
+    verify_shard(manifest, entry)
+    table = predict_shard(bundle, manifest, entry.file, batch_size=_WORKER["batch_size"],
+                          backend=_WORKER["backend"], key=_WORKER["key"])
+    out = Path(task.out)
+    target = out / f"pred-{Path(entry.file).stem}.parquet"
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    write_bytes_atomic(target, sink.getvalue().to_pybytes())
+    record = {"file": target.name, "input": entry.file, "split": task.split,
+              "rows": table.num_rows, "sha256": sha256_file(target),
+              "input_sha256": entry.sha256, "bundle": _WORKER["bundle_id"]}
+    # The record is written after the output: a crash in between only repeats this shard.
+    write_json_atomic(_record_path(out, entry.file), record)
+    return record
+
+
+def _devices(device: str, nproc: int):
+    """A queue handing each worker its device: cuda:0..k-1 round robin on CUDA, else CPU."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    count = torch.cuda.device_count() if on_cuda else 0
+    for rank in range(nproc):
+        queue.put(f"cuda:{rank % count}" if count else "cpu")
+    return queue
 
 
 def predict_dataset(bundle: LoadedBundle, data: str | Path, out: str | Path, *,
                     splits: list[str] | None = None, device: torch.device | str = "cpu",
-                    batch_size: int = 512, key: str | Path | DataKey | None = None) -> dict:
+                    batch_size: int = 512, backend: str = "torch", nproc: int = 1,
+                    key: str | Path | DataKey | None = None) -> dict:
     """Predict every shard of the chosen splits; one output Parquet file per input shard.
 
-    Each output is written atomically, then listed with its sha256 in out/manifest.json.
+    Shards already finished by an earlier run (output and inputs unchanged) are skipped.
+    Encrypted shards need `key` (a key file, env:NAME, or $DEEPFLEET_DATA_KEY).
+    Returns the manifest written to out/manifest.json (`skipped` counts the reused shards).
     """
+    if nproc < 1:
+        raise UserError(f"--nproc must be >= 1, got {nproc}")
     manifest = read_manifest(data)
     _check_compatible(bundle, manifest)
-    data_key = dataset_key(manifest, key)  # encrypted shards: key, env:NAME or $DEEPFLEET_DATA_KEY
-    device = torch.device(device)
+    data_key = dataset_key(manifest, key)  # checked here so a wrong key fails before any work
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for split in splits or manifest.splits:
-        for entry in manifest.shards(split):
-            verify_shard(manifest, entry)
-            table = predict_shard(bundle, manifest, entry.file, device, batch_size, data_key)
-            target = out / f"pred-{Path(entry.file).stem}.parquet"
-            sink = pa.BufferOutputStream()
-            pq.write_table(table, sink, compression="zstd")
-            write_bytes_atomic(target, sink.getvalue().to_pybytes())
-            entries.append({"file": target.name, "input": entry.file, "split": split,
-                            "rows": table.num_rows, "sha256": sha256_file(target)})
-    result = {"bundle": str(bundle.root), "data": str(manifest.root),
-              "data_manifest_sha256": manifest.digest(), "files": entries,
-              "rows": sum(e["rows"] for e in entries)}
+    (out / PARTS).mkdir(parents=True, exist_ok=True)
+    bundle_id = _bundle_id(bundle.root)
+    tasks = [_Task(str(manifest.root), split, e.file, e.sha256, e.rows, str(out))
+             for split in splits or manifest.splits for e in manifest.shards(split)]
+    done = {t.file: r for t in tasks if (r := _finished(t, bundle_id)) is not None}
+    todo = [t for t in tasks if t.file not in done]
+    workers = min(nproc, len(todo))
+    if todo and workers <= 1:
+        _setup(bundle, make_backend(bundle, backend, str(device)), batch_size, data_key)
+        done.update((t.file, _run_task(t)) for t in todo)
+    elif todo:
+        ctx = multiprocessing.get_context("spawn")
+        init = (str(bundle.root), backend, _devices(str(device), workers),
+                cpu_threads_per_process(workers), batch_size, data_key)
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=init) as pool:
+            done.update((t.file, r) for t, r in zip(todo, pool.map(_run_task, todo),
+                                                     strict=True))
+    entries = [{k: done[t.file][k] for k in ("file", "input", "split", "rows", "sha256")}
+               for t in tasks]
+    result = {"bundle": str(bundle.root), "bundle_sha256": bundle_id,
+              "data": str(manifest.root), "data_manifest_sha256": manifest.digest(),
+              "backend": backend, "nproc": max(1, workers), "files": entries,
+              "rows": sum(e["rows"] for e in entries), "skipped": len(tasks) - len(todo)}
     write_json_atomic(out / "manifest.json", result)
     return result

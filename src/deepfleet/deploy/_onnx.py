@@ -1,0 +1,91 @@
+"""The bundle's ONNX graph: exported with torch's dynamo exporter and checked against PyTorch.
+
+The batch axis is dynamic, so one graph serves batch 1 and batch 4096 alike. The check runs
+onnxruntime on random inputs at several batch sizes and refuses the export when any logit
+differs from PyTorch's by more than `ONNX_TOLERANCE` (absolute) — a graph that silently
+disagrees with the trained model must never reach a bundle.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from deepfleet.errors import UserError
+
+ONNX_FILE = "model.onnx"
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+# fp32 CPU kernels of two runtimes differ by rounding only; 1e-4 absolute on logits is far
+# above that noise (~1e-6) and far below any real disagreement (a wrong op, a wrong weight).
+ONNX_TOLERANCE = 1e-4
+CHECK_BATCHES = (1, 3, 64)
+
+
+def _quiet_export(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    # The exporter logs about optional operator libraries (torchvision) and deprecations;
+    # none of it concerns the user, whose model either exports and passes the check or not.
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                model, (example,), dynamo=True, input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},), verbose=False)
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+    if program is None:
+        raise UserError("ONNX export produced no graph")
+    program.save(str(path))
+
+
+def export_onnx(model: nn.Module, path: Path, input_shape: tuple[int, ...],
+                tolerance: float = ONNX_TOLERANCE, seed: int = 0) -> dict[str, Any]:
+    """Write `model` as ONNX at `path` and check it against PyTorch; return the check record."""
+    import onnxruntime as ort
+
+    model = model.to("cpu").eval()
+    generator = torch.Generator().manual_seed(seed)
+    example = torch.randn(2, *input_shape, generator=generator)
+    try:
+        _quiet_export(model, example, path)
+    except UserError:
+        raise
+    except Exception as err:  # the exporter raises many types; the user needs the first line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"the model cannot be exported to ONNX: {first}") from None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for batch in CHECK_BATCHES:
+        x = torch.randn(batch, *input_shape, generator=generator)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        got = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
+        if got.shape != expected.shape:
+            raise UserError(f"ONNX graph returns shape {list(got.shape)} for batch {batch}, "
+                            f"PyTorch {list(expected.shape)}")
+        worst = max(worst, float(np.max(np.abs(got - expected))))
+    if not worst <= tolerance:
+        raise UserError(f"ONNX graph disagrees with PyTorch: max |diff| {worst:.3g} > "
+                        f"tolerance {tolerance:g}")
+    return {"file": path.name, "input": INPUT_NAME, "output": OUTPUT_NAME,
+            "opset": _opset(path), "checked_batches": list(CHECK_BATCHES),
+            "max_abs_diff": worst, "tolerance": tolerance}
+
+
+def _opset(path: Path) -> int:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return int(next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")))

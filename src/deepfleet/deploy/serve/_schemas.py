@@ -1,0 +1,95 @@
+"""Pydantic models of the request and answer bodies, for the OpenAPI schema only.
+
+Bodies are parsed by _protocol (faster, and with error messages that name the problem);
+these models document the same shapes at /openapi.json and /docs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class RequestInput(BaseModel):
+    name: str = Field(description="Input tensor name: 'input'.")
+    shape: list[int] = Field(description="[batch, *input shape], e.g. [2, 1, 8, 8].")
+    datatype: str = Field(description="FP32 (FP16 and FP64 are converted).")
+    data: list[Any] = Field(description="Tensor data, row-major, flat or nested.")
+    parameters: dict[str, Any] | None = None
+
+
+class RequestOutput(BaseModel):
+    name: str = Field(description="logits, probabilities or label.")
+    parameters: dict[str, Any] | None = None
+
+
+class InferRequest(BaseModel):
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[RequestInput]
+    outputs: list[RequestOutput] | None = Field(None, description="Default: every output.")
+
+
+class ResponseOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[Any]
+
+
+class InferResponse(BaseModel):
+    model_name: str
+    model_version: str | None = None
+    id: str | None = None
+    outputs: list[ResponseOutput]
+
+
+class PredictRequest(BaseModel):
+    instances: list[Any] = Field(description="Samples, each nested in the input shape or flat.")
+
+
+class Prediction(BaseModel):
+    label: int
+    label_name: str
+    confidence: float
+    probabilities: list[float]
+
+
+class PredictResponse(BaseModel):
+    model_name: str
+    predictions: list[Prediction]
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="What was wrong with the request.")
+
+
+def request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """openapi_extra for a route whose body is read by hand."""
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
+
+
+def component_schemas() -> dict[str, Any]:
+    """Schemas of the request models (and what they reference) for components/schemas."""
+    out: dict[str, Any] = {}
+    for model in (InferRequest, PredictRequest):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        out.update(schema.pop("$defs", {}))
+        out[model.__name__] = schema
+    return out
