@@ -138,3 +138,21 @@ def test_keys_command_and_training_on_encrypted_shards(tmp_path, monkeypatch):
     assert fit.epochs == 1 and np.isfinite(fit.history[0]["train_loss"])
     assert fit.history[0]["train_accuracy"] > 0.3  # it learned from the decrypted pixels
     assert stage_evaluate(paths)["accuracy"] > 0.5
+
+
+def test_batch_predict_in_two_processes_reads_encrypted_shards(encrypted, trained_run, tmp_path):
+    """Every predict worker decrypts with the key; the outputs equal those of the plain data."""
+    from deepfleet.deploy import load_bundle, predict_dataset
+
+    plain, enc, key = encrypted
+    bundle = load_bundle(trained_run.bundle)
+    with pytest.raises(UserError, match="key"):
+        predict_dataset(bundle, enc, tmp_path / "nokey", splits=["train"])
+    a = predict_dataset(bundle, plain, tmp_path / "plain", splits=["train"])
+    b = predict_dataset(bundle, enc, tmp_path / "enc", splits=["train"], nproc=2, key=key)
+    assert b["nproc"] == 2 and a["rows"] == b["rows"] > 0
+    for fa, fb in zip(a["files"], b["files"], strict=True):
+        ta = pq.read_table(tmp_path / "plain" / fa["file"])
+        tb = pq.read_table(tmp_path / "enc" / fb["file"])
+        assert ta.column("id").equals(tb.column("id"))
+        assert ta.column("label").equals(tb.column("label"))
