@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from deepfleet.cli import _doctor, _keys, _pipeline  # noqa: F401  (registers commands)
+from deepfleet.cli import _cluster, _doctor, _keys, _pipeline  # noqa: F401  (registers commands)
 from deepfleet.cli._app import app, err_console
 from deepfleet.errors import UserError
 
