@@ -61,11 +61,19 @@ def _pytorchjob() -> dict:
     return rendered("k8s-2x4-resume")["pytorchjob.yaml"][0]
 
 
+def _master_too(o: dict) -> None:
+    specs = o["spec"]["pytorchReplicaSpecs"]
+    specs["Master"] = {**copy.deepcopy(specs["Worker"]), "replicas": 2}
+
+
 @pytest.mark.parametrize("breakage", [
-    lambda o: o["spec"]["pytorchReplicaSpecs"]["Master"].__setitem__("replicas", 2),
-    lambda o: o["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+    _master_too,
+    lambda o: o["spec"]["pytorchReplicaSpecs"].__setitem__(
+        "Master", o["spec"]["pytorchReplicaSpecs"].pop("Worker")),
+    lambda o: o["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]
     .__setitem__("name", "trainer"),
     lambda o: o["spec"]["runPolicy"].__setitem__("cleanPodPolicy", "Sometimes"),
+    lambda o: o["spec"]["elasticPolicy"].__setitem__("rdzvBackend", "zookeeper"),
     lambda o: o["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]
     .__setitem__("gpus", 4),
     lambda o: o["spec"].__setitem__("replicas", 2),
@@ -91,6 +99,12 @@ def test_kubernetes_schema_is_strict(breakage):
         validate_object(job)
 
 
+def _containers(template: dict) -> tuple[dict, dict]:
+    (prepare,) = template["spec"]["initContainers"]
+    (train,) = template["spec"]["containers"]
+    return prepare, train
+
+
 def _train_pods(case: str) -> list[tuple[str, dict]]:
     files = rendered(case)
     job = files["indexed-job.yaml"][1]
@@ -102,13 +116,18 @@ def _train_pods(case: str) -> list[tuple[str, dict]]:
 
 def test_gpus_launchers_and_shared_volume():
     for _, template in _train_pods("k8s-4x8"):
-        (container,) = template["spec"]["containers"]
+        prepare, container = _containers(template)
         assert container["resources"] == {"limits": {"nvidia.com/gpu": 8}}
+        assert "resources" not in prepare
+        # Every pod makes or finds the same run folder, then trains it.
+        assert prepare["args"] == ["cluster", "prepare", "/etc/deepfleet/job/job.toml",
+                                   "--run-dir", "/workspace/runs/big"]
         args = container["args"]
-        assert args[:4] == ["train", "/etc/deepfleet/job/job.toml", "--nproc", "8"]
+        assert args[:4] == ["train", "/workspace/runs/big", "--nproc", "8"]
         assert args[args.index("--nnodes") + 1] == "4"
-        mounts = {m["name"]: m for m in container["volumeMounts"]}
-        assert mounts["workspace"]["mountPath"] == "/workspace"
+        for c in (prepare, container):
+            mounts = {m["name"]: m for m in c["volumeMounts"]}
+            assert mounts["workspace"]["mountPath"] == "/workspace"
         claim = {v["name"]: v for v in template["spec"]["volumes"]}["workspace"]
         assert claim["persistentVolumeClaim"]["claimName"] == "big-workspace"
     files = rendered("k8s-4x8")
@@ -117,16 +136,19 @@ def test_gpus_launchers_and_shared_volume():
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
     # The job file travels in the ConfigMap with its run folders on the shared volume.
     assert 'runs_dir = "/workspace/runs"' in config["data"]["job.toml"]
-    replicas = files["pytorchjob.yaml"][0]["spec"]["pytorchReplicaSpecs"]
-    assert (replicas["Master"]["replicas"], replicas["Worker"]["replicas"]) == (1, 3)
+    ptj = files["pytorchjob.yaml"][0]["spec"]
+    assert list(ptj["pytorchReplicaSpecs"]) == ["Worker"]
+    assert ptj["pytorchReplicaSpecs"]["Worker"]["replicas"] == 4
+    assert (ptj["elasticPolicy"]["minReplicas"], ptj["elasticPolicy"]["maxReplicas"]) == (4, 4)
+    assert ptj["elasticPolicy"]["nProcPerNode"] == 8
     assert files["indexed-job.yaml"][1]["spec"]["completions"] == 4
 
 
 def test_cpu_only_single_node():
     files = rendered("k8s-1x0")
-    assert "Worker" not in files["pytorchjob.yaml"][0]["spec"]["pytorchReplicaSpecs"]
+    assert files["pytorchjob.yaml"][0]["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 1
     for _, template in _train_pods("k8s-1x0"):
-        (container,) = template["spec"]["containers"]
+        _, container = _containers(template)
         assert "resources" not in container and "tolerations" not in template["spec"]
         assert container["args"][2:4] == ["--nproc", "1"]
         assert "--nnodes" not in container["args"]
@@ -150,14 +172,24 @@ def test_rendezvous_is_c10d_on_pod_zero_of_the_indexed_job():
     assert job["spec"]["completionMode"] == "Indexed"
 
 
-def test_pytorchjob_rendezvous_comes_from_the_operator():
-    master = _pytorchjob()["spec"]["pytorchReplicaSpecs"]["Master"]["template"]
-    container = master["spec"]["containers"][0]
+def test_pytorchjob_is_elastic_with_the_rendezvous_on_worker_zero():
+    job = _pytorchjob()
+    # Elastic mode, Worker replicas only: the operator then sets no RANK/WORLD_SIZE, which
+    # would tell `deepfleet train` it is already one rank rather than the node's launcher.
+    assert "Master" not in job["spec"]["pytorchReplicaSpecs"]
+    policy = job["spec"]["elasticPolicy"]
+    assert policy["rdzvBackend"] == "c10d" and policy["rdzvPort"] == 29500
+    template = job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]
+    _, container = _containers(template)
     args = container["args"]
-    assert args[args.index("--rdzv") + 1] == "$(MASTER_ADDR):$(MASTER_PORT)"
-    assert args[args.index("--node-rank") + 1] == "$(RANK)"
-    # The operator derives MASTER_PORT from the port with this name.
-    assert container["ports"][0]["name"] == "pytorchjob-port"
+    # The operator gives pod i of the Worker replicas the name and Service <job>-worker-i.
+    assert args[args.index("--rdzv") + 1] == "digits-worker-0:29500"
+    assert args[args.index("--node-rank") + 1] == "$(NODE_RANK)"
+    env = {e["name"]: e for e in container["env"]}
+    assert "replica-index" in env["NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert "RANK" not in env and "WORLD_SIZE" not in env
+    assert container["ports"][0] == {"name": "pytorchjob-port", "containerPort": 29500,
+                                     "protocol": "TCP"}
 
 
 @pytest.mark.parametrize("case,resume", [("k8s-2x4-resume", True), ("k8s-1x0", False)])
@@ -186,15 +218,18 @@ def test_secrets_are_mounted_files_never_values():
     # No secret value or secretKeyRef in any environment: only paths to mounted files.
     for key, value in walk(everything):
         assert key != "secretKeyRef"
-        if key == "env":
+        if key == "env" and isinstance(value, list):
             for var in value:
                 if "KEY" in var["name"] or "TOKEN" in var["name"]:
                     assert var["value"].startswith("/etc/deepfleet/secrets/"), var
     for _, template in _train_pods("k8s-2x4-resume"):
         volumes = {v["name"]: v for v in template["spec"]["volumes"]}
         assert volumes["data-key"]["secret"]["secretName"] == "digits-data-key"
-        mounts = {m["name"]: m for m in template["spec"]["containers"][0]["volumeMounts"]}
-        assert mounts["data-key"]["readOnly"] is True
+        for container in _containers(template):
+            mounts = {m["name"]: m for m in container["volumeMounts"]}
+            assert mounts["data-key"]["readOnly"] is True
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            assert env["DEEPFLEET_DATA_KEY_FILE"] == "/etc/deepfleet/secrets/data-key/key"
     deployment = docs(render_serve(SERVE)["serve.yaml"])[0]
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     assert volumes["api-token"]["secret"]["secretName"] == "digits-api-token"
@@ -208,7 +243,8 @@ def test_every_pod_runs_as_non_root():
     for template in templates:
         assert template["spec"]["securityContext"]["runAsNonRoot"] is True
         assert template["spec"]["securityContext"]["runAsUser"] != 0
-        for container in template["spec"]["containers"]:
+        for container in template["spec"]["containers"] + template["spec"].get(
+                "initContainers", []):
             security = container["securityContext"]
             assert security["allowPrivilegeEscalation"] is False
             assert security["capabilities"]["drop"] == ["ALL"]

@@ -17,8 +17,8 @@ from deepfleet.errors import UserError
 
 CASES = {
     "slurm-2x4-resume": SlurmSpec(name="digits", job_file="/shared/jobs/digits job.toml",
-                                  nodes=2, gpus_per_node=4, partition="gpu", resume=True,
-                                  max_restarts=2),
+                                  run_dir="/shared/runs/digits", nodes=2, gpus_per_node=4,
+                                  partition="gpu", resume=True, max_restarts=2),
     "slurm-1x0": SlurmSpec(name="digits", job_file="/shared/jobs/digits.toml", nodes=1,
                            gpus_per_node=0, cpus_per_task=2, time="0:30:00"),
 }
@@ -58,11 +58,15 @@ STUBS = {
     # scontrol show hostnames LIST: one host per line (the stand-in takes a comma list).
     "scontrol": 'echo "$3" | tr , "\\n"\n',
     # srun: run the command once per node, as Slurm does with --ntasks-per-node=1, with
-    # that node's SLURM_NODEID.
+    # that node's SLURM_NODEID and the task's SLURM_PROCID.
     "srun": ('while [[ "$1" == --* ]]; do shift; done\n'
-             'for ((i = 0; i < SLURM_NNODES; i++)); do SLURM_NODEID=$i "$@" || exit; done\n'),
-    # deepfleet: record the arguments each node's launcher received.
-    "deepfleet": 'printf "%s\\n" "$@" > "$RECORD/node-$SLURM_NODEID"\n',
+             'for ((i = 0; i < SLURM_NNODES; i++)); do\n'
+             '  SLURM_NODEID=$i SLURM_PROCID=$i SLURM_NTASKS=$SLURM_NNODES "$@" || exit\n'
+             'done\n'),
+    # deepfleet: record the arguments (and whether srun's rank mark is visible) per command
+    # and node.
+    "deepfleet": ('{ printf "%s\\n" "$@"; echo "procid=${SLURM_PROCID-unset}"; } '
+                  '> "$RECORD/$1-$SLURM_NODEID"\n'),
 }
 
 
@@ -79,12 +83,20 @@ def test_each_node_gets_its_rank_and_the_first_node_as_rendezvous(tmp_path):
     record.mkdir()
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RECORD": str(record),
            "SLURM_JOB_NODELIST": "gpu017,gpu018", "SLURM_NNODES": "2", "SLURM_NODEID": "0"}
+    env.pop("SLURM_PROCID", None)
     subprocess.run(["bash", str(script)], env=env, check=True, timeout=30)
+    # The run folder is made once, in the batch step, before any launcher starts.
+    assert sorted(p.name for p in record.iterdir()) == ["cluster-0", "train-0", "train-1"]
+    assert (record / "cluster-0").read_text().splitlines() == [
+        "cluster", "prepare", "/shared/jobs/digits job.toml", "--run-dir",
+        "/shared/runs/digits", "procid=unset"]
     for rank in (0, 1):
-        args = (record / f"node-{rank}").read_text().splitlines()
-        assert args == ["train", "/shared/jobs/digits job.toml", "--nproc", "4",
+        args = (record / f"train-{rank}").read_text().splitlines()
+        # The launcher is not a rank itself: srun's SLURM_PROCID is hidden from it.
+        assert args == ["train", "/shared/runs/digits", "--nproc", "4",
                         "--nnodes", "2", "--node-rank", str(rank),
-                        "--rdzv", "gpu017:29500", "--max-restarts", "2", "--resume"]
+                        "--rdzv", "gpu017:29500", "--max-restarts", "2", "--resume",
+                        "procid=unset"]
 
 
 def test_bad_specs():

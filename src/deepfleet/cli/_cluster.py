@@ -13,6 +13,7 @@ from deepfleet.cluster import (
     SlurmSpec,
     job_name,
     k8s_name,
+    prepare_run_at,
     write_k8s,
     write_sbatch,
     write_serve,
@@ -80,10 +81,24 @@ def slurm(
     resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
     max_restarts: int = typer.Option(3, "--max-restarts", help="Worker restarts per node."),
     port: int = typer.Option(29500, "--port", help="Rendezvous port on the first node."),
+    run_dir: Path = typer.Option(None, "--run-dir", help="The shared run folder (default "
+                                 "runs/NAME in the folder sbatch is run from)."),
 ) -> None:
     """An sbatch script running one `deepfleet train` launcher per node with srun."""
     path = write_sbatch(SlurmSpec(
-        name=load_job(job).run.name, job_file=str(resolve_job_path(job)), nodes=nodes,
+        name=load_job(job).run.name, job_file=str(resolve_job_path(job)),
+        run_dir=str(run_dir.resolve()) if run_dir else None, nodes=nodes,
         gpus_per_node=gpus_per_node, cpus_per_task=cpus_per_task, time=time,
         partition=partition, resume=resume, max_restarts=max_restarts, rdzv_port=port), out)
     console.print(f"wrote {path}")
+
+
+@cluster.command("prepare")
+def prepare(
+    job: str = typer.Argument(..., help=JOB_HELP),
+    run_dir: Path = typer.Option(..., "--run-dir", help="Where the run folder must be."),
+) -> None:
+    """Make the run folder at a fixed path (or find it there): what every node of a cluster
+    job runs before `deepfleet train RUN_DIR`. Safe when many nodes run it at once."""
+    paths = prepare_run_at(job, run_dir)
+    console.print(str(paths.root), soft_wrap=True)

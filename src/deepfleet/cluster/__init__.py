@@ -2,6 +2,7 @@
 and Slurm sbatch scripts, rendered from data and written atomically."""
 
 from deepfleet.cluster._commands import serve_args, train_args
+from deepfleet.cluster._prepare import prepare_run_at
 from deepfleet.cluster._render import (
     cluster_job_toml,
     job_name,
@@ -22,6 +23,7 @@ __all__ = [
     "cluster_job_toml",
     "job_name",
     "k8s_name",
+    "prepare_run_at",
     "render_k8s",
     "render_serve",
     "sbatch_script",

@@ -1,10 +1,10 @@
 """The deepfleet command lines that cluster manifests run: the real CLI, in one place.
 
-Training goes through `deepfleet train JOB --nproc N --nnodes M --node-rank R --rdzv HOST:PORT
---max-restarts K [--resume]`, which hands the processes of one node to torch's elastic agent
-with c10d rendezvous; serving is `deepfleet serve BUNDLE`. Values that only the node knows
-(its rank, the rendezvous host) are passed in as placeholders that Kubernetes or the shell
-expands, e.g. `$(RANK)` or `"$SLURM_NODEID"`.
+Every node first runs `deepfleet cluster prepare JOB --run-dir DIR` (one run folder at a fixed
+path on shared storage, made once), then `deepfleet train DIR --nproc N --nnodes M --node-rank
+R --rdzv HOST:PORT --max-restarts K [--resume]`, which hands the node's processes to torch's
+elastic agent with c10d rendezvous. Serving is `deepfleet serve BUNDLE`. Values only the node
+knows (its rank) are placeholders that Kubernetes or the shell expands, e.g. `$(NODE_RANK)`.
 """
 
 from __future__ import annotations
@@ -21,15 +21,24 @@ TOKEN_DIR = f"{SECRETS_DIR}/api-token"
 # The key inside each Secret: `kubectl create secret generic NAME --from-file=key=./data.key`.
 DATA_KEY_ITEM = "key"
 TOKEN_ITEM = "token"
-# Environment variables that point at the mounted files (paths, never the secret values).
+# The environment variable that points at the mounted data key (a path, never the key).
 DATA_KEY_ENV = "DEEPFLEET_DATA_KEY_FILE"
-TOKEN_ENV = "DEEPFLEET_API_TOKEN_FILE"
 
 
-def train_args(job: str, *, nproc: int, nnodes: int, node_rank: str, rdzv: str,
+def run_dir(name: str) -> str:
+    """The run folder of a cluster job on the shared volume: a fixed path every pod knows."""
+    return f"{RUNS_DIR}/{name}"
+
+
+def prepare_args(job: str, run_folder: str) -> list[str]:
+    """Arguments after `deepfleet` that make (or find) the shared run folder."""
+    return ["cluster", "prepare", job, "--run-dir", run_folder]
+
+
+def train_args(run_folder: str, *, nproc: int, nnodes: int, node_rank: str, rdzv: str,
                max_restarts: int, resume: bool) -> list[str]:
     """Arguments after `deepfleet` for one node's launcher."""
-    args = ["train", job, "--nproc", str(nproc)]
+    args = ["train", run_folder, "--nproc", str(nproc)]
     if nnodes > 1:
         args += ["--nnodes", str(nnodes), "--node-rank", node_rank, "--rdzv", rdzv]
     args += ["--max-restarts", str(max_restarts)]
@@ -38,7 +47,11 @@ def train_args(job: str, *, nproc: int, nnodes: int, node_rank: str, rdzv: str,
     return args
 
 
-def serve_args(bundle: str, *, port: int, token_file: str) -> list[str]:
-    """Arguments after `deepfleet` for one server replica (all interfaces: it is in a pod)."""
-    return ["serve", bundle, "--host", "0.0.0.0", "--port", str(port),
+def serve_args(bundle: str, *, port: int, token_file: str, gpu: bool) -> list[str]:
+    """Arguments after `deepfleet` for one server replica: all interfaces (it is in a pod),
+    the bearer token read from the mounted Secret file."""
+    args = ["serve", bundle, "--host", "0.0.0.0", "--port", str(port),
             "--token-file", token_file]
+    if gpu:
+        args += ["--device", "cuda"]
+    return args

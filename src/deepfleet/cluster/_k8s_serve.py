@@ -6,7 +6,7 @@ import posixpath
 from typing import Any
 
 from deepfleet.cluster import _k8s_pod as pod
-from deepfleet.cluster._commands import TOKEN_DIR, TOKEN_ENV, TOKEN_ITEM, WORKSPACE, serve_args
+from deepfleet.cluster._commands import TOKEN_DIR, TOKEN_ITEM, WORKSPACE, serve_args
 from deepfleet.cluster._spec import ServeSpec
 
 # Open Inference Protocol v2 health endpoints.
@@ -33,11 +33,11 @@ def _container(spec: ServeSpec) -> dict[str, Any]:
         "image": spec.image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["deepfleet"],
-        "args": serve_args(bundle_path(spec), port=spec.port, token_file=token_file),
+        "args": serve_args(bundle_path(spec), port=spec.port, token_file=token_file,
+                           gpu=spec.gpus > 0),
         "env": [{"name": "PYTHONUNBUFFERED", "value": "1"},
                 # The root file system is read-only; caches go to the /tmp volume.
-                {"name": "HOME", "value": "/tmp"},
-                {"name": TOKEN_ENV, "value": token_file}],
+                {"name": "HOME", "value": "/tmp"}],
         "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
         # Ready only once the bundle is loaded (and its signature checked), so no request
         # reaches a replica that cannot answer; live as long as the event loop answers.

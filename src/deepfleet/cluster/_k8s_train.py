@@ -1,11 +1,15 @@
 """Training on Kubernetes: a Kubeflow PyTorchJob, or an Indexed Job plus a headless Service.
 
-Both start one `deepfleet train` launcher per node; the launchers meet at a c10d rendezvous
-and torch's elastic agent runs one process per GPU. Restarts are tied to checkpoints: with
-resume on, a failed pod is restarted (up to the backoff limit) and continues from the latest
-committed checkpoint on the shared volume; with resume off a pod restart would silently
-start training over, so a failed pod fails the job instead. Inside a pod the agent still
-restarts crashed workers (--max-restarts) either way.
+Both run one pod per node. An init container makes (or finds) the run folder on the shared
+volume; then one `deepfleet train` launcher per pod meets the others at a c10d rendezvous on
+pod 0, and torch's elastic agent runs one process per GPU. The PyTorchJob uses the
+operator's elastic mode (Worker replicas only, elasticPolicy), in which the operator does
+not set RANK/WORLD_SIZE, so the launcher starts its own per-GPU workers.
+
+Restarts are tied to checkpoints: with resume on, a failed pod is restarted (up to the
+backoff limit) and continues from the latest committed checkpoint on the shared volume; with
+resume off a pod restart would silently start training over, so a failed pod fails the job.
+Inside a pod the agent restarts crashed workers (--max-restarts) either way.
 """
 
 from __future__ import annotations
@@ -13,8 +17,12 @@ from __future__ import annotations
 from typing import Any
 
 from deepfleet.cluster import _k8s_pod as pod
-from deepfleet.cluster._commands import JOB_FILE, train_args
+from deepfleet.cluster._commands import JOB_FILE, prepare_args, run_dir, train_args
 from deepfleet.cluster._spec import ClusterSpec
+
+# The operator labels each replica pod with its index; pod i is node i.
+REPLICA_INDEX = "metadata.labels['training.kubeflow.org/replica-index']"
+COMPLETION_INDEX = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
 
 
 def _restart_policy(spec: ClusterSpec) -> str:
@@ -25,34 +33,49 @@ def _backoff(spec: ClusterSpec) -> int:
     return spec.max_restarts if spec.resume else 0
 
 
-def _container(spec: ClusterSpec, args: list[str], port_name: str,
-               env: list[dict[str, Any]]) -> dict[str, Any]:
-    _, mounts = pod.train_volumes(spec.name, spec.data_key_secret)
-    container: dict[str, Any] = {
+def _node_rank_env(field_path: str) -> list[dict[str, Any]]:
+    return [{"name": "NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": field_path}}}]
+
+
+def _pod_spec(spec: ClusterSpec, rdzv: str, port_name: str, index_field: str,
+              **extra: Any) -> dict[str, Any]:
+    volumes, mounts = pod.train_volumes(spec.name, spec.data_key_secret)
+    folder = run_dir(spec.name)
+    env = pod.train_env(spec.data_key_secret)
+    security = pod.container_security(read_only_root=False)
+    prepare = {
+        "name": "prepare",
+        "image": spec.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["deepfleet"],
+        "args": prepare_args(JOB_FILE, folder),
+        "env": env,
+        "volumeMounts": mounts,
+        "securityContext": security,
+    }
+    train: dict[str, Any] = {
         # The operator finds the training container by this name.
         "name": "pytorch",
         "image": spec.image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["deepfleet"],
-        "args": args,
-        "env": env + pod.train_env(spec.data_key_secret),
+        "args": train_args(folder, nproc=spec.nproc, nnodes=spec.nodes,
+                           node_rank="$(NODE_RANK)", rdzv=rdzv,
+                           max_restarts=spec.max_restarts, resume=spec.resume),
+        "env": _node_rank_env(index_field) + env,
         "ports": [{"name": port_name, "containerPort": spec.rdzv_port, "protocol": "TCP"}],
         "volumeMounts": mounts,
-        "securityContext": pod.container_security(read_only_root=False),
+        "securityContext": security,
     }
     resources = pod.gpu_resources(spec.gpus_per_node)
     if resources:
-        container["resources"] = resources
-    return container
-
-
-def _pod_spec(spec: ClusterSpec, container: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    volumes, _ = pod.train_volumes(spec.name, spec.data_key_secret)
+        train["resources"] = resources
     body: dict[str, Any] = {
         **extra,
         "restartPolicy": _restart_policy(spec),
         "securityContext": pod.pod_security(),
-        "containers": [container],
+        "initContainers": [prepare],
+        "containers": [train],
         "volumes": volumes,
     }
     tolerations = pod.gpu_tolerations(spec.gpus_per_node)
@@ -62,36 +85,35 @@ def _pod_spec(spec: ClusterSpec, container: dict[str, Any], **extra: Any) -> dic
 
 
 def pytorchjob(spec: ClusterSpec) -> dict[str, Any]:
-    """kubeflow.org/v1 PyTorchJob: one Master and nodes-1 Workers, one launcher each.
-
-    The operator gives every pod MASTER_ADDR and MASTER_PORT (the master's Service and the
-    container port named pytorchjob-port) and RANK (0 for the master, 1.. for workers).
-    """
-    args = train_args(JOB_FILE, nproc=spec.nproc, nnodes=spec.nodes, node_rank="$(RANK)",
-                      rdzv="$(MASTER_ADDR):$(MASTER_PORT)", max_restarts=spec.max_restarts,
-                      resume=spec.resume)
-
-    def replica(count: int) -> dict[str, Any]:
-        container = _container(spec, args, "pytorchjob-port", [])
-        return {
-            "replicas": count,
-            "restartPolicy": _restart_policy(spec),
-            "template": {
-                "metadata": {"labels": pod.labels(spec.name, "train")},
-                "spec": _pod_spec(spec, container),
-            },
-        }
-
-    replicas = {"Master": replica(1)}
-    if spec.nodes > 1:
-        replicas["Worker"] = replica(spec.nodes - 1)
+    """kubeflow.org/v1 PyTorchJob in elastic mode: `nodes` Worker pods, one launcher each,
+    the rendezvous on worker 0 (the operator gives each worker pod a Service of its name)."""
+    rdzv = f"{spec.name}-worker-0:{spec.rdzv_port}"
+    template = {
+        "metadata": {"labels": pod.labels(spec.name, "train")},
+        # The operator reads the rendezvous port from the port named pytorchjob-port.
+        "spec": _pod_spec(spec, rdzv, "pytorchjob-port", REPLICA_INDEX),
+    }
     return {
         "apiVersion": "kubeflow.org/v1",
         "kind": "PyTorchJob",
         "metadata": pod.metadata(spec.name, spec.namespace, spec.name, "train"),
         "spec": {
             "runPolicy": {"backoffLimit": _backoff(spec), "cleanPodPolicy": "Running"},
-            "pytorchReplicaSpecs": replicas,
+            "elasticPolicy": {
+                "rdzvBackend": "c10d",
+                "rdzvPort": spec.rdzv_port,
+                "minReplicas": spec.nodes,
+                "maxReplicas": spec.nodes,
+                "maxRestarts": spec.max_restarts,
+                "nProcPerNode": spec.nproc,
+            },
+            "pytorchReplicaSpecs": {
+                "Worker": {
+                    "replicas": spec.nodes,
+                    "restartPolicy": _restart_policy(spec),
+                    "template": template,
+                },
+            },
         },
     }
 
@@ -119,13 +141,7 @@ def rdzv_service(spec: ClusterSpec) -> dict[str, Any]:
 
 def indexed_job(spec: ClusterSpec) -> dict[str, Any]:
     """batch/v1 Job in Indexed mode: pod i is node i; pod 0 hosts the rendezvous."""
-    rdzv_host = f"{spec.name}-0.{rdzv_service_name(spec)}"
-    args = train_args(JOB_FILE, nproc=spec.nproc, nnodes=spec.nodes, node_rank="$(NODE_RANK)",
-                      rdzv=f"{rdzv_host}:{spec.rdzv_port}", max_restarts=spec.max_restarts,
-                      resume=spec.resume)
-    node_rank = {"name": "NODE_RANK", "valueFrom": {"fieldRef": {
-        "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}}
-    container = _container(spec, args, "rdzv", [node_rank])
+    rdzv = f"{spec.name}-0.{rdzv_service_name(spec)}:{spec.rdzv_port}"
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -138,7 +154,8 @@ def indexed_job(spec: ClusterSpec) -> dict[str, Any]:
             "template": {
                 "metadata": {"labels": pod.labels(spec.name, "train")},
                 # subdomain + the Service above = DNS names for the pods.
-                "spec": _pod_spec(spec, container, subdomain=rdzv_service_name(spec)),
+                "spec": _pod_spec(spec, rdzv, "rdzv", COMPLETION_INDEX,
+                                  subdomain=rdzv_service_name(spec)),
             },
         },
     }

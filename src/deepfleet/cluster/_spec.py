@@ -109,10 +109,13 @@ class ServeSpec:
 
 @dataclass(frozen=True)
 class SlurmSpec:
-    """An sbatch allocation: nodes, GPUs, CPUs, wall time and where the job file lives."""
+    """An sbatch allocation: nodes, GPUs, CPUs, wall time, the job file and the run folder
+    (both on a file system every node sees; the run folder defaults to runs/NAME in the
+    folder the job was submitted from)."""
 
     name: str
     job_file: str
+    run_dir: str | None = None
     nodes: int = 1
     gpus_per_node: int = 1
     cpus_per_task: int = 8
