@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +17,19 @@ from deepfleet.devices import choose_device
 from deepfleet.errors import UserError
 from deepfleet.evaluate import classification_metrics, predict_proba, write_report
 from deepfleet.models import build_model
+from deepfleet.parallel import (
+    LaunchOptions,
+    detect_env,
+    launch,
+    must_launch,
+    preflight,
+    process_group,
+)
 from deepfleet.runs import RunPaths, create_run
 from deepfleet.train import (
     BEST,
     LAST,
+    STATE,
     FitResult,
     MetricsLog,
     ProgressSink,
@@ -44,22 +54,52 @@ def _model_for(job: JobConfig, manifest: Manifest) -> torch.nn.Module:
     return build_model(job.model, manifest.sample_shape, len(manifest.class_names))
 
 
-def stage_train(paths: RunPaths, progress: ProgressSink | None = None) -> FitResult:
+def stage_train(paths: RunPaths, progress: ProgressSink | None = None, *,
+                resume: bool = False) -> FitResult:
+    """Train in this process: alone, or as one rank of a job (torchrun, srun, a PyTorchJob
+    or `deepfleet train --nproc N` set the rank variables). A restarted worker resumes."""
     job = paths.load_job()
     # Training refuses to start on data that does not match its manifest.
     manifest = verify_dataset(paths.data_dir())
-    generator = seed_everything(job.run.seed, job.run.deterministic)
+    env = detect_env()
     device = choose_device(job.run.device)
-    model = _model_for(job, manifest)
-    train = read_split(manifest, "train", verify=False)
-    val = read_split(manifest, "val", verify=False) if "val" in manifest.splits else None
-    log = MetricsLog(paths.metrics)
-    try:
-        trainer = Trainer(job.train, model, device, generator=generator, log=log,
-                          progress=progress, checkpoint_dir=paths.checkpoints)
-        return trainer.fit(train, val)
-    finally:
-        log.close()
+    with process_group(env, device):
+        seed_everything(job.run.seed, job.run.deterministic)
+        model = _model_for(job, manifest)  # the same initial weights on every rank
+        train = read_split(manifest, "train", verify=False)
+        val = read_split(manifest, "val", verify=False) if "val" in manifest.splits else None
+        log = MetricsLog(paths.metrics if env.is_main else None)
+        try:
+            trainer = Trainer(job.train, model, device, seed=job.run.seed, env=env, log=log,
+                              progress=progress, checkpoint_dir=paths.checkpoints,
+                              resume=resume or env.restart_count > 0)
+            return trainer.fit(train, val)
+        finally:
+            log.close()
+
+
+def train_job(paths: RunPaths, options: LaunchOptions | None = None,
+              progress: ProgressSink | None = None, *, resume: bool = False) -> FitResult:
+    """Train a run folder: in this process, or on options.world_size ranks through the
+    elastic agent (restarted up to options.max_restarts times, resuming each time)."""
+    options = options or LaunchOptions()
+    if not must_launch(options):
+        return stage_train(paths, progress, resume=resume)
+    job = paths.load_job()
+    preflight(job.train, _model_for(job, verify_dataset(paths.data_dir())), options.world_size)
+    launch(paths.root, options, resume=resume)
+    return _fit_on_disk(paths)
+
+
+def _fit_on_disk(paths: RunPaths) -> FitResult:
+    """What the workers reported: state.json and the epoch lines (the last of each epoch,
+    since a restarted worker repeats the lines written after its checkpoint)."""
+    state = json.loads((paths.checkpoints / STATE).read_text(encoding="utf-8"))
+    epochs = {r["epoch"]: r for r in read_metrics(paths.metrics) if r.get("kind") == "epoch"}
+    return FitResult(epochs=state["epochs"], seconds=state["seconds"],
+                     best_epoch=state["best_epoch"],
+                     best_val_accuracy=state["best_val_accuracy"],
+                     history=[epochs[k] for k in sorted(epochs)])
 
 
 def _trained_model(paths: RunPaths, job: JobConfig, manifest: Manifest) -> torch.nn.Module:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import os
 import sys
 
-from deepfleet.cli import _cluster, _doctor, _keys, _pipeline  # noqa: F401  (registers commands)
+from deepfleet.cli import (  # noqa: F401  (registers commands)
+    _cluster,
+    _doctor,
+    _keys,
+    _parallel,
+    _pipeline,
+)
 from deepfleet.cli._app import app, err_console
 from deepfleet.errors import UserError
 

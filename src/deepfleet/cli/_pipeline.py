@@ -14,6 +14,7 @@ from deepfleet.data import prepare_from_config
 from deepfleet.deploy import load_bundle, predict_dataset
 from deepfleet.errors import UserError
 from deepfleet.evaluate import HEADLINE
+from deepfleet.parallel import LaunchOptions, detect_env, in_worker, must_launch
 from deepfleet.runs import RunPaths, create_run, open_run
 from deepfleet.train import default_progress
 
@@ -77,6 +78,10 @@ def _run_for(target: str, overrides: list[str]) -> RunPaths:
         if overrides:
             raise UserError("--set applies to a job file, not to an existing run folder")
         return open_run(target)
+    if in_worker():
+        raise UserError(f"{target}: under torchrun, srun or a PyTorchJob every rank must get "
+                        "the same run folder; make one with `deepfleet train JOB "
+                        "--prepare-only` and pass its path")
     config = load_job(target, overrides)
     paths = create_run(config)
     pipeline.stage_prepare(paths, config)
@@ -87,12 +92,28 @@ def _run_for(target: str, overrides: list[str]) -> RunPaths:
 def train(
     target: str = typer.Argument(..., help="A job file (starts a new run) or a run folder."),
     set_: list[str] = typer.Option([], "--set", help=OVERRIDES_HELP),
+    nproc: int = typer.Option(1, "--nproc", help="Processes per node (one per GPU)."),
+    nnodes: int = typer.Option(1, "--nnodes", help="Nodes in the job."),
+    node_rank: int = typer.Option(None, "--node-rank", help="This node's rank (0 hosts the "
+                                  "rendezvous store)."),
+    rdzv: str = typer.Option(None, "--rdzv", help="Rendezvous HOST:PORT every node reaches."),
+    max_restarts: int = typer.Option(0, "--max-restarts", help="Restart failed workers this "
+                                     "many times; they resume from the last checkpoint."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a run folder from its "
+                                "latest committed checkpoint."),
+    prepare_only: bool = typer.Option(False, "--prepare-only", help="Only create and prepare "
+                                      "the run folder (for torchrun/srun), print its path."),
 ) -> None:
     """Train a model; writes checkpoints/ and metrics.jsonl in the run folder."""
     paths = _run_for(target, set_)
-    fit = pipeline.stage_train(paths, default_progress())
-    console.print(f"trained {fit.epochs} epochs in {fit.seconds:.1f}s; best epoch "
-                  f"{fit.best_epoch}; run folder {paths.root}")
+    if prepare_only:
+        console.print(str(paths.root), soft_wrap=True)
+        return
+    options = LaunchOptions(nproc, nnodes, node_rank, rdzv, max_restarts)
+    fit = pipeline.train_job(paths, options, default_progress(), resume=resume)
+    if detect_env().is_main and not must_launch(options):  # rank 0 of the workers says it
+        console.print(f"trained {fit.epochs} epochs in {fit.seconds:.1f}s; best epoch "
+                      f"{fit.best_epoch}; run folder {paths.root}", soft_wrap=True)
 
 
 @app.command()

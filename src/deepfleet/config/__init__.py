@@ -13,15 +13,18 @@ from deepfleet.config._load import (
     shipped_examples,
 )
 from deepfleet.config._model import ModelSection
+from deepfleet.config._parallel import CheckpointSection, PipelineSection
 from deepfleet.config._run import RunSection
 from deepfleet.config._train import StageSection, TrainSection
 
 __all__ = [
+    "CheckpointSection",
     "DataSection",
     "EvaluateSection",
     "ExportSection",
     "JobConfig",
     "ModelSection",
+    "PipelineSection",
     "RunSection",
     "StageSection",
     "TrainSection",

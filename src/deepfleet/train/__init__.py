@@ -1,5 +1,7 @@
-"""Training: the loop, optimizers and schedules, weights on disk, and training logs."""
+"""Training: the loop, optimizers and schedules, checkpoints, weights on disk, and logs."""
 
+from deepfleet.train._batches import MicroBatch, RankBatches
+from deepfleet.train._checkpoint import Checkpointer, committed, find_latest
 from deepfleet.train._log import (
     MetricsLog,
     NullProgress,
@@ -9,29 +11,47 @@ from deepfleet.train._log import (
     default_progress,
     read_metrics,
 )
-from deepfleet.train._loop import BEST, LAST, FitResult, Trainer, evaluate_loss_accuracy
+from deepfleet.train._loop import (
+    BEST,
+    LAST,
+    STATE,
+    TRAIN_CHECKPOINTS,
+    FitResult,
+    Trainer,
+    evaluate_loss_accuracy,
+    lr_scale,
+)
 from deepfleet.train._optim import apply_freeze, build_optimizer, build_scheduler, lr_factor
 from deepfleet.train._seed import seed_everything
-from deepfleet.train._weights import load_weights, save_weights, state_tensors
+from deepfleet.train._weights import load_weights, save_tensors, save_weights, state_tensors
 
 __all__ = [
     "BEST",
     "LAST",
+    "STATE",
+    "TRAIN_CHECKPOINTS",
+    "Checkpointer",
     "FitResult",
+    "MicroBatch",
     "MetricsLog",
     "NullProgress",
     "PlainProgress",
     "ProgressSink",
+    "RankBatches",
     "RichProgress",
     "Trainer",
     "apply_freeze",
     "build_optimizer",
     "build_scheduler",
+    "committed",
     "default_progress",
     "evaluate_loss_accuracy",
+    "find_latest",
     "load_weights",
     "lr_factor",
+    "lr_scale",
     "read_metrics",
+    "save_tensors",
     "save_weights",
     "seed_everything",
     "state_tensors",

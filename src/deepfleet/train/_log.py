@@ -39,6 +39,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 class ProgressSink(Protocol):
     def start(self, total_steps: int) -> None: ...
+    def note(self, text: str) -> None: ...
     def advance(self, description: str) -> None: ...
     def epoch(self, record: dict[str, Any]) -> None: ...
     def stop(self) -> None: ...
@@ -60,6 +61,9 @@ class PlainProgress:
 
     def start(self, total_steps: int) -> None:
         pass
+
+    def note(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
 
     def advance(self, description: str) -> None:
         pass
@@ -85,6 +89,9 @@ class RichProgress:
         self._progress.start()
         self._task = self._progress.add_task("training", total=total_steps)
 
+    def note(self, text: str) -> None:
+        self._progress.console.print(text, markup=False, highlight=False)
+
     def advance(self, description: str) -> None:
         self._progress.update(self._task, advance=1, description=description)
 
@@ -101,6 +108,9 @@ def default_progress() -> ProgressSink:
 
 class NullProgress(PlainProgress):
     """Prints nothing (tests, library use)."""
+
+    def note(self, text: str) -> None:
+        pass
 
     def epoch(self, record: dict[str, Any]) -> None:
         pass

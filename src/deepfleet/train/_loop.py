@@ -1,8 +1,8 @@
-"""The single-process training loop: stages, precision, accumulation, validation, best weights."""
+"""The training loop: stages, precision, accumulation, validation, best weights, checkpoints,
+under any strategy (single, ddp, fsdp, pipeline). The loop never branches on the strategy."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -11,20 +11,25 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from deepfleet._atomic import write_json_atomic
 from deepfleet.config import StageSection, TrainSection
 from deepfleet.data import SplitArrays
+from deepfleet.errors import UserError
+from deepfleet.parallel import DistEnv, build_topology, fp16_scaler, make_strategy
+from deepfleet.train._batches import RankBatches
+from deepfleet.train._checkpoint import Checkpointer, find_latest
 from deepfleet.train._log import MetricsLog, NullProgress, ProgressSink
 from deepfleet.train._optim import apply_freeze, build_optimizer, build_scheduler
-from deepfleet.train._weights import save_weights
+from deepfleet.train._precision import autocast_factory, configure_tf32, to_channels_last
+from deepfleet.train._rng import rng_state, set_rng_state
+from deepfleet.train._state import Position, Progress
+from deepfleet.train._weights import save_tensors
 
 BEST = "best.safetensors"
 LAST = "last.safetensors"
 STATE = "state.json"
-
-_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+TRAIN_CHECKPOINTS = "train"
 
 
 @dataclass
@@ -51,125 +56,274 @@ def evaluate_loss_accuracy(model: nn.Module, data: SplitArrays, device: torch.de
     return total_loss / max(len(data), 1), correct / max(len(data), 1)
 
 
+def lr_scale(rule: str, global_batch: int, batch_size: int) -> float:
+    ratio = global_batch / batch_size
+    return {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[rule]
+
+
 class Trainer:
-    """Runs every stage of [train] on one process."""
+    """Runs every stage of [train] on this rank, under the strategy the topology chose."""
 
     def __init__(self, config: TrainSection, model: nn.Module, device: torch.device, *,
-                 generator: torch.Generator | None = None, log: MetricsLog | None = None,
-                 progress: ProgressSink | None = None,
-                 checkpoint_dir: Path | None = None) -> None:
-        self.config = config
-        self.model = model.to(device)
-        self.device = device
-        self.generator = generator
-        self.log = log or MetricsLog(None)
-        self.progress = progress or NullProgress()
+                 seed: int = 0, env: DistEnv | None = None, log: MetricsLog | None = None,
+                 progress: ProgressSink | None = None, checkpoint_dir: Path | None = None,
+                 resume: bool = False) -> None:
+        self.config, self.device, self.seed = config, device, seed
+        self.env = env or DistEnv()
+        self.tf32 = configure_tf32(config.tf32, device)
+        self.topology = build_topology(config, self.env.world_size, model, device)
+        model = model.to(device)
+        if config.channels_last:
+            to_channels_last(model)
+        self.strategy = make_strategy(config, model, self.topology, self.env.rank, device)
+        # Only rank 0 reports; the others train silently.
+        self.log = log if log is not None and self.env.is_main else MetricsLog(None)
+        self.progress = progress if progress is not None and self.env.is_main else NullProgress()
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
-        self.loss_fn = nn.CrossEntropyLoss()
-        self.step = 0
-        dtype = _AUTOCAST.get(config.precision)
-        self._autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else (
-            contextlib.nullcontext)
-        use_scaler = config.precision == "fp16" and device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        self.checkpointer = (Checkpointer(self.checkpoint_dir / TRAIN_CHECKPOINTS,
+                                          config.checkpoint.keep, self.env.rank,
+                                          self.topology.world_size > 1)
+                             if self.checkpoint_dir else None)
+        self.resume = resume
+        self.autocast = autocast_factory(config.precision, device)
+        self.scaler = fp16_scaler(self.strategy,
+                                  config.precision == "fp16" and device.type == "cuda")
+        self.state = Progress()
+        self._sums: list[float] = [0.0, 0.0, 0.0]  # loss, correct, samples of a resumed epoch
 
-    def _loader(self, data: SplitArrays) -> DataLoader:
-        return DataLoader(TensorDataset(data.x, data.y), batch_size=self.config.batch_size,
-                          shuffle=True, generator=self.generator,
-                          num_workers=self.config.num_workers,
-                          pin_memory=self.device.type == "cuda")
+    @property
+    def step(self) -> int:
+        return self.state.position.global_step
 
-    def _steps_per_epoch(self, loader: DataLoader) -> int:
-        return math.ceil(len(loader) / self.config.accumulation_steps)
+    @property
+    def model(self) -> nn.Module:
+        return self.strategy.full_model
 
+    # ---- the run -------------------------------------------------------------------------
     def fit(self, train: SplitArrays, val: SplitArrays | None = None) -> FitResult:
-        loader = self._loader(train)
-        total_epochs = sum(s.epochs for s in self.config.stages)
-        self.progress.start(total_epochs * self._steps_per_epoch(loader))
+        cfg, topo = self.config, self.topology
+        plan = RankBatches(len(train), cfg.batch_size, topo.dp, topo.dp_rank(self.env.rank),
+                           self.seed, cfg.accumulation_steps,
+                           drop_last=topo.strategy == "pipeline")
+        if plan.steps_per_epoch == 0:
+            raise UserError(f"train: {len(train)} training rows do not fill one batch of "
+                            f"{plan.micro_size} over {topo.dp} rank(s)")
+        resume_from = self._resume_point()
+        factor = lr_scale(cfg.lr_scaling, topo.global_batch(cfg.batch_size,
+                                                            cfg.accumulation_steps),
+                          cfg.batch_size)
+        self._log_setup(plan, factor, resume_from)
+        total_epochs = sum(s.epochs for s in cfg.stages)
+        self.progress.start(total_epochs * plan.steps_per_epoch)
         started = time.perf_counter()
-        best = (-1.0, math.inf)
-        result = FitResult(epochs=total_epochs, seconds=0.0, best_epoch=0, best_val_accuracy=None)
-        epoch = 0
         try:
-            for stage in self.config.stages:
-                apply_freeze(self.model, stage.freeze)
-                optimizer = build_optimizer(stage, self.model)
-                scheduler = build_scheduler(stage, optimizer, self._steps_per_epoch(loader))
-                for _ in range(stage.epochs):
-                    epoch += 1
-                    record = self._train_epoch(stage, loader, optimizer, scheduler)
-                    record.update(stage=stage.name, epoch=epoch, epochs=total_epochs)
-                    if val is not None and len(val):
-                        val_loss, val_acc = evaluate_loss_accuracy(self.model, val, self.device)
-                        record.update(val_loss=val_loss, val_accuracy=val_acc)
-                        if (val_acc, -val_loss) > (best[0], -best[1]):
-                            best = (val_acc, val_loss)
-                            result.best_epoch, result.best_val_accuracy = epoch, val_acc
-                            self._save(BEST, epoch)
-                    self.log.write({"kind": "epoch", **record})
-                    self.progress.epoch(record)
-                    result.history.append(record)
+            for index, stage in enumerate(cfg.stages):
+                if index < self.state.position.stage:
+                    continue  # finished before the checkpoint we resumed from
+                optimizer, scheduler = self._start_stage(stage, factor, plan)
+                if resume_from is not None:
+                    self._restore(resume_from, optimizer, scheduler)
+                    resume_from = None
+                while self.state.position.stage_epoch < stage.epochs:
+                    self._run_epoch(stage, plan, train, val, optimizer, scheduler, total_epochs)
+                pos = self.state.position
+                self.state.position = Position(index + 1, 0, pos.epoch, 0, pos.global_step)
+                self._checkpoint(optimizer, scheduler)
             apply_freeze(self.model, [])
         finally:
             self.progress.stop()
-        if result.best_epoch == 0:  # no validation split: the last weights are the best known
-            result.best_epoch = epoch
-            self._save(BEST, epoch)
-        self._save(LAST, epoch)
-        result.seconds = time.perf_counter() - started
-        if self.checkpoint_dir:
-            write_json_atomic(self.checkpoint_dir / STATE, {
-                "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
-                "epochs": total_epochs, "steps": self.step, "seconds": result.seconds})
-        return result
+        return self._finish(total_epochs, time.perf_counter() - started)
 
-    def _save(self, name: str, epoch: int) -> None:
-        if self.checkpoint_dir:
-            save_weights(self.model, self.checkpoint_dir / name, {"epoch": str(epoch)})
+    def _resume_point(self) -> Path | None:
+        if not (self.resume and self.checkpointer):
+            return None
+        path = find_latest(self.checkpointer.root)
+        if path is not None:  # the counters first: they say which stage to rebuild
+            saved = self.checkpointer.read_trainer_state(path)
+            self.state = Progress.from_json(saved["progress"])
+        return path
 
-    def _train_epoch(self, stage: StageSection, loader: DataLoader,
+    def _log_setup(self, plan: RankBatches, factor: float, resume_from: Path | None) -> None:
+        cfg, topo = self.config, self.topology
+        record = {"kind": "setup", "strategy": topo.strategy, "why": topo.reason,
+                  "world_size": topo.world_size, "dp": topo.dp, "pp": topo.pp,
+                  "batch_size": cfg.batch_size, "accumulation_steps": cfg.accumulation_steps,
+                  "global_batch": topo.global_batch(cfg.batch_size, cfg.accumulation_steps),
+                  "steps_per_epoch": plan.steps_per_epoch, "lr_scaling": cfg.lr_scaling,
+                  "lr_factor": factor, "precision": cfg.precision, "tf32": self.tf32,
+                  "device": str(self.device),
+                  "resumed_from": resume_from.name if resume_from else None,
+                  "restart": self.env.restart_count}
+        self.log.write(record)
+        self.progress.note(
+            f"strategy {topo.describe()} ({topo.reason}); global batch {record['global_batch']}"
+            f" = {cfg.batch_size} x {topo.dp} rank(s) x {cfg.accumulation_steps} accumulation;"
+            f" lr scaling {cfg.lr_scaling} (x{factor:g})"
+            + (f"; resumed from {resume_from.name}" if resume_from else ""))
+
+    def _start_stage(self, stage: StageSection, factor: float, plan: RankBatches):
+        apply_freeze(self.model, stage.freeze)
+        self.strategy.setup_stage()
+        scaled = stage.model_copy(update={"lr": stage.lr * factor})
+        optimizer = build_optimizer(scaled, self.strategy.module)
+        return optimizer, build_scheduler(scaled, optimizer, plan.steps_per_epoch)
+
+    def _run_epoch(self, stage, plan, train, val, optimizer, scheduler, total_epochs) -> None:
+        record = self._train_epoch(stage, plan, train, optimizer, scheduler)
+        pos = self.state.position
+        pos.epoch, pos.stage_epoch, pos.step_in_epoch = pos.epoch + 1, pos.stage_epoch + 1, 0
+        record.update(stage=stage.name, epoch=pos.epoch, epochs=total_epochs)
+        if val is not None and len(val):
+            self._validate(val, record)
+        self.log.write({"kind": "epoch", **record})
+        self.progress.epoch(record)
+        self.state.history.append(record)
+
+    def _validate(self, val: SplitArrays, record: dict[str, Any]) -> None:
+        module = self.strategy.eval_module()
+        loss, acc = evaluate_loss_accuracy(module, val, self.device)
+        # Rank 0's figures decide for everyone, so every rank takes the same branch below.
+        figures = torch.tensor([loss, acc], dtype=torch.float64, device=self.device)
+        self.strategy.broadcast(figures, src=0)
+        loss, acc = figures.tolist()
+        record.update(val_loss=loss, val_accuracy=acc)
+        if (acc, -loss) > (self.state.best_val_accuracy, -self.state.best_val_loss):
+            self.state.best_val_accuracy, self.state.best_val_loss = acc, loss
+            self.state.best_epoch = self.state.position.epoch
+            self._save_weights(BEST)
+
+    # ---- one epoch -----------------------------------------------------------------------
+    def _train_epoch(self, stage: StageSection, plan: RankBatches, train: SplitArrays,
                      optimizer: torch.optim.Optimizer, scheduler) -> dict[str, Any]:
         self.model.train()
-        accumulation = self.config.accumulation_steps
-        total_loss = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        seen = 0
+        self.strategy.train_model.train()
+        pos, device, cfg = self.state.position, self.device, self.config
+        order = plan.order(pos.epoch)
+        loss_sum = torch.full((), self._sums[0], device=device)
+        correct = torch.full((), int(self._sums[1]), device=device, dtype=torch.long)
+        seen = int(self._sums[2])
+        data_s = comm_s = 0.0
+        owns = self.strategy.owns_outputs
+        channels_last = cfg.channels_last
+        backward = self._backward
         started = time.perf_counter()
-        batches = len(loader)
-        for index, (x, y) in enumerate(loader):
-            x = x.to(self.device, non_blocking=True)
-            y = y.to(self.device, non_blocking=True)
-            with self._autocast():
-                logits = self.model(x)
-                loss = self.loss_fn(logits.float(), y)
-            # A short final group divides by its own size so every sample weighs the same.
-            group = min(accumulation, batches - (index // accumulation) * accumulation)
-            self.scaler.scale(loss / group).backward()
-            total_loss += loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += len(y)
-            if (index + 1) % accumulation == 0 or index + 1 == batches:
-                self._optimizer_step(optimizer, scheduler)
-                self.progress.advance(f"[{stage.name}] step {self.step}")
-                if self.step % self.config.log_every == 0:
-                    self.log.write({"kind": "step", "stage": stage.name, "step": self.step,
-                                    "loss": loss.item(), "lr": scheduler.get_last_lr()[0]})
+        for step in range(pos.step_in_epoch, plan.steps_per_epoch):
+            micro = plan.step(order, step)
+            step_loss = torch.zeros((), device=device)
+            for i, batch in enumerate(micro):
+                t0 = time.perf_counter()
+                x = train.x[batch.rows].to(device, non_blocking=True)
+                y = train.y[batch.rows].to(device, non_blocking=True)
+                if channels_last and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                data_s += time.perf_counter() - t0
+                with self.strategy.no_sync(i < len(micro) - 1):
+                    batch_loss, batch_correct = self.strategy.forward_backward(
+                        x, y, self.topology.dp / batch.global_count, self.autocast, backward)
+                step_loss += batch_loss
+                correct += batch_correct
+                if owns:
+                    seen += len(y)
+            loss_sum += step_loss
+            self._optimizer_step(optimizer, scheduler)
+            pos.step_in_epoch = step + 1
+            self.progress.advance(f"[{stage.name}] step {pos.global_step}")
+            if pos.global_step % cfg.log_every == 0:
+                comm_s += self._log_step(stage, step_loss, micro[0].global_count, scheduler)
+            every = cfg.checkpoint.every_steps
+            if every and pos.global_step % every == 0 and pos.step_in_epoch < plan.steps_per_epoch:
+                self._sums = [loss_sum.item(), float(correct.item()), float(seen)]
+                self._checkpoint(optimizer, scheduler)
+        t0 = time.perf_counter()
+        totals = torch.stack([loss_sum.double(), correct.double(),
+                              torch.tensor(float(seen), dtype=torch.float64, device=device)])
+        self.strategy.all_reduce_sum(totals)
+        total_loss, total_correct, total_seen = totals.tolist()  # one sync per epoch
+        comm_s += time.perf_counter() - t0
+        self._sums = [0.0, 0.0, 0.0]
         seconds = time.perf_counter() - started
         return {
-            "train_loss": total_loss.item() / max(seen, 1),  # one sync per epoch, not per step
-            "train_accuracy": correct.item() / max(seen, 1),
+            "train_loss": total_loss / max(total_seen, 1),
+            "train_accuracy": total_correct / max(total_seen, 1),
             "lr": scheduler.get_last_lr()[0],
             "seconds": seconds,
-            "samples_per_s": seen / seconds if seconds > 0 else 0.0,
+            "samples_per_s": total_seen / seconds if seconds > 0 else 0.0,
+            "data_s": data_s,
+            # forward, backward, optimizer; under ddp/fsdp this includes the gradient
+            # communication that overlaps the backward pass
+            "compute_s": max(seconds - data_s - comm_s, 0.0),
+            "comm_s": comm_s,  # explicit metric reductions
+            "world_size": self.topology.world_size,
         }
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        self.scaler.scale(loss).backward()
+
+    def _log_step(self, stage: StageSection, step_loss: torch.Tensor, group_count: int,
+                  scheduler) -> float:
+        t0 = time.perf_counter()
+        value = self.strategy.all_reduce_sum(step_loss.detach().clone()).item()
+        self.log.write({"kind": "step", "stage": stage.name, "step": self.step,
+                        "loss": value / group_count, "lr": scheduler.get_last_lr()[0]})
+        return time.perf_counter() - t0
 
     def _optimizer_step(self, optimizer: torch.optim.Optimizer, scheduler) -> None:
         if self.config.grad_clip is not None:
             self.scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(
-                [p for p in self.model.parameters() if p.requires_grad], self.config.grad_clip)
+            self.strategy.clip_grad_norm(self.config.grad_clip)
         self.scaler.step(optimizer)
         self.scaler.update()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
-        self.step += 1
+        self.state.position.global_step += 1
+
+    # ---- checkpoints and weights ---------------------------------------------------------
+    def _checkpoint(self, optimizer, scheduler) -> None:
+        if self.checkpointer is None:
+            return
+        trainer_state = {"progress": self.state.to_json(),
+                         "scheduler": scheduler.state_dict(),
+                         "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+                         "strategy": self.topology.strategy,
+                         "world_size": self.topology.world_size}
+        rank_state = {"rng": rng_state(self.device), "sums": self._sums}
+        path = self.checkpointer.save(self.step, self.strategy.module, optimizer,
+                                      trainer_state, rank_state)
+        self.log.write({"kind": "checkpoint", "step": self.step, "path": path.name})
+
+    def _restore(self, path: Path, optimizer, scheduler) -> None:
+        at_start = self.state.position.at_stage_start
+        # At a stage start the stage builds a fresh optimizer: only the weights carry over.
+        trainer_state, rank_state = self.checkpointer.load(
+            path, self.strategy.module, None if at_start else optimizer)
+        if not at_start:
+            scheduler.load_state_dict(trainer_state["scheduler"])
+            if trainer_state.get("scaler") and self.scaler.is_enabled():
+                self.scaler.load_state_dict(trainer_state["scaler"])
+        if rank_state is not None:
+            set_rng_state(rank_state["rng"], self.device)
+            self._sums = list(rank_state["sums"])
+
+    def _save_weights(self, name: str) -> None:
+        if self.checkpoint_dir is None:
+            return
+        tensors = self.strategy.full_state_dict()  # collective: every rank takes part
+        if self.env.is_main:
+            save_tensors(tensors, self.checkpoint_dir / name,
+                         {"epoch": str(self.state.position.epoch)})
+
+    def _finish(self, total_epochs: int, seconds: float) -> FitResult:
+        state = self.state
+        if state.best_epoch == 0:  # no validation split: the last weights are the best known
+            state.best_epoch = state.position.epoch
+            self._save_weights(BEST)
+        self._save_weights(LAST)
+        best = state.best_val_accuracy if state.best_val_accuracy >= 0 else None
+        result = FitResult(epochs=total_epochs, seconds=seconds, best_epoch=state.best_epoch,
+                           best_val_accuracy=best, history=list(state.history))
+        if self.checkpoint_dir and self.env.is_main:
+            write_json_atomic(self.checkpoint_dir / STATE, {
+                "best_epoch": result.best_epoch, "best_val_accuracy": best,
+                "epochs": total_epochs, "steps": self.step, "seconds": seconds,
+                "strategy": self.topology.strategy, "world_size": self.topology.world_size})
+        return result

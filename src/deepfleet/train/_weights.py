@@ -15,11 +15,20 @@ from deepfleet.errors import UserError
 
 def state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     """A CPU, contiguous copy of the state dict (safetensors refuses shared storage)."""
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    return cpu_tensors(model.state_dict())
+
+
+def cpu_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
 
 
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
-    write_bytes_atomic(Path(path), save_bytes(state_tensors(model), metadata=metadata))
+    save_tensors(model.state_dict(), path, metadata)
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path,
+                 metadata: dict[str, str] | None = None) -> None:
+    write_bytes_atomic(Path(path), save_bytes(cpu_tensors(tensors), metadata=metadata))
 
 
 def load_weights(model: nn.Module, path: Path) -> nn.Module:

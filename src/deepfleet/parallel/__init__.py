@@ -1,0 +1,49 @@
+"""Parallel training on torch.distributed: who runs where (environment, topology), how the
+model is spread over the ranks (strategies), launching through torch.distributed.run, and a
+self-test of the machine. Model code never mentions ranks; everything about them is here."""
+
+from deepfleet.parallel._build import make_strategy
+from deepfleet.parallel._env import DistEnv, detect_env, in_worker, process_group
+from deepfleet.parallel._launch import LaunchOptions, launch, must_launch, preflight
+from deepfleet.parallel._pipeline import PipelineStrategy, StagePart, split_children
+from deepfleet.parallel._selftest import (
+    run_selftest,
+    selftest_config,
+    selftest_data,
+    selftest_model,
+)
+from deepfleet.parallel._strategy import (
+    DDPStrategy,
+    FSDPStrategy,
+    SingleStrategy,
+    blocks_of,
+    fp16_scaler,
+)
+from deepfleet.parallel._topology import Topology, build_topology, choose_strategy
+
+__all__ = [
+    "DDPStrategy",
+    "DistEnv",
+    "FSDPStrategy",
+    "LaunchOptions",
+    "PipelineStrategy",
+    "SingleStrategy",
+    "StagePart",
+    "Topology",
+    "blocks_of",
+    "build_topology",
+    "choose_strategy",
+    "detect_env",
+    "fp16_scaler",
+    "in_worker",
+    "launch",
+    "make_strategy",
+    "must_launch",
+    "preflight",
+    "process_group",
+    "run_selftest",
+    "selftest_config",
+    "selftest_data",
+    "selftest_model",
+    "split_children",
+]

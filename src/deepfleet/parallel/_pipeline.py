@@ -1,0 +1,144 @@
+"""The pipeline strategy: the model's top-level children cut into one stage per rank at named
+points, run by torch.distributed.pipelining (GPipe or 1F1B)."""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+
+from deepfleet.errors import UserError
+from deepfleet.parallel._strategy import Autocast, SingleStrategy
+from deepfleet.parallel._topology import Topology
+
+_SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
+
+
+class StagePart(nn.Module):
+    """Consecutive top-level children of a model, under their original names (so the
+    checkpoint keys of all stages fit together), applied in order."""
+
+    def __init__(self, children: list[tuple[str, nn.Module]]) -> None:
+        super().__init__()
+        for name, child in children:
+            self.add_module(name, child)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for child in self._modules.values():
+            x = child(x)
+        return x
+
+
+def split_children(model: nn.Module, stages: int,
+                   split_points: list[str]) -> list[list[tuple[str, nn.Module]]]:
+    """The children of each stage. Without split points: an even cut by parameter count."""
+    if not isinstance(model, nn.Sequential):
+        raise UserError("train.strategy: pipeline needs a model whose top-level children run in "
+                        f"order (an nn.Sequential); got {type(model).__name__}")
+    children = list(model.named_children())
+    names = [n for n, _ in children]
+    if split_points:
+        missing = [p for p in split_points if p not in names]
+        if missing:
+            raise UserError(f"train.pipeline.split_points: no top-level child {missing[0]!r} "
+                            f"(children: {', '.join(names)})")
+        cuts = [names.index(p) for p in split_points]
+        if cuts != sorted(set(cuts)) or cuts[0] == 0:
+            raise UserError("train.pipeline.split_points: must name distinct children in model "
+                            f"order, not the first one ({names[0]!r})")
+    else:
+        cuts = _even_cuts([sum(p.numel() for p in c.parameters()) for _, c in children], stages)
+    bounds = [0, *cuts, len(children)]
+    return [children[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+def _even_cuts(sizes: list[int], stages: int) -> list[int]:
+    if len(sizes) < stages:
+        raise UserError(f"train.strategy: pipeline over {stages} stages needs at least {stages} "
+                        f"top-level children, the model has {len(sizes)}")
+    total, cuts, running = sum(sizes), [], 0
+    for index, size in enumerate(sizes[:-1]):
+        running += size
+        left = len(sizes) - index - 1
+        want = len(cuts) + 1
+        if len(cuts) < stages - 1 and (running >= total * want / stages
+                                       or left == stages - 1 - len(cuts)):
+            cuts.append(index + 1)
+    return cuts
+
+
+class PipelineStrategy(SingleStrategy):
+    """Rank r runs stage r. Every rank reads the same batch: the first stage feeds the inputs,
+    the last one the targets; the schedule moves activations and gradients between them."""
+
+    name = "pipeline"
+
+    def __init__(self, model: nn.Module, topology: Topology, rank: int, device: torch.device,
+                 compile_model: bool = False, *, split_points: list[str],
+                 schedule: str = "1f1b", microbatches: int = 4) -> None:
+        super().__init__(model, topology, rank, device, compile_model)
+        parts = split_children(model, topology.pp, split_points)
+        self.stage_index = topology.pp_rank(rank)
+        self.owner = {name: s for s, part in enumerate(parts) for name, _ in part}
+        self.module = StagePart(parts[self.stage_index])
+        self.is_first = self.stage_index == 0
+        self.is_last = self.stage_index == topology.pp - 1
+        self.owns_outputs = self.is_last
+        self.schedule_name, self.microbatches = schedule, microbatches
+        self._scale = 1.0
+
+    def setup_stage(self) -> None:
+        # A new schedule per training stage: the set of parameters that need gradients changes.
+        stage = PipelineStage(self._maybe_compile(self.module), self.stage_index,
+                              self.topology.pp, self.device)
+        kwargs = {}
+        cls = _SCHEDULES[self.schedule_name]
+        if "scale_grads" in inspect.signature(cls.__init__).parameters:
+            kwargs["scale_grads"] = False  # the loss is already scaled to the global batch
+        self.schedule = cls(stage, n_microbatches=self.microbatches, loss_fn=self._loss,
+                            **kwargs)
+
+    def _loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(output.float(), target, reduction="sum") * self._scale
+
+    def forward_backward(self, x, y, scale: float, autocast: Autocast, backward):
+        self._scale = scale
+        with autocast():
+            if self.is_first:
+                self.schedule.step(x)
+            elif self.is_last:
+                output = self.schedule.step(target=y)
+            else:
+                self.schedule.step()
+        if not self.is_last:
+            zero = torch.zeros((), device=self.device)
+            return zero, zero.long()
+        with torch.no_grad():
+            loss_sum = nn.functional.cross_entropy(output.float(), y, reduction="sum")
+        return loss_sum, (output.argmax(1) == y).sum()
+
+    def clip_grad_norm(self, max_norm: float) -> torch.Tensor:
+        # The norm spans every stage: sum the squares here, then over the ranks.
+        grads = [p.grad for p in self.trainable() if p.grad is not None]
+        squares = torch.zeros((), device=self.device)
+        for g in grads:
+            squares += g.detach().float().pow(2).sum()
+        dist.all_reduce(squares)
+        total = squares.sqrt()
+        factor = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+        for g in grads:
+            g.mul_(factor.to(g.dtype))
+        return total
+
+    def eval_module(self) -> nn.Module:
+        """Every rank receives the other stages' current weights, then holds the whole model."""
+        self.full_model.to(self.device)
+        for name, tensor in self.full_model.state_dict().items():
+            dist.broadcast(tensor, src=self.owner[name.split(".", 1)[0]])
+        return self.full_model
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        return self.eval_module().state_dict()

@@ -1,0 +1,126 @@
+"""`deepfleet selftest --nproc N`: a short distributed check of this machine. Every strategy
+trains a few steps on the same tiny problem and is compared with one process on the same
+global batch; an all-reduce is checked and timed."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from deepfleet.config import TrainSection
+from deepfleet.data import SplitArrays
+from deepfleet.devices import choose_device
+from deepfleet.parallel._env import detect_env, process_group
+
+# (name, strategy, per-rank batch divisor, accumulation, pipeline schedule)
+CASES = [
+    ("ddp", "ddp", 1, 1, None),
+    ("ddp + accumulation", "ddp", 2, 2, None),
+    ("fsdp", "fsdp", 1, 1, None),
+    ("pipeline 1f1b", "pipeline", None, 1, "1f1b"),
+    ("pipeline gpipe", "pipeline", None, 1, "gpipe"),
+]
+GLOBAL_BATCH = 32
+
+
+def selftest_model(seed: int = 0) -> nn.Module:
+    """Four layers so a pipeline of up to four stages can be cut from it; no dropout, so
+    every strategy must give the same numbers."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.Tanh(),
+                         nn.Linear(32, 4))
+
+
+def selftest_data(rows: int = 128, seed: int = 0) -> SplitArrays:
+    """A learnable 4-class problem: labels from a random linear teacher."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, 16, generator=g)
+    y = (x @ torch.randn(16, 4, generator=g)).argmax(1)
+    return SplitArrays(ids=torch.arange(rows), x=x, y=y)
+
+
+def selftest_config(strategy: str, world_size: int, divisor: int | None = 1,
+                    accumulation: int = 1, schedule: str | None = None) -> TrainSection:
+    """The [train] table of one case; the global batch is GLOBAL_BATCH in every case."""
+    stage = {"name": "check", "epochs": 1, "lr": 0.01, "optimizer": "adamw",
+             "weight_decay": 0.01, "schedule": "cosine", "warmup_steps": 2}
+    table: dict[str, Any] = {"strategy": strategy, "grad_clip": 1.0, "log_every": 1000,
+                             "stages": [stage], "accumulation_steps": accumulation}
+    if strategy == "pipeline":
+        table["batch_size"] = GLOBAL_BATCH
+        table["pipeline"] = {"schedule": schedule, "microbatches": max(4, world_size)}
+    else:
+        table["batch_size"] = GLOBAL_BATCH // (world_size * (divisor or 1))
+    return TrainSection.model_validate(table)
+
+
+def train_case(config: TrainSection, env, device: torch.device) -> dict[str, torch.Tensor]:
+    """Train one case on this rank; every rank returns the complete final weights."""
+    from deepfleet.train import Trainer  # the loop imports this package
+
+    trainer = Trainer(config, selftest_model(), device, seed=0, env=env)
+    trainer.fit(selftest_data())
+    return {k: v.detach().cpu().clone() for k, v in trainer.strategy.full_state_dict().items()}
+
+
+def _all_reduce_row(device: torch.device, world: int) -> dict[str, Any]:
+    values = torch.full((1 << 20,), float(dist.get_rank() + 1), device=device)  # 4 MiB
+    dist.barrier()
+    started = time.perf_counter()
+    dist.all_reduce(values)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - started
+    expected = world * (world + 1) / 2
+    ok = bool(torch.all(values == expected))
+    return {"check": "all-reduce 4 MiB", "ok": ok, "seconds": seconds,
+            "detail": f"sum {values[0].item():g}, expected {expected:g}; "
+                      f"{4 / max(seconds, 1e-9):.0f} MiB/s"}
+
+
+def selftest_worker(keep_weights: bool = False) -> dict[str, Any]:
+    """What each rank runs (under the elastic agent); rank 0's return value is the report."""
+    env = detect_env()
+    device = choose_device("auto")
+    with process_group(env, device):
+        rows = [_all_reduce_row(device, env.world_size)]
+        weights = {}
+        reference = None
+        for name, strategy, divisor, accumulation, schedule in CASES:
+            config = selftest_config(strategy, env.world_size, divisor, accumulation, schedule)
+            started = time.perf_counter()
+            got = train_case(config, env, device)
+            seconds = time.perf_counter() - started
+            if reference is None:  # one process, the same global batch
+                single = selftest_config("single", 1)
+                reference = train_case(single, type(env)(), device)
+            # fsdp gathers the full weights on rank 0 only; rank 0 makes the report
+            diff = max(((got[k] - reference[k]).abs().max().item() for k in got),
+                       default=0.0)
+            rows.append({"check": f"{name}: {len(selftest_data()) // GLOBAL_BATCH} steps",
+                         "ok": diff < 1e-4, "seconds": seconds,
+                         "detail": f"max |weights - one process| = {diff:.1e}"})
+            if keep_weights:
+                weights[name] = got
+        report = {"world_size": env.world_size, "device": str(device),
+                  "backend": dist.get_backend(), "rows": rows}
+        if keep_weights:
+            report["weights"] = weights
+        return report
+
+
+def run_selftest(nproc: int, keep_weights: bool = False) -> dict[str, Any]:
+    """Start `nproc` local workers through the elastic agent; rank 0's report."""
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc,
+                          run_id=f"selftest-{os.getpid()}", rdzv_backend="c10d",
+                          rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=0.2,
+                          start_method="spawn")
+    return elastic_launch(config, selftest_worker)(keep_weights)[0]

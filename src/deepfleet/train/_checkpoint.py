@@ -1,0 +1,148 @@
+"""Training checkpoints with torch.distributed.checkpoint: sharded tensors from every rank,
+committed by an atomic rename plus an atomic `latest` pointer.
+
+checkpoints/train/
+  step-000000120/     .metadata + *.distcp (model, optimizer tensors; DCP's own format)
+                      trainer.json (step counters, data position, scheduler, best so far)
+                      rank-00000.json ... (each rank's RNG states, optimizer settings, sums)
+  .step-000000160.tmp/  a write in progress or interrupted: never read
+  latest              the name of the newest committed checkpoint
+
+Only tensors go through DCP (its non-tensor values would be unpickled on load); everything
+else is JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+
+from deepfleet._atomic import _fsync_dir, write_json_atomic, write_text_atomic
+from deepfleet.errors import UserError
+
+LATEST = "latest"
+TRAINER = "trainer.json"
+_COMMITTED = re.compile(r"^step-(\d{9})$")
+
+
+def _rank_file(rank: int) -> str:
+    return f"rank-{rank:05d}.json"
+
+
+def _complete(path: Path) -> bool:
+    return (path / ".metadata").is_file() and (path / TRAINER).is_file()
+
+
+def committed(root: Path) -> list[Path]:
+    """Committed checkpoints, oldest first (temporary folders are never listed)."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and _COMMITTED.match(p.name)]
+    return sorted(found, key=lambda p: p.name)
+
+
+def find_latest(root: Path) -> Path | None:
+    """The checkpoint to resume from: the one `latest` names, else the newest complete one."""
+    pointer = Path(root) / LATEST
+    if pointer.is_file():
+        name = pointer.read_text(encoding="utf-8").strip()
+        if _COMMITTED.match(name) and _complete(root / name):
+            return root / name
+    complete = [p for p in committed(Path(root)) if _complete(p)]
+    return complete[-1] if complete else None
+
+
+def _tensors(module: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, list]:
+    """The DCP payload (tensors only) and the optimizer's param_groups (for JSON)."""
+    optim = get_optimizer_state_dict(module, optimizer)
+    state = {fqn: {k: v for k, v in s.items() if v is not None}
+             for fqn, s in optim["state"].items()}
+    for fqn, values in state.items():
+        for key, value in values.items():
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"optimizer state {fqn}.{key} is not a tensor")
+    return {"model": get_model_state_dict(module), "optim": state}, optim["param_groups"]
+
+
+class Checkpointer:
+    """Saves and restores one rank's share of the training state; every call is collective."""
+
+    def __init__(self, root: Path, keep: int, rank: int = 0, distributed: bool = False) -> None:
+        self.root = Path(root)
+        self.keep = keep
+        self.rank = rank
+        self.distributed = distributed
+
+    def _barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def save(self, step: int, module: nn.Module, optimizer: torch.optim.Optimizer,
+             trainer_state: dict[str, Any], rank_state: dict[str, Any]) -> Path:
+        name = f"step-{step:09d}"
+        final, tmp = self.root / name, self.root / f".{name}.tmp"
+        if self.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted attempt
+            tmp.mkdir(parents=True)
+        self._barrier()
+        payload, groups = _tensors(module, optimizer)
+        dcp.save(payload, checkpoint_id=str(tmp), no_dist=not self.distributed)
+        write_json_atomic(tmp / _rank_file(self.rank), {**rank_state, "param_groups": groups})
+        if self.rank == 0:
+            write_json_atomic(tmp / TRAINER, {**trainer_state, "step": step})
+        self._barrier()  # every rank's files are in tmp before it becomes visible
+        if self.rank == 0:
+            self._commit(tmp, final)
+        self._barrier()
+        return final
+
+    def _commit(self, tmp: Path, final: Path) -> None:
+        if final.exists():  # the same step saved again after a restart
+            shutil.rmtree(final)
+        tmp.rename(final)
+        _fsync_dir(self.root)
+        write_text_atomic(self.root / LATEST, final.name + "\n")
+        for old in committed(self.root)[:-self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def read_trainer_state(self, path: Path) -> dict[str, Any]:
+        return json.loads((Path(path) / TRAINER).read_text(encoding="utf-8"))
+
+    def load(self, path: Path, module: nn.Module, optimizer: torch.optim.Optimizer | None,
+             ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """Restore the model (and the optimizer unless None) in place; returns (trainer state,
+        this rank's state, or None when the checkpoint was written by fewer ranks)."""
+        if optimizer is not None:
+            payload, _ = _tensors(module, optimizer)  # shapes and shardings to read into
+        else:
+            payload = {"model": get_model_state_dict(module)}
+        try:
+            dcp.load(payload, checkpoint_id=str(path), no_dist=not self.distributed)
+        except Exception as err:  # DCP wraps per-rank failures in its own error types
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(f"{path}: checkpoint does not fit this model or strategy "
+                            f"({first})") from None
+        rank_path = path / _rank_file(self.rank)
+        rank_state = (json.loads(rank_path.read_text(encoding="utf-8"))
+                      if rank_path.is_file() else None)
+        set_model_state_dict(module, payload["model"])
+        if optimizer is not None:
+            groups = (rank_state["param_groups"] if rank_state else
+                      get_optimizer_state_dict(module, optimizer)["param_groups"])
+            set_optimizer_state_dict(module, optimizer,
+                                     {"state": payload["optim"], "param_groups": groups})
+        return self.read_trainer_state(path), rank_state

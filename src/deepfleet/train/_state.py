@@ -1,0 +1,45 @@
+"""Where training stands: the position a checkpoint records and a resumed run continues from."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Position:
+    """Counters of finished work; the data reader's position is (epoch, step_in_epoch)."""
+
+    stage: int = 0          # index of the training stage in progress
+    stage_epoch: int = 0    # epochs finished in that stage
+    epoch: int = 0          # epochs finished overall (also picks the epoch's shuffle)
+    step_in_epoch: int = 0  # optimizer steps finished in the current epoch
+    global_step: int = 0    # optimizer steps finished overall
+
+    @property
+    def at_stage_start(self) -> bool:
+        return self.stage_epoch == 0 and self.step_in_epoch == 0
+
+
+@dataclass
+class Progress:
+    """What a resumed run must remember besides tensors: best epoch and history so far."""
+
+    position: Position = field(default_factory=Position)
+    best_val_accuracy: float = -1.0
+    best_val_loss: float = float("inf")
+    best_epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["best_val_loss"] = None if self.best_val_loss == float("inf") else self.best_val_loss
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Progress:
+        loss = data.get("best_val_loss")
+        return cls(position=Position(**data["position"]),
+                   best_val_accuracy=data["best_val_accuracy"],
+                   best_val_loss=float("inf") if loss is None else loss,
+                   best_epoch=data["best_epoch"], history=list(data["history"]))
