@@ -90,7 +90,7 @@ def test_serve_command_parses():
     if "serve" not in group.commands:
         pytest.skip("`deepfleet serve` is not part of this build yet")
     for gpus in (0, 1):
-        text = render_serve(ServeSpec(name="d", bundle="runs/d/bundle", gpus=gpus))
+        text = render_serve(ServeSpec(name="d", bundle="runs/d/bundle", gpus=gpus))["serve.yaml"]
         deployment = next(yaml.safe_load_all(text))
         args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
         path, params = parse(args)
