@@ -4,6 +4,7 @@ stable, and saying what they must: GPUs, shared volume, secrets as files, resume
 from __future__ import annotations
 
 import copy
+import tomllib
 
 import jsonschema
 import pytest
@@ -100,7 +101,9 @@ def test_kubernetes_schema_is_strict(breakage):
 
 
 def _containers(template: dict) -> tuple[dict, dict]:
-    (prepare,) = template["spec"]["initContainers"]
+    """(the prepare init container, the training container)."""
+    prepare = template["spec"]["initContainers"][-1]
+    assert prepare["name"] == "prepare"
     (train,) = template["spec"]["containers"]
     return prepare, train
 
@@ -225,11 +228,18 @@ def test_secrets_are_mounted_files_never_values():
     for _, template in _train_pods("k8s-2x4-resume"):
         volumes = {v["name"]: v for v in template["spec"]["volumes"]}
         assert volumes["data-key"]["secret"]["secretName"] == "digits-data-key"
+        assert volumes["keys"]["emptyDir"]["medium"] == "Memory"
+        # First the key is copied from its Secret into memory, private to the pod's user...
+        copy_key = template["spec"]["initContainers"][0]
+        assert copy_key["command"] == ["install", "-m", "0600",
+                                       "/etc/deepfleet/secrets/data-key/key",
+                                       "/run/deepfleet/keys/data.key"]
+        # ...then preparing and training read it there (the job's data.key names it).
         for container in _containers(template):
             mounts = {m["name"]: m for m in container["volumeMounts"]}
-            assert mounts["data-key"]["readOnly"] is True
-            env = {e["name"]: e.get("value") for e in container["env"]}
-            assert env["DEEPFLEET_DATA_KEY_FILE"] == "/etc/deepfleet/secrets/data-key/key"
+            assert mounts["keys"] == {"name": "keys", "mountPath": "/run/deepfleet/keys",
+                                      "readOnly": True}
+            assert "data-key" not in mounts
     deployment = docs(render_serve(SERVE)["serve.yaml"])[0]
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     assert volumes["api-token"]["secret"]["secretName"] == "digits-api-token"
@@ -281,3 +291,20 @@ def test_names_and_bad_specs():
         ClusterSpec(name="a", data_key_secret="Bad_Name")
     with pytest.raises(UserError, match="--replicas"):
         ServeSpec(name="a", bundle="b", replicas=9, max_replicas=8)
+
+
+def test_job_file_names_the_mounted_key_only_with_a_secret(tmp_path):
+    from deepfleet.cluster import cluster_job_toml
+    from deepfleet.config import DataSection
+
+    job = tmp_path / "job.toml"
+    job.write_text('[run]\nname = "enc"\n\n[data]\nsource = "digits"\n')
+    assert "key" not in tomllib.loads(cluster_job_toml(job))["data"]
+    if "key" not in DataSection.model_fields:
+        pytest.skip("this build has no encryption at rest (data.key)")
+    with_key = tomllib.loads(cluster_job_toml(job, data_key=True))
+    assert with_key["data"]["key"] == "/run/deepfleet/keys/data.key"
+    # A job that encrypts (data.key set) cannot be sent without the key's Secret.
+    job.write_text('[run]\nname = "enc"\n\n[data]\nsource = "digits"\nkey = "my.key"\n')
+    with pytest.raises(UserError, match="--data-key-secret"):
+        cluster_job_toml(job)

@@ -21,8 +21,11 @@ TOKEN_DIR = f"{SECRETS_DIR}/api-token"
 # The key inside each Secret: `kubectl create secret generic NAME --from-file=key=./data.key`.
 DATA_KEY_ITEM = "key"
 TOKEN_ITEM = "token"
-# The environment variable that points at the mounted data key (a path, never the key).
-DATA_KEY_ENV = "DEEPFLEET_DATA_KEY_FILE"
+# deepfleet refuses a key file that others than its owner can read, and a Secret volume's
+# files are group-readable (fsGroup), so an init container copies the key, mode 0600 and
+# owned by the pod's user, into a memory-backed folder; the job file's data.key names it.
+KEYS_DIR = "/run/deepfleet/keys"
+DATA_KEY_FILE = f"{KEYS_DIR}/data.key"
 
 
 def run_dir(name: str) -> str:

@@ -6,9 +6,10 @@ from typing import Any
 
 from deepfleet.cluster._commands import (
     DATA_KEY_DIR,
-    DATA_KEY_ENV,
+    DATA_KEY_FILE,
     DATA_KEY_ITEM,
     JOB_DIR,
+    KEYS_DIR,
     WORKSPACE,
 )
 
@@ -81,9 +82,26 @@ def train_volumes(name: str, data_key_secret: str | None) -> tuple[list, list]:
         {"name": "dshm", "mountPath": "/dev/shm"},
     ]
     if data_key_secret:
-        volumes.append(secret_volume("data-key", data_key_secret, DATA_KEY_ITEM))
-        mounts.append({"name": "data-key", "mountPath": DATA_KEY_DIR, "readOnly": True})
+        volumes += [secret_volume("data-key", data_key_secret, DATA_KEY_ITEM),
+                    {"name": "keys", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}]
+        mounts.append({"name": "keys", "mountPath": KEYS_DIR, "readOnly": True})
     return volumes, mounts
+
+
+def copy_key_container(image: str) -> dict[str, Any]:
+    """Init container: the data key from its Secret into memory, 0600, owned by the pod user
+    (no shell: coreutils `install` does the copy and the mode in one step)."""
+    return {
+        "name": "data-key",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["install", "-m", "0600", f"{DATA_KEY_DIR}/{DATA_KEY_ITEM}", DATA_KEY_FILE],
+        "volumeMounts": [
+            {"name": "data-key", "mountPath": DATA_KEY_DIR, "readOnly": True},
+            {"name": "keys", "mountPath": KEYS_DIR},
+        ],
+        "securityContext": container_security(read_only_root=True),
+    }
 
 
 def secret_volume(volume: str, secret: str, item: str) -> dict[str, Any]:
@@ -92,8 +110,5 @@ def secret_volume(volume: str, secret: str, item: str) -> dict[str, Any]:
                                        "items": [{"key": item, "path": item}]}}
 
 
-def train_env(data_key_secret: str | None) -> list[dict[str, Any]]:
-    env = [{"name": "PYTHONUNBUFFERED", "value": "1"}]
-    if data_key_secret:
-        env.append({"name": DATA_KEY_ENV, "value": f"{DATA_KEY_DIR}/{DATA_KEY_ITEM}"})
-    return env
+def train_env() -> list[dict[str, Any]]:
+    return [{"name": "PYTHONUNBUFFERED", "value": "1"}]

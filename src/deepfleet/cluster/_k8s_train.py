@@ -41,7 +41,7 @@ def _pod_spec(spec: ClusterSpec, rdzv: str, port_name: str, index_field: str,
               **extra: Any) -> dict[str, Any]:
     volumes, mounts = pod.train_volumes(spec.name, spec.data_key_secret)
     folder = run_dir(spec.name)
-    env = pod.train_env(spec.data_key_secret)
+    env = pod.train_env()
     security = pod.container_security(read_only_root=False)
     prepare = {
         "name": "prepare",
@@ -74,7 +74,8 @@ def _pod_spec(spec: ClusterSpec, rdzv: str, port_name: str, index_field: str,
         **extra,
         "restartPolicy": _restart_policy(spec),
         "securityContext": pod.pod_security(),
-        "initContainers": [prepare],
+        "initContainers": ([pod.copy_key_container(spec.image)] if spec.data_key_secret
+                           else []) + [prepare],
         "containers": [train],
         "volumes": volumes,
     }

@@ -12,7 +12,7 @@ import yaml
 
 from deepfleet._atomic import write_text_atomic
 from deepfleet.cluster import _k8s_serve, _k8s_shared, _k8s_train
-from deepfleet.cluster._commands import RUNS_DIR
+from deepfleet.cluster._commands import DATA_KEY_FILE, RUNS_DIR
 from deepfleet.cluster._slurm import sbatch_script
 from deepfleet.cluster._spec import ClusterSpec, ServeSpec, SlurmSpec
 from deepfleet.config import job_from_dict, load_job, resolve_job_path
@@ -46,8 +46,9 @@ def to_yaml(docs: list[dict[str, Any]], header: list[str]) -> str:
                                    default_flow_style=False, width=100, explicit_start=True)
 
 
-def cluster_job_toml(job: str | Path) -> str:
-    """The job file as it runs in a pod: as written, with run folders on the shared volume.
+def cluster_job_toml(job: str | Path, data_key: bool = False) -> str:
+    """The job file as it runs in a pod: as written, with run folders on the shared volume
+    and, with a data key Secret, data.key naming the key's file in the pod.
 
     The raw TOML is kept (not the locally resolved job) so that paths are not rewritten to
     this machine's absolute paths; data paths in it must name places inside the container.
@@ -56,6 +57,11 @@ def cluster_job_toml(job: str | Path) -> str:
     load_job(path)  # every problem with the job file is reported here, before any output
     raw = tomllib.loads(path.read_text(encoding="utf-8"))
     raw.setdefault("run", {})["runs_dir"] = RUNS_DIR
+    if data_key:
+        raw.setdefault("data", {})["key"] = DATA_KEY_FILE
+    elif raw.get("data", {}).get("key"):
+        raise UserError(f"{path}: data.key is set (encrypted shards); pass --data-key-secret "
+                        "NAME, a Secret holding the key as item `key`")
     job_from_dict(raw)
     return tomli_w.dumps(raw)
 
@@ -107,7 +113,7 @@ def write_files(out: Path, files: dict[str, str]) -> list[Path]:
 
 def write_k8s(job: str | Path, spec: ClusterSpec, out: Path) -> list[Path]:
     """Training manifests for `job` into the folder `out`."""
-    return write_files(out, render_k8s(spec, cluster_job_toml(job)))
+    return write_files(out, render_k8s(spec, cluster_job_toml(job, bool(spec.data_key_secret))))
 
 
 def write_serve(spec: ServeSpec, out: Path) -> list[Path]:
