@@ -8,13 +8,18 @@ import inspect
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
 from deepfleet.errors import UserError
 from deepfleet.parallel._strategy import Autocast, SingleStrategy
 from deepfleet.parallel._topology import Topology
 
-_SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
+
+def _schedule_class(name: str):
+    # Imported here: torch.distributed.pipelining takes seconds to import, and only
+    # pipeline runs need it.
+    from torch.distributed.pipelining import Schedule1F1B, ScheduleGPipe
+
+    return {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}[name]
 
 
 class StagePart(nn.Module):
@@ -92,10 +97,12 @@ class PipelineStrategy(SingleStrategy):
 
     def setup_stage(self) -> None:
         # A new schedule per training stage: the set of parameters that need gradients changes.
+        from torch.distributed.pipelining import PipelineStage
+
         stage = PipelineStage(self._maybe_compile(self.module), self.stage_index,
                               self.topology.pp, self.device)
         kwargs = {}
-        cls = _SCHEDULES[self.schedule_name]
+        cls = _schedule_class(self.schedule_name)
         if "scale_grads" in inspect.signature(cls.__init__).parameters:
             kwargs["scale_grads"] = False  # the loss is already scaled to the global batch
         self.schedule = cls(stage, n_microbatches=self.microbatches, loss_fn=self._loss,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,9 @@ class Checkpointer:
             tmp.mkdir(parents=True)
         self._barrier()
         payload, groups = _tensors(module, optimizer)
-        dcp.save(payload, checkpoint_id=str(tmp), no_dist=not self.distributed)
+        with warnings.catch_warnings():  # "assuming ... a single process": that is the intent
+            warnings.simplefilter("ignore", UserWarning)
+            dcp.save(payload, checkpoint_id=str(tmp), no_dist=not self.distributed)
         write_json_atomic(tmp / _rank_file(self.rank), {**rank_state, "param_groups": groups})
         if self.rank == 0:
             write_json_atomic(tmp / TRAINER, {**trainer_state, "step": step})
@@ -131,7 +134,9 @@ class Checkpointer:
         else:
             payload = {"model": get_model_state_dict(module)}
         try:
-            dcp.load(payload, checkpoint_id=str(path), no_dist=not self.distributed)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                dcp.load(payload, checkpoint_id=str(path), no_dist=not self.distributed)
         except Exception as err:  # DCP wraps per-rank failures in its own error types
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise UserError(f"{path}: checkpoint does not fit this model or strategy "
