@@ -308,3 +308,20 @@ def test_job_file_names_the_mounted_key_only_with_a_secret(tmp_path):
     job.write_text('[run]\nname = "enc"\n\n[data]\nsource = "digits"\nkey = "my.key"\n')
     with pytest.raises(UserError, match="--data-key-secret"):
         cluster_job_toml(job)
+
+
+def test_why_the_pytorchjob_is_elastic(monkeypatch):
+    """A Master-mode PyTorchJob gives every pod RANK and WORLD_SIZE (per node), which tells
+    `deepfleet train` it is already a rank; elastic mode sets only PET_* variables, so the
+    launcher starts its per-GPU workers."""
+    from deepfleet.parallel import LaunchOptions, in_worker, must_launch
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID", "SLURM_PROCID"):
+        monkeypatch.delenv(name, raising=False)
+    options = LaunchOptions(nproc=4, nnodes=2, node_rank=0, rdzv="digits-worker-0:29500")
+    monkeypatch.setenv("PET_RDZV_ENDPOINT", "digits-worker-0:29500")
+    monkeypatch.setenv("PET_NNODES", "2:2")
+    assert not in_worker() and must_launch(options)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert in_worker() and not must_launch(options)

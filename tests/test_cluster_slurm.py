@@ -106,3 +106,18 @@ def test_bad_specs():
         SlurmSpec(name="a", job_file="/j", partition="gpu; rm -rf /")
     with pytest.raises(UserError, match="--port"):
         SlurmSpec(name="a", job_file="/j", rdzv_port=80)
+
+
+def test_the_launcher_sees_itself_as_a_launcher_under_srun(monkeypatch):
+    """What srun sets for a one-task-per-node step, with and without the script's unset."""
+    from deepfleet.parallel import LaunchOptions, in_worker, must_launch
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {"SLURM_NTASKS": "2", "SLURM_NODEID": "1", "SLURM_LOCALID": "0",
+                        "SLURM_NTASKS_PER_NODE": "1", "SLURM_PROCID": "1"}.items():
+        monkeypatch.setenv(name, value)
+    options = LaunchOptions(nproc=4, nnodes=2, node_rank=1, rdzv="gpu017:29500")
+    assert in_worker()  # srun's mark alone would make the launcher train as one rank
+    monkeypatch.delenv("SLURM_PROCID")  # what `unset SLURM_PROCID` in the script does
+    assert not in_worker() and must_launch(options)
