@@ -6,8 +6,10 @@ PIP := $(PY) -m pip
 # torch goes in first, pinned: on machines without a GPU the local CPU wheel satisfies it,
 # and a later unpinned requirement then installs nothing more.
 TORCH_VERSION ?= 2.13.0
+# The container image `make image` builds.
+IMAGE ?= deepfleet:0.1.0
 
-.PHONY: demo test install dev lint bench clean
+.PHONY: demo test install dev lint bench clean image image-lint constraints
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +42,15 @@ lint: dev
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# The container image (CUDA runtime base, non-root, deepfleet as the entrypoint). Needs a
+# Docker engine; image-lint checks the Dockerfile with hadolint (from the dev extras).
+image: image-lint
+	docker build --build-arg TORCH_VERSION=$(TORCH_VERSION) -t $(IMAGE) .
+
+image-lint: dev
+	$(VENV)/bin/hadolint Dockerfile
+
+# Re-pin the image's Python dependencies to the versions installed in $(VENV).
+constraints: install
+	$(PY) docker/constraints.py > docker/constraints.txt

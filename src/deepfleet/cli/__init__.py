@@ -5,7 +5,17 @@ from __future__ import annotations
 import os
 import sys
 
-from deepfleet.cli import _bench, _data, _deploy, _doctor, _keys, _parallel, _pipeline  # noqa: F401  (registers commands)
+# Each module registers its commands on the one app when imported.
+from deepfleet.cli import (  # noqa: F401
+    _bench,
+    _cluster,
+    _data,
+    _deploy,
+    _doctor,
+    _keys,
+    _parallel,
+    _pipeline,
+)
 from deepfleet.cli._app import app
 from deepfleet.errors import UserError
 
