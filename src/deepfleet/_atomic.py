@@ -1,4 +1,4 @@
-"""Atomic writes: a later stage never sees a half-written file or folder."""
+"""Atomic writes (a later stage never sees a half-written file or folder) and checked JSON reads."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from deepfleet.errors import UserError
+
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in chunks."""
@@ -22,12 +24,24 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename or new entry in `path` durable (the folder's own metadata)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def read_json(path: Path, what: str = "valid JSON") -> Any:
+    """Parse a JSON file a later stage trusts.
+
+    Bad bytes or bad JSON become one UserError line: "<path>: not <what> (<parser detail>)".
+    """
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: not {what} ({err})") from None
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -44,7 +58,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -76,7 +90,7 @@ def atomic_dir(final: Path, *, replace: bool = False) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from deepfleet._atomic import read_json
 from deepfleet.errors import UserError
 
 # metric suffix -> True when higher is better (used to say which side won)
@@ -17,10 +17,7 @@ def load_report(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: benchmark report not found")
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: not a JSON benchmark report ({err})") from None
+    report = read_json(path, "a JSON benchmark report")
     if not isinstance(report, dict) or not str(report.get("schema", "")).startswith(
             "deepfleet.bench/"):
         raise UserError(f"{path}: not a deepfleet bench report (no deepfleet.bench schema)")

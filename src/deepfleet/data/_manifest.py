@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deepfleet._atomic import sha256_file
+from deepfleet._atomic import read_json, sha256_file
 from deepfleet.errors import UserError
 
 MANIFEST_NAME = "manifest.json"
@@ -75,10 +74,7 @@ def read_manifest(folder: str | Path) -> Manifest:
     path = root / MANIFEST_NAME
     if not path.is_file():
         raise UserError(f"{folder}: not a prepared data set (no {MANIFEST_NAME})")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: not valid JSON ({err})") from None
+    raw = read_json(path)
     if raw.get("format") not in _READABLE:
         raise UserError(f"{path}: unknown manifest format {raw.get('format')!r}")
     return Manifest(root.resolve(), raw)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from deepfleet import __version__
-from deepfleet._atomic import atomic_dir, sha256_file, write_json_atomic
+from deepfleet._atomic import atomic_dir, read_json, sha256_file, write_json_atomic
 from deepfleet.config import ModelSection
 from deepfleet.deploy._onnx import ONNX_FILE, ONNX_TOLERANCE, export_onnx
 from deepfleet.errors import UserError
@@ -143,10 +143,7 @@ def read_bundle_spec(root: Path) -> dict[str, Any]:
     spec_path = root / MODEL_JSON
     if not spec_path.is_file():
         raise UserError(f"{root}: bundle is missing {MODEL_JSON}")
-    try:
-        spec = json.loads(spec_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"{spec_path}: not valid JSON ({err})") from None
+    spec = read_json(spec_path)
     if not isinstance(spec, dict) or spec.get("format") != FORMAT:
         got = spec.get("format") if isinstance(spec, dict) else None
         raise UserError(f"{spec_path}: unknown bundle format {got!r}")

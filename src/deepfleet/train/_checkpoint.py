@@ -32,7 +32,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from deepfleet._atomic import _fsync_dir, write_json_atomic, write_text_atomic
+from deepfleet._atomic import fsync_dir, write_json_atomic, write_text_atomic
 from deepfleet.errors import UserError
 
 LATEST = "latest"
@@ -117,7 +117,7 @@ class Checkpointer:
         if final.exists():  # the same step saved again after a restart
             shutil.rmtree(final)
         tmp.rename(final)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         write_text_atomic(self.root / LATEST, final.name + "\n")
         for old in committed(self.root)[:-self.keep]:
             shutil.rmtree(old, ignore_errors=True)
