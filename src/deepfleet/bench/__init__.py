@@ -22,7 +22,6 @@ _EXPORTS = {
     "BACKENDS": "_infer",
     "InferOptions": "_infer",
     "bench_infer": "_infer",
-    "export_onnx": "_onnx",
     "PEAK_TABLE": "_peak",
     "Peak": "_peak",
     "device_peak": "_peak",
