@@ -10,7 +10,6 @@ timed phase. (DDP overlaps that all-reduce with backward; this measures it unove
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -23,7 +22,8 @@ from deepfleet.bench._energy import NoMeter
 from deepfleet.bench._peak import Peak
 from deepfleet.bench._train import TrainOptions, bench_train
 from deepfleet.bench._workloads import load_workload
-from deepfleet.devices import backend_for, choose_device
+from deepfleet.devices import choose_device
+from deepfleet.parallel._env import detect_env, process_group
 
 
 def allreduce_gradients(model: nn.Module) -> None:
@@ -41,14 +41,12 @@ def allreduce_gradients(model: nn.Module) -> None:
 def main(spec_path: str, out_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     device = choose_device(spec["device"])  # cuda: the GPU of LOCAL_RANK
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    world = int(os.environ["WORLD_SIZE"])
     if spec.get("threads_per_rank"):
         torch.set_num_threads(spec["threads_per_rank"])
-    dist.init_process_group(backend_for(device))
-    try:
-        rank = dist.get_rank()
+    # the project's group setup (backend per device, set_device, teardown also on error);
+    # it runs before any timing starts, so the figures measure the same steps as before
+    with process_group(detect_env(), device) as env:
+        rank, world = env.rank, env.world_size
         workload = load_workload(spec["workload"])
         result = bench_train(
             workload, device, TrainOptions(**spec["train"]),
@@ -61,8 +59,6 @@ def main(spec_path: str, out_path: str) -> None:
         result["threads_per_rank"] = torch.get_num_threads()
         if rank == 0:
             write_json_atomic(Path(out_path), result)
-    finally:
-        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
