@@ -11,7 +11,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from deepfleet.models._resnet import BasicBlock
+from deepfleet.models._resnet import BasicBlock, shortcut
 
 STAGE_WIDTHS = (64, 128, 256, 512)
 
@@ -31,12 +31,7 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU(inplace=True)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                nn.BatchNorm2d(out_channels),
-            )
+        self.shortcut = shortcut(in_channels, out_channels, stride)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
