@@ -122,3 +122,12 @@ def test_export_signs_with_the_job_files_key(trained_run, tmp_path, keys):
     bundle = stage_export(open_run(root))
     verify_bundle(bundle, keys[1])
     assert (bundle / SIGNATURE).is_file()
+
+
+def test_sign_and_verify_with_relative_paths(trained_run, tmp_path, keys, monkeypatch):
+    """The signature never covers itself, however the bundle path is written."""
+    copy_bundle(trained_run.bundle, tmp_path / "rel" / "bundle")
+    monkeypatch.chdir(tmp_path / "rel")
+    sign_bundle("bundle", keys[0])
+    verify_bundle("bundle", keys[1])
+    assert run_cli(["verify", "bundle", "--public-key", str(keys[1])]) == 0

@@ -73,7 +73,8 @@ def sign_bundle(bundle: str | Path, private_key: str | Path) -> Path:
     """Sign a (checked) bundle with an EC private key; returns the signature's path."""
     from model_signing import signing
 
-    bundle = Path(bundle)
+    # model_signing matches ignored paths literally: relative paths would sign model.sig too.
+    bundle = Path(bundle).resolve()
     read_bundle_spec(bundle)
     key = _key_file(private_key, "signing key")
     signature = bundle / SIGNATURE
@@ -95,7 +96,7 @@ def verify_bundle(bundle: str | Path, public_key: str | Path) -> None:
     file is exactly as signed (none changed, added or removed; no symlinks)."""
     from model_signing import verifying
 
-    bundle = Path(bundle)
+    bundle = Path(bundle).resolve()
     key = _key_file(public_key, "public key")
     signature = bundle / SIGNATURE
     if not bundle.is_dir():
