@@ -1,24 +1,25 @@
-"""A model factory for the fault test: an MLP whose forward pass takes a little time, so a
-test can kill a worker between two checkpoints."""
+"""A model factory for the fault test: the zoo CNN (BatchNorm and dropout, so buffers and
+masks differ between ranks) with a forward pass that takes a little time, so a test can kill
+a worker between two checkpoints."""
 
 from __future__ import annotations
 
-import math
 import time
 
 from torch import Tensor, nn
 
+from deepfleet.models import cnn
 
-class SlowMLP(nn.Sequential):
-    delay = 0.0
+
+class _Slow(nn.Module):
+    def __init__(self, inner: nn.Module, delay: float) -> None:
+        super().__init__()
+        self.inner, self.delay = inner, delay
 
     def forward(self, x: Tensor) -> Tensor:
         time.sleep(self.delay)
-        return super().forward(x)
+        return self.inner(x)
 
 
-def slow_mlp(input_shape, num_classes, hidden: int = 32, delay: float = 0.02) -> nn.Module:
-    model = SlowMLP(nn.Flatten(), nn.Linear(math.prod(input_shape), hidden), nn.ReLU(),
-                    nn.Linear(hidden, num_classes))
-    model.delay = delay
-    return model
+def slow_cnn(input_shape, num_classes, delay: float = 0.02) -> nn.Module:
+    return _Slow(cnn(input_shape, num_classes, channels=(8,), hidden=16, dropout=0.3), delay)

@@ -1,5 +1,6 @@
 """A worker SIGKILLed mid-epoch is restarted by the elastic agent (--max-restarts 1) and the
-job finishes from the last checkpoint with the weights of an uninterrupted run."""
+job finishes from the last checkpoint with the weights of an uninterrupted run (a CNN with
+BatchNorm and dropout under ddp: buffers and masks that differ between ranks)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ TESTS = Path(__file__).parent
 def _job(tmp_path: Path, name: str, **train) -> dict:
     job = tiny_job_dict(
         tmp_path, run={"name": name, "runs_dir": str(tmp_path / "runs"), "seed": 0},
-        model={"name": "fault_model:slow_mlp", "path": str(TESTS), "params": {"delay": 0.02}})
+        model={"name": "fault_model:slow_cnn", "path": str(TESTS), "params": {"delay": 0.02}})
     job["train"].update(train)
     return job
 

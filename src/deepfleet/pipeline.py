@@ -48,6 +48,7 @@ from deepfleet.train import (
     MetricsLog,
     ProgressSink,
     Trainer,
+    is_finished,
     load_weights,
     read_metrics,
     seed_everything,
@@ -73,9 +74,11 @@ def stage_train(paths: RunPaths, progress: ProgressSink | None = None, *,
     """Train in this process: alone, or as one rank of a job (torchrun, srun, a PyTorchJob
     or `deepfleet train --nproc N` set the rank variables). A restarted worker resumes."""
     job = paths.load_job()
+    env = detect_env()
+    if (resume or env.restart_count > 0) and is_finished(paths.checkpoints, job.train):
+        return _fit_on_disk(paths, already_finished=True)
     # Training refuses to start on data that does not match its manifest.
     manifest = verify_dataset(paths.data_dir())
-    env = detect_env()
     device = choose_device(job.run.device)
     with process_group(env, device):
         seed_everything(job.run.seed, job.run.deterministic)
@@ -118,12 +121,14 @@ def train_job(paths: RunPaths, options: LaunchOptions | None = None,
     if not must_launch(options):
         return stage_train(paths, progress, resume=resume)
     job = paths.load_job()
+    if resume and is_finished(paths.checkpoints, job.train):
+        return _fit_on_disk(paths, already_finished=True)
     preflight(job.train, _model_for(job, verify_dataset(paths.data_dir())), options.world_size)
     launch(paths.root, options, resume=resume)
     return _fit_on_disk(paths)
 
 
-def _fit_on_disk(paths: RunPaths) -> FitResult:
+def _fit_on_disk(paths: RunPaths, already_finished: bool = False) -> FitResult:
     """What the workers reported: state.json and the epoch lines (the last of each epoch,
     since a restarted worker repeats the lines written after its checkpoint)."""
     state = json.loads((paths.checkpoints / STATE).read_text(encoding="utf-8"))
@@ -131,7 +136,8 @@ def _fit_on_disk(paths: RunPaths) -> FitResult:
     return FitResult(epochs=state["epochs"], seconds=state["seconds"],
                      best_epoch=state["best_epoch"],
                      best_val_accuracy=state["best_val_accuracy"],
-                     history=[epochs[k] for k in sorted(epochs)])
+                     history=[epochs[k] for k in sorted(epochs)],
+                     already_finished=already_finished)
 
 
 def _trained_model(paths: RunPaths, job: JobConfig, manifest: Manifest) -> torch.nn.Module:

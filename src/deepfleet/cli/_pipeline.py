@@ -92,6 +92,12 @@ def train(
         console.print(str(paths.root), soft_wrap=True)
         return
     fit = pipeline.train_job(paths, options, default_progress(), resume=resume)
+    if fit.already_finished:
+        if detect_env().is_main:
+            console.print(f"nothing left to train: {paths.root} finished all {fit.epochs} "
+                          f"epochs (best epoch {fit.best_epoch}); no file was changed",
+                          soft_wrap=True)
+        return
     if detect_env().is_main and not must_launch(options):  # rank 0 of the workers says it
         console.print(f"trained {fit.epochs} epochs in {fit.seconds:.1f}s; best epoch "
                       f"{fit.best_epoch}; run folder {paths.root}", soft_wrap=True)

@@ -19,6 +19,7 @@ from deepfleet.train._loop import (
     FitResult,
     Trainer,
     evaluate_loss_accuracy,
+    is_finished,
     lr_scale,
 )
 from deepfleet.train._optim import apply_freeze, build_optimizer, build_scheduler, lr_factor
@@ -47,6 +48,7 @@ __all__ = [
     "default_progress",
     "evaluate_loss_accuracy",
     "find_latest",
+    "is_finished",
     "load_weights",
     "lr_factor",
     "lr_scale",

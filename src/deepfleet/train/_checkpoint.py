@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
+from torch.distributed.checkpoint import DefaultSavePlanner
 from torch.distributed.checkpoint.state_dict import (
     get_model_state_dict,
     get_optimizer_state_dict,
@@ -60,11 +61,23 @@ def find_latest(root: Path) -> Path | None:
     """The checkpoint to resume from: the one `latest` names, else the newest complete one."""
     pointer = Path(root) / LATEST
     if pointer.is_file():
-        name = pointer.read_text(encoding="utf-8").strip()
+        # Any bytes at all may be there (a torn write on a broken disk, a hand edit): only a
+        # committed, complete checkpoint's name is taken, anything else falls back.
+        name = pointer.read_bytes().decode("ascii", errors="replace").strip()
         if _COMMITTED.match(name) and _complete(root / name):
             return root / name
     complete = [p for p in committed(Path(root)) if _complete(p)]
     return complete[-1] if complete else None
+
+
+def _save_planner() -> DefaultSavePlanner:
+    """Replicated tensors are written once; by default DCP picks whichever rank balances the
+    write load, but buffers that each rank updates itself (BatchNorm's running statistics
+    under ddp and fsdp) differ between ranks, and rank 0's are the ones that count (ddp
+    broadcasts them before every forward; the exported weights are rank 0's). So rank 0
+    writes every replicated tensor, and a resumed run restores exactly what it would have
+    continued with."""
+    return DefaultSavePlanner(dedup_save_to_lowest_rank=True)
 
 
 def _tensors(module: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, list]:
@@ -103,7 +116,8 @@ class Checkpointer:
         payload, groups = _tensors(module, optimizer)
         with warnings.catch_warnings():  # "assuming ... a single process": that is the intent
             warnings.simplefilter("ignore", UserWarning)
-            dcp.save(payload, checkpoint_id=str(tmp), no_dist=not self.distributed)
+            dcp.save(payload, checkpoint_id=str(tmp), no_dist=not self.distributed,
+                     planner=_save_planner())
         write_json_atomic(tmp / _rank_file(self.rank), {**rank_state, "param_groups": groups})
         if self.rank == 0:
             write_json_atomic(tmp / TRAINER, {**trainer_state, "step": step})

@@ -39,6 +39,20 @@ class FitResult:
     best_epoch: int
     best_val_accuracy: float | None
     history: list[dict[str, Any]] = field(default_factory=list)
+    already_finished: bool = False  # a resume found nothing left to train and wrote nothing
+
+
+def is_finished(checkpoint_dir: Path, config: TrainSection) -> bool:
+    """Whether a run folder's training is complete: its latest checkpoint is past the last
+    stage and the final weights and state.json were written after it."""
+    checkpoint_dir = Path(checkpoint_dir)
+    if not ((checkpoint_dir / LAST).is_file() and (checkpoint_dir / STATE).is_file()):
+        return False
+    latest = find_latest(checkpoint_dir / TRAIN_CHECKPOINTS)
+    if latest is None:
+        return False
+    saved = Checkpointer(latest.parent, keep=1).read_trainer_state(latest)
+    return Progress.from_json(saved["progress"]).position.stage >= len(config.stages)
 
 
 @torch.no_grad()
@@ -113,6 +127,11 @@ class Trainer:
                             f"{cfg.batch_size} on each of {topo.dp} rank(s)")
         self.source = plan
         resume_from = self._resume_point()
+        if resume_from is not None and self.state.position.stage >= len(cfg.stages):
+            # Every stage was done when that checkpoint was written, but the run stopped
+            # before its final weights were: restore them, never write freshly built ones.
+            self._restore(resume_from, None, None)
+            return self._finish(sum(s.epochs for s in cfg.stages), 0.0)
         factor = lr_scale(cfg.lr_scaling, topo.global_batch(cfg.batch_size,
                                                             cfg.accumulation_steps),
                           cfg.batch_size)
