@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from deepfleet.errors import UserError
+from deepfleet.errors import StorageError, UserError, storage_error
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -44,21 +44,41 @@ def read_json(path: Path, what: str = "valid JSON") -> Any:
         raise UserError(f"{path}: not {what} ({err})") from None
 
 
+def _refusal(err: BaseException, final: Path, tmp: Path | None) -> StorageError | None:
+    """A file-system refusal as a StorageError that names the final path, not the temporary
+    one the operating system saw (a file elsewhere keeps its own name)."""
+    refusal = storage_error(err, final)
+    if refusal is None:
+        return None
+    path = refusal.path or str(final)
+    if tmp is not None and path.startswith(str(tmp)):
+        path = str(final) + path[len(str(tmp)):]
+    elif path.startswith(str(final.parent / f".{final.name}.")):  # the temporary's own name
+        path = str(final)
+    return StorageError(path, refusal.cause)
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary name in the same folder, fsync, then rename into place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        tmp = Path(name)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+        fsync_dir(path.parent)
+    except BaseException as err:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        refusal = _refusal(err, path, tmp)
+        if refusal is None:
+            raise
+        raise refusal from None
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -76,9 +96,10 @@ def atomic_dir(final: Path, *, replace: bool = False) -> Iterator[Path]:
     On any error the temporary folder is removed, so `final` is either absent or complete.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    tmp: Path | None = None
     try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
         yield tmp
         if final.exists():
             if not replace:
@@ -91,6 +112,10 @@ def atomic_dir(final: Path, *, replace: bool = False) -> Iterator[Path]:
         else:
             os.replace(tmp, final)
         fsync_dir(final.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    except BaseException as err:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        refusal = _refusal(err, final, tmp)
+        if refusal is None:
+            raise
+        raise refusal from None

@@ -17,7 +17,7 @@ from deepfleet.cli import (  # noqa: F401
     _pipeline,
 )
 from deepfleet.cli._app import app
-from deepfleet.errors import UserError
+from deepfleet.errors import UserError, storage_error
 
 __all__ = ["app", "main", "run_cli"]
 
@@ -40,13 +40,23 @@ def run_cli(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say("interrupted")
         return 130
+    except OSError as err:
+        refusal = storage_error(err)
+        if refusal is None:
+            return _internal(err)
+        _say(f"error: {refusal}")
+        return 2
     except Exception as err:
-        if os.environ.get("DEEPFLEET_DEBUG"):
-            raise
-        _say(f"internal error: {type(err).__name__}: {err} "
-             "(set DEEPFLEET_DEBUG=1 for the traceback)")
-        return 1
+        return _internal(err)
     return 0
+
+
+def _internal(err: Exception) -> int:
+    if os.environ.get("DEEPFLEET_DEBUG"):
+        raise err
+    _say(f"internal error: {type(err).__name__}: {err} "
+         "(set DEEPFLEET_DEBUG=1 for the traceback)")
+    return 1
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
-from torch.distributed.checkpoint import DefaultSavePlanner
+from torch.distributed.checkpoint import CheckpointException, DefaultSavePlanner
 from torch.distributed.checkpoint.state_dict import (
     get_model_state_dict,
     get_optimizer_state_dict,
@@ -34,7 +34,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from deepfleet._atomic import fsync_dir, write_json_atomic, write_text_atomic
-from deepfleet.errors import UserError
+from deepfleet.errors import StorageError, UserError, storage_error, storage_errors
 
 LATEST = "latest"
 TRAINER = "trainer.json"
@@ -80,6 +80,22 @@ def _save_planner() -> DefaultSavePlanner:
     return DefaultSavePlanner(dedup_save_to_lowest_rank=True)
 
 
+def _save_error(err: BaseException, where: Path) -> BaseException:
+    """What a failed checkpoint write becomes: a file-system refusal (the first rank's, when
+    DCP gathered several) is one StorageError naming the checkpoint; anything else an
+    ordinary exception with DCP's first line, never a BaseException that escapes handlers."""
+    causes = ([failure[0] for _, failure in sorted(err.failures.items())]
+              if isinstance(err, CheckpointException) else [err])
+    for cause in causes:
+        refusal = storage_error(cause)
+        if refusal is not None:
+            return StorageError(where, refusal.cause)
+    if not isinstance(err, CheckpointException):
+        return err
+    first = causes[0] if causes else err
+    return RuntimeError(f"checkpoint {where} failed: {type(first).__name__}: {first}")
+
+
 def _tensors(module: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, list]:
     """The DCP payload (tensors only) and the optimizer's param_groups (for JSON)."""
     optim = get_optimizer_state_dict(module, optimizer)
@@ -111,16 +127,22 @@ class Checkpointer:
         final, tmp = self.root / name, self.root / f".{name}.tmp"
         if self.rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted attempt
-            tmp.mkdir(parents=True)
+            with storage_errors(tmp):
+                tmp.mkdir(parents=True)
         self._barrier()
         payload, groups = _tensors(module, optimizer)
-        with warnings.catch_warnings():  # "assuming ... a single process": that is the intent
-            warnings.simplefilter("ignore", UserWarning)
-            dcp.save(payload, checkpoint_id=str(tmp), no_dist=not self.distributed,
-                     planner=_save_planner())
-        write_json_atomic(tmp / _rank_file(self.rank), {**rank_state, "param_groups": groups})
-        if self.rank == 0:
-            write_json_atomic(tmp / TRAINER, {**trainer_state, "step": step})
+        try:
+            with warnings.catch_warnings():  # "assuming ... a single process": the intent
+                warnings.simplefilter("ignore", UserWarning)
+                dcp.save(payload, checkpoint_id=str(tmp), no_dist=not self.distributed,
+                         planner=_save_planner())
+            write_json_atomic(tmp / _rank_file(self.rank), {**rank_state, "param_groups": groups})
+            if self.rank == 0:
+                write_json_atomic(tmp / TRAINER, {**trainer_state, "step": step})
+        except BaseException as err:  # DCP's CheckpointException derives from BaseException
+            if self.rank == 0:  # no half-written folder stays behind for anyone to read
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise _save_error(err, tmp.parent / name) from None
         self._barrier()  # every rank's files are in tmp before it becomes visible
         if self.rank == 0:
             self._commit(tmp, final)
@@ -151,7 +173,7 @@ class Checkpointer:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
                 dcp.load(payload, checkpoint_id=str(path), no_dist=not self.distributed)
-        except Exception as err:  # DCP wraps per-rank failures in its own error types
+        except (Exception, CheckpointException) as err:  # DCP wraps per-rank failures
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise UserError(f"{path}: checkpoint does not fit this model or strategy "
                             f"({first})") from None
