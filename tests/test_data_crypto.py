@@ -120,7 +120,7 @@ def test_missing_and_wrong_keys_are_clear_and_yield_nothing(encrypted, tmp_path,
     manifest = read_manifest(enc)
     entry = manifest.shards("train")[0]
     with pytest.raises(UserError, match=f"shard {entry.file}: cannot be read"):
-        open_shard(manifest, entry.file, DataKey(os.urandom(32), "forged")).read()
+        open_shard(manifest, entry, DataKey(os.urandom(32), "forged")).read()
 
 
 @pytest.mark.e2e

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from deepfleet.cli._app import app, console
 from deepfleet.config import DataSection
-from deepfleet.data import prepare_from_config, verify_dataset
+from deepfleet.data import dataset_key, load_data_key, prepare_from_config, verify_dataset
 from deepfleet.errors import UserError
 
 
@@ -52,9 +52,20 @@ def prepare(
 
 
 @app.command("verify-data")
-def verify_data(folder: Path = typer.Argument(..., help="A prepared data set.")) -> None:
-    """Check every shard against its sha256 in manifest.json; names the first bad one."""
+def verify_data(
+    folder: Path = typer.Argument(..., help="A prepared data set."),
+    key: str = typer.Option(None, "--key", help="Data key of encrypted shards (a key file, or "
+                            "env:NAME; default $DEEPFLEET_DATA_KEY): also checks the "
+                            "manifest's authentication."),
+) -> None:
+    """Check manifest.json against its own digest and every shard against its sha256 and row
+    count; names the first problem."""
     manifest = verify_dataset(folder)
     parts = [f"{s} {len(manifest.shards(s))} shards / {manifest.rows(s)} rows"
              for s in manifest.splits]
-    console.print(f"ok {folder}: {', '.join(parts)}")
+    sealed = ""
+    if manifest.encryption:
+        checked = load_data_key(key) is not None and dataset_key(manifest, key) is not None
+        sealed = ("; manifest authenticated by the data key" if checked else
+                  "; encrypted: give --key to check the manifest's authentication")
+    console.print(f"ok {folder}: {', '.join(parts)}{sealed}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
 import stat
 import tempfile
@@ -39,6 +40,11 @@ class DataKey:
     def key_id(self) -> str:
         digest = hashlib.sha256(b"deepfleet data key id\0" + self.secret).hexdigest()
         return f"dfk-{digest[:16]}"
+
+    def authenticate(self, data: bytes) -> str:
+        """HMAC-SHA256 of `data` under a key derived from this one (the manifest's seal)."""
+        mac_key = hashlib.sha256(b"deepfleet manifest hmac\0" + self.secret).digest()
+        return hmac.new(mac_key, data, hashlib.sha256).hexdigest()
 
     def __repr__(self) -> str:  # never print the secret
         return f"DataKey({self.key_id}, from {self.origin})"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,8 +68,44 @@ class Manifest:
         return sha256_file(self.root / MANIFEST_NAME)
 
 
+DIGEST = "digest"
+
+
+def canonical_bytes(raw: dict[str, Any]) -> bytes:
+    """The manifest's content as the digest covers it: every key but the digest itself, in
+    one canonical JSON form, so re-indenting the file changes nothing but an edit does."""
+    body = {k: v for k, v in raw.items() if k != DIGEST}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False).encode("ascii")
+
+
+def sealed(raw: dict[str, Any], authenticate=None) -> dict[str, Any]:
+    """`raw` with its digest: the sha256 of its canonical bytes and, for encrypted data sets,
+    `authenticate(bytes)` (an HMAC under the data key) that only the key holder can make."""
+    body = canonical_bytes(raw)
+    digest = {"sha256": hashlib.sha256(body).hexdigest()}
+    if authenticate is not None:
+        digest["hmac_sha256"] = authenticate(body)
+    return {**raw, DIGEST: digest}
+
+
+def _check_digest(path: Path, raw: dict[str, Any]) -> None:
+    digest = raw.get(DIGEST)
+    if not isinstance(digest, dict) or not isinstance(digest.get("sha256"), str):
+        raise UserError(f"{path}: has no digest (written by hand or by an older deepfleet); "
+                        "prepare the data set again")
+    if hashlib.sha256(canonical_bytes(raw)).hexdigest() != digest["sha256"]:
+        raise UserError(f"{path}: does not match its own digest (edited after it was written)")
+    for split, part in raw["splits"].items():
+        counted = sum(int(s["rows"]) for s in part["shards"])
+        if counted != int(part["rows"]):
+            raise UserError(f"{path}: split {split} has {part['rows']} rows but its shards "
+                            f"add up to {counted}")
+
+
 def read_manifest(folder: str | Path) -> Manifest:
-    """Open a prepared data set; a clear error when the folder is not one."""
+    """Open a prepared data set; a clear error when the folder is not one, or when its
+    manifest was edited (its digest no longer matches)."""
     root = Path(folder)
     if not root.exists():
         raise UserError(f"{folder}: data path does not exist")
@@ -75,8 +113,10 @@ def read_manifest(folder: str | Path) -> Manifest:
     if not path.is_file():
         raise UserError(f"{folder}: not a prepared data set (no {MANIFEST_NAME})")
     raw = read_json(path)
-    if raw.get("format") not in _READABLE:
-        raise UserError(f"{path}: unknown manifest format {raw.get('format')!r}")
+    if not isinstance(raw, dict) or raw.get("format") not in _READABLE:
+        got = raw.get("format") if isinstance(raw, dict) else None
+        raise UserError(f"{path}: unknown manifest format {got!r}")
+    _check_digest(path, raw)
     return Manifest(root.resolve(), raw)
 
 
@@ -87,6 +127,18 @@ def shard_problem(manifest: Manifest, entry: ShardEntry) -> str | None:
         return f"shard {entry.file} is missing from {manifest.root}"
     if sha256_file(path) != entry.sha256:
         return f"shard {entry.file} does not match its sha256 in the manifest"
+    if not manifest.encryption:  # an encrypted footer is checked by the reader, with the key
+        import pyarrow.parquet as pq
+
+        return rows_problem(entry, pq.read_metadata(path).num_rows)
+    return None
+
+
+def rows_problem(entry: ShardEntry, footer_rows: int) -> str | None:
+    """A shard whose Parquet footer disagrees with the manifest's row count, or None."""
+    if footer_rows != entry.rows:
+        return (f"shard {entry.file} holds {footer_rows} rows but the manifest says "
+                f"{entry.rows}")
     return None
 
 

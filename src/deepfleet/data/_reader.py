@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,16 @@ import pyarrow.parquet as pq
 import torch
 
 from deepfleet.data._crypto import DataKey, check_key, decryption_properties, load_data_key
-from deepfleet.data._manifest import Manifest, read_manifest, verify_shard
+from deepfleet.data._manifest import (
+    DIGEST,
+    MANIFEST_NAME,
+    Manifest,
+    ShardEntry,
+    canonical_bytes,
+    read_manifest,
+    rows_problem,
+    verify_shard,
+)
 from deepfleet.data._tensor import tensor_values
 from deepfleet.errors import UserError
 
@@ -51,16 +61,30 @@ def dataset_key(manifest: Manifest, key: str | Path | bytes | DataKey | None) ->
     """The checked key for `manifest` (None for plain shards); see deepfleet.data._crypto."""
     if not manifest.encryption:
         return None
-    return check_key(manifest.encryption, load_data_key(key), str(manifest.root))
+    data_key = check_key(manifest.encryption, load_data_key(key), str(manifest.root))
+    assert data_key is not None
+    seal = manifest.raw[DIGEST].get("hmac_sha256")
+    if not isinstance(seal, str) or not hmac.compare_digest(
+            seal, data_key.authenticate(canonical_bytes(manifest.raw))):
+        raise UserError(f"{manifest.root / MANIFEST_NAME}: not authenticated by the data key "
+                        "(edited after it was written, or sealed with another key)")
+    return data_key
 
 
-def open_shard(manifest: Manifest, file: str, key: DataKey | None = None) -> pq.ParquetFile:
-    """A shard's Parquet reader; encrypted shards need the key returned by dataset_key."""
+def open_shard(manifest: Manifest, entry: ShardEntry,
+               key: DataKey | None = None) -> pq.ParquetFile:
+    """A shard's Parquet reader, refused when its footer's row count is not the manifest's;
+    encrypted shards need the key returned by dataset_key."""
     props = decryption_properties(key) if key is not None else None
     try:
-        return pq.ParquetFile(manifest.root / file, decryption_properties=props)
+        handle = pq.ParquetFile(manifest.root / entry.file, decryption_properties=props)
     except (OSError, ValueError, pa.ArrowException) as err:  # ValueError: the KMS client's
-        raise UserError(f"shard {file}: cannot be read ({str(err).splitlines()[0]})") from None
+        raise UserError(f"shard {entry.file}: cannot be read "
+                        f"({str(err).splitlines()[0]})") from None
+    problem = rows_problem(entry, handle.metadata.num_rows)
+    if problem:
+        raise UserError(problem)
+    return handle
 
 
 def read_split(data: str | Path | Manifest, split: str, *, verify: bool = True,
@@ -71,7 +95,7 @@ def read_split(data: str | Path | Manifest, split: str, *, verify: bool = True,
     for entry in manifest.shards(split):
         if verify:
             verify_shard(manifest, entry)
-        i, x, y = decode_batch(open_shard(manifest, entry.file, data_key).read(), manifest.scale)
+        i, x, y = decode_batch(open_shard(manifest, entry, data_key).read(), manifest.scale)
         ids.append(i)
         xs.append(x)
         ys.append(y)

@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from deepfleet.data._crypto import DataKey
-from deepfleet.data._manifest import Manifest, read_manifest, verify_shard
+from deepfleet.data._manifest import Manifest, ShardEntry, read_manifest, verify_shard
 from deepfleet.data._reader import dataset_key, decode_raw, open_shard
 from deepfleet.errors import UserError
 
@@ -47,7 +47,7 @@ _RAW_GROUPS_KEPT = 4  # decoded row groups kept per process: consecutive windows
 class _ShardRows:
     """Row ranges of shards, decoded a row group at a time (or whole shards when caching)."""
 
-    def __init__(self, manifest: Manifest, files: list[str], key: DataKey | None,
+    def __init__(self, manifest: Manifest, files: list[ShardEntry], key: DataKey | None,
                  cache: bool) -> None:
         self.manifest, self.files, self.key, self.cache = manifest, files, key, cache
         self._open: dict[int, Any] = {}
@@ -153,7 +153,7 @@ class ShardStream(IterableDataset):
         self.num_windows = math.ceil(self.num_batches / self.window_batches)
         self.epoch = 0
         self.start_batch = 0
-        self.rows = _ShardRows(self.manifest, [e.file for e in entries],
+        self.rows = _ShardRows(self.manifest, entries,
                                dataset_key(self.manifest, key), cache)
 
     @property

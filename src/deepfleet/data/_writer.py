@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from deepfleet import __version__
 from deepfleet._atomic import atomic_dir, write_bytes_atomic, write_json_atomic
 from deepfleet.data._crypto import ALGORITHM, DataKey, encryption_properties
-from deepfleet.data._manifest import FORMAT, MANIFEST_NAME, Manifest, read_manifest
+from deepfleet.data._manifest import FORMAT, MANIFEST_NAME, Manifest, read_manifest, sealed
 from deepfleet.data._samples import Samples
 from deepfleet.data._split import stratified_split
 from deepfleet.data._tensor import describe, tensor_field_array
@@ -161,4 +161,4 @@ def _manifest(samples: Samples, parts: dict[str, np.ndarray], jobs: list, entrie
     if key is not None:
         manifest["encryption"] = {"algorithm": ALGORITHM, "key_id": key.key_id,
                                   "scheme": "parquet-modular-encryption"}
-    return manifest
+    return sealed(manifest, key.authenticate if key is not None else None)

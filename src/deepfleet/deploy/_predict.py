@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import torch
 
 from deepfleet._atomic import sha256_file, write_bytes_atomic, write_json_atomic
-from deepfleet.data import Manifest, read_manifest, verify_shard
+from deepfleet.data import Manifest, ShardEntry, read_manifest, verify_shard
 from deepfleet.data._crypto import DataKey
 from deepfleet.data._reader import dataset_key, decode_batch, open_shard
 from deepfleet.deploy._backends import Backend, cpu_threads_per_process, make_backend
@@ -58,14 +58,14 @@ def _check_compatible(bundle: LoadedBundle, manifest: Manifest) -> None:
                         f"model expects {list(bundle.input_shape)}")
 
 
-def predict_shard(bundle: LoadedBundle, manifest: Manifest, shard_file: str,
+def predict_shard(bundle: LoadedBundle, manifest: Manifest, entry: ShardEntry,
                   device: torch.device | str = "cpu", batch_size: int = 512,
                   backend: Backend | None = None, key: DataKey | None = None) -> pa.Table:
     """Predictions for one input shard (the bundle's torch model unless a backend is given).
 
     Encrypted shards need the key that deepfleet.data.dataset_key checked for the manifest.
     """
-    table = open_shard(manifest, shard_file, key).read()
+    table = open_shard(manifest, entry, key).read()
     ids, x, _ = decode_batch(table, manifest.scale)
     run = backend or make_backend(bundle, "torch", str(device))
     logits = [run(np.ascontiguousarray(x[i:i + batch_size]))
@@ -128,7 +128,7 @@ def _run_task(task: _Task) -> dict[str, Any]:
     manifest = read_manifest(task.data)
     entry = next(e for e in manifest.shards(task.split) if e.file == task.file)
     verify_shard(manifest, entry)
-    table = predict_shard(bundle, manifest, entry.file, batch_size=_WORKER["batch_size"],
+    table = predict_shard(bundle, manifest, entry, batch_size=_WORKER["batch_size"],
                           backend=_WORKER["backend"], key=_WORKER["key"])
     out = Path(task.out)
     target = out / f"pred-{Path(entry.file).stem}.parquet"
