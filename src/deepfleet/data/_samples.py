@@ -52,6 +52,8 @@ def encode_labels(values: np.ndarray, where: str) -> tuple[np.ndarray, list[str]
     if values.ndim != 1:
         raise UserError(f"{where}: labels must be one value per sample, got shape "
                         f"{list(values.shape)}")
+    if np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating):
+        _refuse_measurements(values, where)
     if np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.bool_):
         y = values.astype(np.int64)
         if len(y) and y.min() < 0:
@@ -59,8 +61,22 @@ def encode_labels(values: np.ndarray, where: str) -> tuple[np.ndarray, list[str]
         top = int(y.max()) + 1 if len(y) else 0
         return y, [str(i) for i in range(top)]
     if np.issubdtype(values.dtype, np.floating):
-        if not np.all(np.isfinite(values)) or not np.all(values == np.round(values)):
-            raise UserError(f"{where}: labels must be whole numbers or class names")
         return encode_labels(values.astype(np.int64), where)
     names, y = np.unique(values.astype(str), return_inverse=True)
     return y.astype(np.int64), [str(n) for n in names]
+
+
+def _refuse_measurements(values: np.ndarray, where: str) -> None:
+    """Numbers that are measurements, not class labels: fractions, or whole numbers with many
+    distinct values seen a few times each and often once (scikit-learn's diabetes: 214 values
+    over 442 samples, 84 of them seen once). Class labels, even stored as floats, repeat."""
+    if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
+        raise UserError(f"{where}: labels must be finite (found NaN or Inf)")
+    distinct, counts = np.unique(values, return_counts=True)
+    fractional = (np.issubdtype(values.dtype, np.floating)
+                  and not np.all(values == np.round(values)))
+    if fractional or (len(counts) > 20 and counts.mean() < 5 and (counts == 1).mean() >= 0.1):
+        raise UserError(
+            f"{where}: {len(distinct)} distinct values ({int((counts == 1).sum())} seen once) "
+            "look like a regression target; classification needs class labels (integers or "
+            "names, each seen several times)")

@@ -10,6 +10,13 @@ from deepfleet.errors import UserError
 def _draw(rows: np.ndarray, labels: np.ndarray, share: float, seed: int, name: str):
     from sklearn.model_selection import train_test_split  # slow to import; only needed here
 
+    classes, counts = np.unique(labels[rows], return_counts=True)
+    if (counts < 2).any():
+        rare = classes[counts < 2]
+        shown = ", ".join(str(c) for c in rare[:5]) + (" ..." if len(rare) > 5 else "")
+        raise UserError(f"cannot draw a stratified {name} split: {len(rare)} of {len(classes)} "
+                        f"classes have a single sample (class {shown}); each class needs at "
+                        "least 2")
     try:
         return train_test_split(rows, test_size=share, stratify=labels[rows], random_state=seed)
     except ValueError as err:  # e.g. a class with a single sample cannot be stratified
