@@ -24,6 +24,19 @@ def choose_device(preference: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def set_cpu_threads(threads: int | None) -> int:
+    """Set torch's intra-op CPU threads for this process and return the count: `threads`,
+    else $OMP_NUM_THREADS, else 1 (what torchrun gives each worker). One process and each
+    worker of many are set the same way, so a job's result does not depend on how it was
+    started."""
+    if threads is None:
+        env = os.environ.get("OMP_NUM_THREADS", "")
+        threads = int(env) if env.isdigit() and int(env) > 0 else 1
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
+
+
 def backend_for(device: torch.device) -> str:
     """The collective backend that suits a device: NCCL on CUDA, gloo on the CPU."""
     return "nccl" if device.type == "cuda" else "gloo"

@@ -26,7 +26,7 @@ from deepfleet.deploy import (
     predict_dataset,
     sign_bundle,
 )
-from deepfleet.devices import choose_device
+from deepfleet.devices import choose_device, set_cpu_threads
 from deepfleet.errors import UserError
 from deepfleet.evaluate import classification_metrics, predict_proba, write_report
 from deepfleet.models import build_model
@@ -77,6 +77,7 @@ def stage_train(paths: RunPaths, progress: ProgressSink | None = None, *,
     env = detect_env()
     if (resume or env.restart_count > 0) and is_finished(paths.checkpoints, job.train):
         return _fit_on_disk(paths, already_finished=True)
+    set_cpu_threads(job.run.threads)
     # Training refuses to start on data that does not match its manifest.
     manifest = verify_dataset(paths.data_dir())
     device = choose_device(job.run.device)
@@ -150,6 +151,7 @@ def _trained_model(paths: RunPaths, job: JobConfig, manifest: Manifest) -> torch
 
 def stage_evaluate(paths: RunPaths) -> dict[str, Any]:
     job = paths.load_job()
+    set_cpu_threads(job.run.threads)
     manifest = verify_dataset(paths.data_dir())
     device = choose_device(job.run.device)
     model = _trained_model(paths, job, manifest).to(device)
@@ -205,6 +207,7 @@ def run_job(job: JobConfig, progress: ProgressSink | None = None) -> RunSummary:
     """Every stage in order in a new run folder: prepare, train, evaluate, export, predict."""
     paths = create_run(job)
     summary = RunSummary(paths)
+    set_cpu_threads(job.run.threads)  # every stage of this process, as stage_train sets it
 
     def timed(name: str, fn, *args):
         started = time.perf_counter()

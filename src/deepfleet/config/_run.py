@@ -15,4 +15,10 @@ class RunSection(Section):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: CUDA when present, else CPU.")
     deterministic: bool = Field(
-        True, description="Ask torch for deterministic kernels (repeatable CPU runs).")
+        True, description="Ask torch for deterministic kernels (repeatable CPU runs). On the "
+        "CPU the thread count is part of the result too: the same job with the same "
+        "run.threads repeats bit for bit, another thread count sums in another order.")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads torch uses in each process. Default: "
+        "$OMP_NUM_THREADS when set, else 1, as torchrun gives its workers (on a shared "
+        "machine more threads than free cores is several times slower).")

@@ -175,14 +175,15 @@ class Trainer:
                   "global_batch": topo.global_batch(cfg.batch_size, cfg.accumulation_steps),
                   "steps_per_epoch": plan.steps_per_epoch, "lr_scaling": cfg.lr_scaling,
                   "lr_factor": factor, "precision": cfg.precision, "tf32": self.tf32,
-                  "device": str(self.device),
+                  "device": str(self.device), "threads": torch.get_num_threads(),
                   "resumed_from": resume_from.name if resume_from else None,
                   "restart": self.env.restart_count}
         self.log.write(record)
         self.progress.note(
             f"strategy {topo.describe()} ({topo.reason}); global batch {record['global_batch']}"
             f" = {cfg.batch_size} x {topo.dp} rank(s) x {cfg.accumulation_steps} accumulation;"
-            f" lr scaling {cfg.lr_scaling} (x{factor:g})"
+            f" lr scaling {cfg.lr_scaling} (x{factor:g}); {torch.get_num_threads()} CPU"
+            " thread(s) per process"
             + (f"; resumed from {resume_from.name}" if resume_from else ""))
 
     def _start_stage(self, stage: StageSection, factor: float, plan: ArrayBatches | StreamBatches):
