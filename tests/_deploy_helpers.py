@@ -13,8 +13,19 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def raw_split(data_dir: Path, split: str) -> np.ndarray:
+    """A split's samples as the shards store them (digits: whole numbers 0..16): what a
+    client sends, before the bundle's preprocessing."""
+    from deepfleet.data import decode_raw, open_shard, read_manifest
+
+    manifest = read_manifest(data_dir)
+    return np.concatenate([decode_raw(open_shard(manifest, entry).read())[1]
+                           for entry in manifest.shards(split)])
 
 
 def copy_bundle(source: Path, dest: Path) -> Path:

@@ -11,8 +11,9 @@ import time
 import httpx
 import numpy as np
 import pytest
+import torch
 
-from _deploy_helpers import Server, copy_bundle, infer_body
+from _deploy_helpers import Server, copy_bundle, infer_body, raw_split
 from deepfleet.config import ModelSection
 from deepfleet.data import read_split
 from deepfleet.deploy import export_bundle, load_bundle, new_signing_key, sign_bundle
@@ -43,7 +44,14 @@ def server(signed_bundle, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def test_x(trained_run) -> np.ndarray:
+    """Model input: the test split after the data set's preprocessing."""
     return read_split(trained_run.data_dir(), "test").x.numpy()
+
+
+@pytest.fixture(scope="module")
+def raw_x(trained_run) -> np.ndarray:
+    """What clients send: the same samples raw, as the shards store them."""
+    return raw_split(trained_run.data_dir(), "test")
 
 
 def infer(server, body, name="tiny", **kw) -> httpx.Response:
@@ -58,7 +66,9 @@ def test_health_and_model_metadata(server):
     assert httpx.get(f"{server.url}/v2/health/ready").json() == {"ready": True}
     assert httpx.get(f"{server.url}/v2").json()["name"] == "deepfleet"
     meta = httpx.get(f"{server.url}/v2/models/tiny", headers=server.headers).json()
-    assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8]}]
+    # The raw input spec: digits pixels are uint8 (0..16), scaled by 1/16 in the server.
+    assert meta["inputs"] == [{"name": "input", "datatype": "UINT8", "shape": [-1, 1, 8, 8]}]
+    assert meta["parameters"]["input_scale"] == 1 / 16
     assert {o["name"] for o in meta["outputs"]} == {"logits", "probabilities", "label"}
     assert meta["platform"] == "onnxruntime"
     version = meta["versions"][0]
@@ -69,9 +79,9 @@ def test_health_and_model_metadata(server):
     assert missing.status_code == 404 and "unknown version" in missing.json()["error"]
 
 
-def test_oip_round_trip_matches_in_process_inference(server, trained_run, test_x):
+def test_oip_round_trip_matches_in_process_inference(server, trained_run, test_x, raw_x):
     x = test_x[:16]
-    reply = infer(server, infer_body(x, id="req-7"))
+    reply = infer(server, infer_body(raw_x[:16], datatype="UINT8", id="req-7"))
     assert reply.status_code == 200, reply.text
     answer = reply.json()
     assert answer["model_name"] == "tiny" and answer["id"] == "req-7"
@@ -85,17 +95,17 @@ def test_oip_round_trip_matches_in_process_inference(server, trained_run, test_x
     np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
     # Nested data, FP64, and a chosen output.
     nested = {"inputs": [{"name": "input", "shape": [2, 1, 8, 8], "datatype": "FP64",
-                          "data": x[:2].tolist()}], "outputs": [{"name": "label"}]}
+                          "data": raw_x[:2].tolist()}], "outputs": [{"name": "label"}]}
     only = infer(server, nested).json()["outputs"]
     assert [o["name"] for o in only] == ["label"]
     assert only[0]["data"] == expected[:2].argmax(1).tolist()
 
 
-def test_predict_endpoint(server, trained_run, test_x):
-    x = test_x[:3]
+def test_predict_endpoint(server, trained_run, test_x, raw_x):
+    x, raw = test_x[:3], raw_x[:3]
     reply = httpx.post(f"{server.url}/predict", headers=server.headers, timeout=30,
-                       json={"instances": [x[0].tolist(), x[1].ravel().tolist(),
-                                           x[2].tolist()]})
+                       json={"instances": [raw[0].tolist(), raw[1].ravel().tolist(),
+                                           raw[2].tolist()]})
     assert reply.status_code == 200, reply.text
     predictions = reply.json()["predictions"]
     expected = make_backend(load_bundle(trained_run.bundle), "torch")(x).argmax(1)
@@ -107,8 +117,8 @@ def test_predict_endpoint(server, trained_run, test_x):
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-token-0123456789"},
                                      {"Authorization": "Basic abc"}], ids=["none", "wrong",
                                                                           "basic"])
-def test_inference_needs_the_bearer_token(server, test_x, headers):
-    body = json.dumps(infer_body(test_x[:1])).encode()
+def test_inference_needs_the_bearer_token(server, raw_x, headers):
+    body = json.dumps(infer_body(raw_x[:1])).encode()
     for url in (f"{server.url}/v2/models/tiny/infer", f"{server.url}/predict"):
         reply = httpx.post(url, content=body, headers=headers)
         assert reply.status_code == 401
@@ -117,7 +127,7 @@ def test_inference_needs_the_bearer_token(server, test_x, headers):
     assert httpx.get(f"{server.url}/v2/models/tiny", headers=headers).status_code == 401
 
 
-GOOD = {"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.5] * 64}
+GOOD = {"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [8] * 64}
 
 
 def _with(**change) -> dict:
@@ -138,21 +148,22 @@ BAD_INPUTS = {
     "wrong-inner-shape": (_with(shape=[1, 1, 4, 16]), 400, "does not match the model"),
     "zero-rows": (_with(shape=[0, 1, 8, 8], data=[]), 400, "does not match"),
     "shape-not-ints": (_with(shape=["1", 1, 8, 8]), 400, "list of integers"),
-    "wrong-datatype": (_with(datatype="INT64"), 400, "datatype \"INT64\" is not supported"),
+    "wrong-datatype": (_with(datatype="BOOL"), 400, "datatype \"BOOL\" is not supported"),
     "bytes-datatype": (_with(datatype="BYTES"), 400, "not supported"),
-    "too-few-values": (_with(data=[0.5] * 63), 400, "data has 63 values but shape"),
-    "too-many-values": (_with(data=[0.5] * 128), 400, "data has 128 values"),
+    "too-few-values": (_with(data=[8] * 63), 400, "data has 63 values but shape"),
+    "too-many-values": (_with(data=[8] * 128), 400, "data has 128 values"),
     "strings": (_with(data=["a"] * 64), 400, "numbers only (found strings)"),
-    "booleans": (_with(data=[0.5] * 63 + [True]), 400, "numbers only"),
-    "ragged": (_with(data=[[0.5] * 8] * 7 + [[0.5] * 7]), 400, "ragged"),
+    "booleans": (_with(data=[8] * 63 + [True]), 400, "numbers only"),
+    "ragged": (_with(data=[[8] * 8] * 7 + [[8] * 7]), 400, "ragged"),
     "data-not-list": (_with(data=0.5), 400, "JSON array"),
     "nan-literal": (b'{"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": '
-                    b'"FP32", "data": [' + b"0.5, " * 63 + b"NaN]}]}", 400, "NaN"),
+                    b'"FP32", "data": [' + b"8, " * 63 + b"NaN]}]}", 400, "NaN"),
     "infinity-literal": (b'{"inputs": [{"name": "input", "shape": [1, 1, 8, 8], '
-                         b'"datatype": "FP32", "data": [' + b"0.5, " * 63 +
+                         b'"datatype": "FP32", "data": [' + b"8, " * 63 +
                          b"-Infinity]}]}", 400, "Infinity"),
-    "overflow-to-inf": (_with(data=[0.5] * 63 + [1e39]), 400, "NaN or Inf"),
-    "too-many-rows": (_with(shape=[65, 1, 8, 8], data=[0.5] * 64 * 65), 400,
+    "overflow-to-inf": (_with(data=[8] * 63 + [1e39]), 400, "raw uint8 samples"),
+    "already-scaled": (_with(data=[0.5] * 64), 400, "send the data unscaled"),
+    "too-many-rows": (_with(shape=[65, 1, 8, 8], data=[8] * 64 * 65), 400,
                       "exceeds the server's max batch size 64"),
     "duplicate-input": ({"inputs": [GOOD, GOOD]}, 400, "given 2 times"),
     "unknown-output": ({"inputs": [GOOD], "outputs": [{"name": "embedding"}]}, 400,
@@ -170,7 +181,7 @@ def test_bad_input_gets_a_4xx_json_error_naming_the_problem(server, case):
 
 
 @pytest.mark.parametrize("body, message", [
-    ({"instances": [[0.5] * 64, [0.5] * 63]}, "instance 1 has shape [63]; the model takes"),
+    ({"instances": [[8] * 64, [8] * 63]}, "instance 1 has shape [63]; the model takes"),
     ({"rows": []}, "'instances' list"),
     ({"instances": []}, "non-empty"),
     ({"instances": [[float("nan")] * 64]}, "NaN"),
@@ -181,8 +192,8 @@ def test_bad_predict_bodies(server, body, message):
     assert reply.status_code == 400 and message in reply.json()["error"]
 
 
-def test_unknown_model_and_route(server, test_x):
-    reply = infer(server, infer_body(test_x[:1]), name="resnet")
+def test_unknown_model_and_route(server, raw_x):
+    reply = infer(server, infer_body(raw_x[:1]), name="resnet")
     assert reply.status_code == 404
     assert reply.json()["error"] == "unknown model 'resnet'; this server serves 'tiny'"
     reply = httpx.get(f"{server.url}/v3/nothing")
@@ -203,17 +214,17 @@ def test_oversized_body_gets_413_with_or_without_content_length(server):
     assert reply.status_code == 413
 
 
-def test_server_survives_everything_above(server, test_x):
+def test_server_survives_everything_above(server, raw_x):
     # Runs after the bad-input tests (file order): the one worker still answers.
-    assert infer(server, infer_body(test_x[:1])).status_code == 200
+    assert infer(server, infer_body(raw_x[:1])).status_code == 200
 
 
-def test_concurrent_requests_are_batched(server, test_x):
+def test_concurrent_requests_are_batched(server, raw_x):
     async def burst() -> list[int]:
         async with httpx.AsyncClient(headers=server.headers, timeout=30) as client:
             replies = await asyncio.gather(*[
                 client.post(f"{server.url}/v2/models/tiny/infer",
-                            json=infer_body(test_x[i:i + 1])) for i in range(48)])
+                            json=infer_body(raw_x[i:i + 1])) for i in range(48)])
         return [r.status_code for r in replies]
 
     before = _metric(server, "deepfleet_batch_requests_count")
@@ -232,12 +243,12 @@ def _metric(server, name: str, labels: str = "") -> float:
     return sum(values)
 
 
-def test_prometheus_metrics(server, test_x):
+def test_prometheus_metrics(server, raw_x):
     infer_route = 'route="/v2/models/{name}/infer"'
     ok_before = _metric(server, "deepfleet_requests_total",
                         f'{{code="200",method="POST",{infer_route}}}')
     for i in range(3):
-        assert infer(server, infer_body(test_x[i:i + 2])).status_code == 200
+        assert infer(server, infer_body(raw_x[i:i + 2])).status_code == 200
     text = httpx.get(f"{server.url}/metrics").text
     ok_after = _metric(server, "deepfleet_requests_total",
                        f'{{code="200",method="POST",{infer_route}}}')
@@ -302,3 +313,35 @@ def test_full_queue_gets_503_with_retry_after_and_slow_requests_time_out(slow_bu
                 break
             time.sleep(0.5)
         assert reply.status_code == 200
+
+
+def test_raw_digits_pixels_get_the_classes_evaluate_and_predict_give(server, trained_run,
+                                                                     tmp_path):
+    """scikit-learn's own raw images (floats 0..16, never through our shards) sent to
+    /predict get the classes evaluate scored and `deepfleet predict` wrote."""
+    from sklearn.datasets import load_digits
+
+    from deepfleet.deploy import predict_dataset
+    from deepfleet.evaluate import predict_proba
+
+    split = read_split(trained_run.data_dir(), "test")
+    raw = load_digits().images[split.ids.numpy()].reshape(-1, 1, 8, 8)
+    labels = []
+    for start in range(0, len(raw), 64):
+        reply = httpx.post(f"{server.url}/predict", headers=server.headers, timeout=30,
+                           json={"instances": raw[start:start + 64].tolist()})
+        assert reply.status_code == 200, reply.text
+        labels += [p["label"] for p in reply.json()["predictions"]]
+    bundle = load_bundle(trained_run.bundle)
+    evaluated = predict_proba(bundle.model, split.x, torch.device("cpu"), 256).argmax(1)
+    assert labels == evaluated.tolist()
+    report = json.loads((trained_run.report / "metrics.json").read_text())
+    assert np.mean(np.array(labels) == split.y.numpy()) == pytest.approx(report["accuracy"])
+    predict_dataset(bundle, trained_run.data_dir(), tmp_path / "preds", splits=["test"])
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.concat_tables([pq.read_table(f) for f in (tmp_path / "preds").glob("*.parquet")])
+    by_id = dict(zip(table.column("id").to_pylist(), table.column("label").to_pylist(),
+                     strict=True))
+    assert [by_id[i] for i in split.ids.tolist()] == labels

@@ -15,8 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from _deploy_helpers import Server, infer_body
-from deepfleet.data import read_split
+from _deploy_helpers import Server, infer_body, raw_split
 
 CLIENTS = 32
 SECONDS = 30
@@ -52,7 +51,7 @@ async def _load(url: str, headers: dict, bodies: list[dict]) -> tuple[list, list
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_32_clients_for_30_seconds(trained_run, tmp_path):
-    x = read_split(trained_run.data_dir(), "test").x.numpy()
+    x = raw_split(trained_run.data_dir(), "test")
     bodies = [infer_body(x[i:i + 1]) for i in range(64)]
     with Server(trained_run.bundle, "--workers", "2", log=tmp_path / "server.log",
                 token=secrets.token_hex(16)) as srv:

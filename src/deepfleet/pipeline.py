@@ -176,7 +176,7 @@ def stage_export(paths: RunPaths) -> Path:
         model, paths.bundle, name=job.run.name, model_section=job.model,
         input_shape=manifest.sample_shape, class_names=manifest.class_names,
         extra_files=extra, extra_spec={"data_manifest_sha256": manifest.digest()},
-        onnx=job.export.onnx)
+        onnx=job.export.onnx, preprocessing=manifest.preprocessing)
     if job.export.signing_key:
         sign_bundle(bundle, job.export.signing_key)
     return bundle

@@ -12,6 +12,7 @@ from deepfleet.data._manifest import (
     verify_shard,
 )
 from deepfleet.data._prepare import prepare_from_config
+from deepfleet.data._preprocess import Preprocessing, scale_features
 from deepfleet.data._reader import (
     SplitArrays,
     dataset_key,
@@ -32,6 +33,7 @@ __all__ = [
     "MANIFEST_NAME",
     "DataKey",
     "Manifest",
+    "Preprocessing",
     "SOURCE_KINDS",
     "Samples",
     "ShardEntry",
@@ -50,6 +52,7 @@ __all__ = [
     "prepare_from_config",
     "read_manifest",
     "read_split",
+    "scale_features",
     "shard_table",
     "stratified_split",
     "verify_dataset",

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from deepfleet._atomic import read_json, sha256_file
+from deepfleet.data._preprocess import Preprocessing
 from deepfleet.errors import UserError
 
 MANIFEST_NAME = "manifest.json"
@@ -45,6 +46,11 @@ class Manifest:
     @property
     def scale(self) -> float:
         return float(self.raw["features"]["scale"])
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """How the stored (raw) samples become model input."""
+        return Preprocessing.for_samples(self.feature_dtype, self.scale, self.sample_shape)
 
     @property
     def splits(self) -> list[str]:

@@ -22,6 +22,7 @@ from deepfleet.data._manifest import (
     rows_problem,
     verify_shard,
 )
+from deepfleet.data._preprocess import scale_features
 from deepfleet.data._tensor import tensor_values
 from deepfleet.errors import UserError
 
@@ -41,14 +42,6 @@ class SplitArrays:
 def decode_raw(table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ids, x in its stored dtype, labels: a whole record batch at once (no per-sample Python)."""
     return table.column("id").to_numpy(), tensor_values(table), table.column("label").to_numpy()
-
-
-def scale_features(x: np.ndarray, scale: float) -> np.ndarray:
-    """Stored features to model input: float32, times the manifest's scale."""
-    x = x.astype(np.float32)
-    if scale != 1.0:
-        x *= np.float32(scale)
-    return x
 
 
 def decode_batch(table, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -27,6 +27,7 @@ from torch import nn
 from deepfleet import __version__
 from deepfleet._atomic import atomic_dir, read_json, sha256_file, write_json_atomic
 from deepfleet.config import ModelSection
+from deepfleet.data import Preprocessing
 from deepfleet.deploy._onnx import ONNX_FILE, ONNX_TOLERANCE, export_onnx
 from deepfleet.errors import UserError
 from deepfleet.models import build_model
@@ -55,6 +56,11 @@ class LoadedBundle:
         return tuple(self.spec["input"]["shape"])
 
     @property
+    def preprocessing(self) -> Preprocessing:
+        """How raw samples become the model's input (identity for bundles without a record)."""
+        return Preprocessing.from_json(self.spec.get("preprocessing"))
+
+    @property
     def name(self) -> str:
         return str(self.spec.get("name", "model"))
 
@@ -73,11 +79,14 @@ def export_bundle(model: nn.Module, out: Path, *, name: str, model_section: Mode
                   input_shape: tuple[int, ...], class_names: list[str],
                   extra_files: dict[str, Path] | None = None,
                   extra_spec: dict[str, Any] | None = None, onnx: bool = True,
-                  onnx_tolerance: float = ONNX_TOLERANCE) -> Path:
+                  onnx_tolerance: float = ONNX_TOLERANCE,
+                  preprocessing: Preprocessing | None = None) -> Path:
     """Write a bundle folder atomically (replacing an older one) and return its path.
 
     With `onnx` the model is also exported as model.onnx and checked against PyTorch within
     `onnx_tolerance` (max absolute logit difference); a failed check aborts the export.
+    `preprocessing` says how raw samples become the model's input (default: float32 as is);
+    model.json records it, and predict and serve apply it to what they are given.
     """
     out = Path(out)
     model = model.to("cpu").eval()
@@ -94,6 +103,7 @@ def export_bundle(model: nn.Module, out: Path, *, name: str, model_section: Mode
             "name": name,
             "architecture": model_section.model_dump(mode="json", exclude_none=True),
             "input": {"shape": list(input_shape), "dtype": "float32"},
+            "preprocessing": (preprocessing or Preprocessing()).to_json(),
             "output": {"kind": "logits", "num_classes": len(class_names)},
             "class_names": class_names,
             "versions": _versions(),

@@ -22,9 +22,9 @@ import pyarrow.parquet as pq
 import torch
 
 from deepfleet._atomic import sha256_file, write_bytes_atomic, write_json_atomic
-from deepfleet.data import Manifest, ShardEntry, read_manifest, verify_shard
+from deepfleet.data import Manifest, Preprocessing, ShardEntry, read_manifest, verify_shard
 from deepfleet.data._crypto import DataKey
-from deepfleet.data._reader import dataset_key, decode_batch, open_shard
+from deepfleet.data._reader import dataset_key, decode_raw, open_shard
 from deepfleet.deploy._backends import Backend, cpu_threads_per_process, make_backend
 from deepfleet.deploy._bundle import MODEL_JSON, LoadedBundle, load_bundle
 from deepfleet.errors import UserError
@@ -52,10 +52,20 @@ def predictions_table(ids: np.ndarray, probs: np.ndarray, class_names: list[str]
     return pa.table(columns)
 
 
+def _preprocessing(bundle: LoadedBundle, manifest: Manifest) -> Preprocessing:
+    """The bundle's record; a bundle written before preprocessing was recorded takes the
+    data's, as it always did."""
+    return bundle.preprocessing if "preprocessing" in bundle.spec else manifest.preprocessing
+
+
 def _check_compatible(bundle: LoadedBundle, manifest: Manifest) -> None:
     if tuple(manifest.sample_shape) != bundle.input_shape:
         raise UserError(f"data has samples of shape {list(manifest.sample_shape)} but the "
                         f"model expects {list(bundle.input_shape)}")
+    data, model = manifest.preprocessing, _preprocessing(bundle, manifest)
+    if (data.raw_dtype, data.scale) != (model.raw_dtype, model.scale):
+        raise UserError(f"data holds {data.raw_dtype} samples scaled by {data.scale:g} but the "
+                        f"bundle was trained on {model.raw_dtype} scaled by {model.scale:g}")
 
 
 def predict_shard(bundle: LoadedBundle, manifest: Manifest, entry: ShardEntry,
@@ -65,8 +75,8 @@ def predict_shard(bundle: LoadedBundle, manifest: Manifest, entry: ShardEntry,
 
     Encrypted shards need the key that deepfleet.data.dataset_key checked for the manifest.
     """
-    table = open_shard(manifest, entry, key).read()
-    ids, x, _ = decode_batch(table, manifest.scale)
+    ids, raw, _ = decode_raw(open_shard(manifest, entry, key).read())
+    x = _preprocessing(bundle, manifest).apply(raw)
     run = backend or make_backend(bundle, "torch", str(device))
     logits = [run(np.ascontiguousarray(x[i:i + batch_size]))
               for i in range(0, len(x), batch_size)]

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
 from deepfleet import __version__
+from deepfleet.data import Preprocessing
 from deepfleet.deploy._backends import Backend, cpu_threads_per_process, make_backend
 from deepfleet.deploy._bundle import LoadedBundle
 from deepfleet.deploy._onnx import INPUT_NAME
@@ -32,6 +33,7 @@ from deepfleet.deploy.serve._config import ServeConfig
 from deepfleet.deploy.serve._errors import RequestError
 from deepfleet.deploy.serve._metrics import Metrics
 from deepfleet.deploy.serve._protocol import (
+    datatype_of,
     infer_response,
     parse_infer,
     parse_json,
@@ -52,6 +54,10 @@ class _State:
     @property
     def version(self) -> str:
         return self.bundle.version
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.bundle.preprocessing
 
 
 def _backends(config: ServeConfig, bundle: LoadedBundle) -> list[Backend]:
@@ -208,7 +214,8 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     def metadata(s: _State) -> dict:
         return {"name": s.bundle.name, "versions": [s.version], "platform": s.platform,
-                "inputs": [{"name": INPUT_NAME, "datatype": "FP32",
+                "inputs": [{"name": INPUT_NAME,
+                            "datatype": datatype_of(s.preprocessing.raw_dtype),
                             "shape": [-1, *s.bundle.input_shape]}],
                 "outputs": [
                     {"name": "logits", "datatype": "FP32",
@@ -217,7 +224,9 @@ def create_app(config: ServeConfig) -> FastAPI:
                      "shape": [-1, len(s.bundle.class_names)]},
                     {"name": "label", "datatype": "INT64", "shape": [-1]}],
                 "parameters": {"class_names": s.bundle.class_names,
-                               "max_batch_size": config.max_batch_size}}
+                               "max_batch_size": config.max_batch_size,
+                               # raw input -> model input: float32(raw) x input_scale
+                               "input_scale": s.preprocessing.scale}}
 
     meta_doc = {200: {"model": schemas.ModelMetadata}, 404: {"model": schemas.ErrorBody}}
 
@@ -253,7 +262,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         with s.batcher.arriving():
             payload = parse_json(await _read_body(request, config.max_body_bytes))
             x, request_id, wanted = parse_infer(payload, s.bundle.input_shape,
-                                                config.max_batch_size)
+                                                config.max_batch_size, s.preprocessing)
         logits = await run_model(s, x, arrived)
         return _json(infer_response(logits, wanted, s.bundle.name, s.version, request_id))
 
@@ -274,7 +283,8 @@ def create_app(config: ServeConfig) -> FastAPI:
         s = state()
         with s.batcher.arriving():
             payload = parse_json(await _read_body(request, config.max_body_bytes))
-            x = parse_predict(payload, s.bundle.input_shape, config.max_batch_size)
+            x = parse_predict(payload, s.bundle.input_shape, config.max_batch_size,
+                              s.preprocessing)
         logits = await run_model(s, x, arrived)
         return _json(predict_response(logits, s.bundle.class_names, s.bundle.name))
 

@@ -1,7 +1,11 @@
 """Open Inference Protocol v2 (REST, JSON tensors) and the simple /predict body: parsing,
 validation and answers. Every way a body can be wrong becomes a RequestError(400) that names
-the problem; nothing a client sends reaches the model unless it is a finite float32 array of
-exactly the model's input shape.
+the problem; nothing a client sends reaches the model unless it is a finite array of exactly
+the model's input shape.
+
+Clients send raw samples, as the data set stores them (digits: whole numbers 0..16, declared
+UINT8 in the metadata); the bundle's preprocessing (float32(raw) x scale) turns them into the
+model's input here, as evaluate and predict do, so the same sample gets the same answer.
 """
 
 from __future__ import annotations
@@ -12,11 +16,25 @@ from typing import Any
 
 import numpy as np
 
+from deepfleet.data import Preprocessing
 from deepfleet.deploy._onnx import INPUT_NAME
 from deepfleet.deploy._predict import softmax
 from deepfleet.deploy.serve._errors import RequestError
 
-FLOAT_TYPES = {"FP16": np.float16, "FP32": np.float32, "FP64": np.float64}
+# Any numeric tensor type is accepted and read as raw values (the preprocessing decides what
+# those may be); the metadata declares the data set's own type.
+NUMERIC_TYPES = {"FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
+                 "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
+                 "UINT64": np.uint64, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,
+                 "INT64": np.int64}
+
+
+def datatype_of(dtype: str) -> str:
+    """The OIP datatype name of a NumPy dtype name (uint8 -> UINT8)."""
+    for name, kind in NUMERIC_TYPES.items():
+        if np.dtype(kind) == np.dtype(dtype):
+            return name
+    return "FP32"
 OUTPUTS = ("logits", "probabilities", "label")
 
 
@@ -69,12 +87,19 @@ def _kind_name(array: np.ndarray) -> str:
                                                                  "non-numeric values")
 
 
-def _finite_float32(array: np.ndarray, what: str) -> np.ndarray:
+def _model_input(array: np.ndarray, what: str, preprocessing: Preprocessing) -> np.ndarray:
+    """Raw values -> the model's float32 input, refusing what the raw data cannot hold."""
     with np.errstate(over="ignore", invalid="ignore"):
-        x = np.ascontiguousarray(array, dtype=np.float32)
+        raw = np.ascontiguousarray(array, dtype=np.float64)
+    if not np.isfinite(raw).all():
+        raise RequestError(400, f"{what}: data contains NaN or Inf")
+    problem = preprocessing.raw_problem(raw)
+    if problem:
+        raise RequestError(400, f"{what}: {problem}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        x = preprocessing.apply(raw)
     if not np.isfinite(x).all():
-        raise RequestError(400, f"{what}: data contains NaN or Inf (or a value beyond "
-                           "float32 range)")
+        raise RequestError(400, f"{what}: data contains a value beyond float32 range")
     return x
 
 
@@ -86,9 +111,9 @@ def _shape(value: Any, what: str) -> list[int]:
     return value
 
 
-def parse_infer(payload: Any, input_shape: tuple[int, ...], max_rows: int
-                ) -> tuple[np.ndarray, str | None, list[str]]:
-    """An OIP v2 inference request -> (input batch, request id, output names wanted)."""
+def parse_infer(payload: Any, input_shape: tuple[int, ...], max_rows: int,
+                preprocessing: Preprocessing) -> tuple[np.ndarray, str | None, list[str]]:
+    """An OIP v2 inference request -> (model input batch, request id, output names wanted)."""
     if not isinstance(payload, dict):
         raise RequestError(400, "request body must be a JSON object with an 'inputs' list")
     request_id = payload.get("id")
@@ -113,9 +138,10 @@ def parse_infer(payload: Any, input_shape: tuple[int, ...], max_rows: int
         if key not in tensor:
             raise RequestError(400, f"{what}: '{key}' is missing")
     datatype = tensor["datatype"]
-    if datatype not in FLOAT_TYPES:
+    if datatype not in NUMERIC_TYPES:
         raise RequestError(400, f"{what}: datatype {json.dumps(datatype)[:40]} is not "
-                           "supported; the model takes FP32 (FP16 and FP64 are converted)")
+                           f"supported; send {datatype_of(preprocessing.raw_dtype)} (any "
+                           "numeric type is read as raw values)")
     shape = _shape(tensor["shape"], what)
     expected = [-1, *input_shape]
     if len(shape) != len(expected) or list(shape[1:]) != list(input_shape) or shape[0] < 1:
@@ -127,7 +153,7 @@ def parse_infer(payload: Any, input_shape: tuple[int, ...], max_rows: int
     if array.size != math.prod(shape):
         raise RequestError(400, f"{what}: data has {array.size} values but shape {shape} "
                            f"needs {math.prod(shape)}")
-    x = _finite_float32(array.reshape(shape), what)
+    x = _model_input(array.reshape(shape), what, preprocessing)
     return x, request_id, _wanted_outputs(payload.get("outputs"))
 
 
@@ -162,8 +188,9 @@ def infer_response(logits: np.ndarray, wanted: list[str], model: str, version: s
     return answer
 
 
-def parse_predict(payload: Any, input_shape: tuple[int, ...], max_rows: int) -> np.ndarray:
-    """{"instances": [sample, ...]}: each sample nested in the input shape, or flat."""
+def parse_predict(payload: Any, input_shape: tuple[int, ...], max_rows: int,
+                  preprocessing: Preprocessing) -> np.ndarray:
+    """{"instances": [raw sample, ...]}: each nested in the input shape, or flat."""
     if not isinstance(payload, dict) or "instances" not in payload:
         raise RequestError(400, "request body must be a JSON object with an 'instances' list")
     instances = payload["instances"]
@@ -179,7 +206,7 @@ def parse_predict(payload: Any, input_shape: tuple[int, ...], max_rows: int) -> 
         if array.shape != tuple(input_shape) and array.shape != (flat,):
             raise RequestError(400, f"instance {i} has shape {list(array.shape)}; the model "
                                f"takes {list(input_shape)} (or {flat} flat values)")
-        rows.append(_finite_float32(array.reshape(input_shape), f"instance {i}"))
+        rows.append(_model_input(array.reshape(input_shape), f"instance {i}", preprocessing))
     return np.stack(rows)
 
 
