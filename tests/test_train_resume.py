@@ -77,12 +77,13 @@ def _worker_env() -> dict:
 
 @pytest.mark.distributed
 @pytest.mark.slow
-def test_ddp_batchnorm_dropout_resumed_by_hand_is_bitwise_equal(tmp_path):
-    """A 2-rank ddp CNN (BatchNorm + dropout) resumed from a mid-epoch checkpoint ends with
-    the uninterrupted run's weights, buffers and validation figures, bit for bit."""
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp", "pipeline"])
+def test_batchnorm_dropout_resumed_by_hand_is_bitwise_equal(tmp_path, strategy):
+    """A 2-rank CNN (BatchNorm + dropout) resumed from a mid-epoch checkpoint ends with the
+    uninterrupted run's weights, buffers and validation figures, bit for bit."""
     job_dict = tiny_job_dict(tmp_path, model={"name": "cnn", "params": {
         "channels": [8], "hidden": 16, "dropout": 0.3}})
-    job_dict["train"].update(strategy="ddp", batch_size=32,
+    job_dict["train"].update(strategy=strategy, batch_size=32,
                              checkpoint={"every_steps": 7, "keep": 20})
     job = job_from_dict(job_dict)
     paths = create_run(job)
@@ -94,7 +95,8 @@ def test_ddp_batchnorm_dropout_resumed_by_hand_is_bitwise_equal(tmp_path):
     copy = RunPaths(tmp_path / "resumed")
     shutil.copytree(paths.root, copy.root)
     train_dir = copy.checkpoints / "train"
-    # Step 28 is mid-way through the second epoch (21 steps per epoch at 32 x 2 ranks).
+    # Step 28 is mid-way through the second epoch (20 to 41 steps per epoch: 32 x 2 ranks
+    # under ddp and fsdp, 32 on both pipeline stages).
     for later in [p for p in train_dir.glob("step-*") if p.name > "step-000000028"]:
         shutil.rmtree(later)
     (train_dir / "latest").write_text("step-000000028\n")
