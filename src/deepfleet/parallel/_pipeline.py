@@ -86,9 +86,10 @@ class PipelineStrategy(SingleStrategy):
                  schedule: str = "1f1b", microbatches: int = 4) -> None:
         super().__init__(model, topology, rank, device, compile_model)
         parts = split_children(model, topology.pp, split_points)
+        self.parts = [StagePart(part) for part in parts]
         self.stage_index = topology.pp_rank(rank)
         self.owner = {name: s for s, part in enumerate(parts) for name, _ in part}
-        self.module = StagePart(parts[self.stage_index])
+        self.module = self.parts[self.stage_index]
         self.is_first = self.stage_index == 0
         self.is_last = self.stage_index == topology.pp - 1
         self.owns_outputs = self.is_last
@@ -96,23 +97,54 @@ class PipelineStrategy(SingleStrategy):
         self._scale = 1.0
 
     def setup_stage(self) -> None:
-        # A new schedule per training stage: the set of parameters that need gradients changes.
+        # A new schedule per training stage: the set of parameters that need gradients
+        # changes. It is built at the stage's first batch, whose shape it needs.
+        self.schedule = None
+
+    @torch.no_grad()
+    def _shapes(self, x: torch.Tensor, autocast: Autocast) -> tuple[torch.Tensor, torch.Tensor]:
+        """Example input and output of this rank's stage for one micro-batch: the stages run
+        in order in eval mode, which touches no BatchNorm statistics and draws no dropout
+        mask. (Left to infer them, torch's stage runs itself once in train mode on the first
+        micro-batch, or on empty tensors after the first stage, and BatchNorm would learn
+        from that call, once more at every resume.)"""
+        h = x[: x.shape[0] // self.microbatches]
+        with autocast():
+            for index, part in enumerate(self.parts):
+                weights = next(part.parameters(), None)
+                h = h.to(weights.device if weights is not None else h.device)
+                part.eval()
+                try:
+                    out = part(h)
+                finally:
+                    part.train()
+                if index == self.stage_index:
+                    # Activations between stages carry gradients; the data does not.
+                    return (h.to(self.device).requires_grad_(index > 0),
+                            out.to(self.device).requires_grad_(True))
+                h = out
+        raise AssertionError("unreachable: every rank runs one of the stages")
+
+    def _build_schedule(self, x: torch.Tensor, autocast: Autocast):
         from torch.distributed.pipelining import PipelineStage
 
+        example_in, example_out = self._shapes(x, autocast)
         stage = PipelineStage(self._maybe_compile(self.module), self.stage_index,
-                              self.topology.pp, self.device)
+                              self.topology.pp, self.device, input_args=example_in,
+                              output_args=example_out)
         kwargs = {}
         cls = _schedule_class(self.schedule_name)
         if "scale_grads" in inspect.signature(cls.__init__).parameters:
             kwargs["scale_grads"] = False  # the loss is already scaled to the global batch
-        self.schedule = cls(stage, n_microbatches=self.microbatches, loss_fn=self._loss,
-                            **kwargs)
+        return cls(stage, n_microbatches=self.microbatches, loss_fn=self._loss, **kwargs)
 
     def _loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(output.float(), target, reduction="sum") * self._scale
 
     def forward_backward(self, x, y, scale: float, autocast: Autocast, backward):
         self._scale = scale
+        if self.schedule is None:
+            self.schedule = self._build_schedule(x, autocast)
         with autocast():
             if self.is_first:
                 self.schedule.step(x)
