@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -30,7 +32,8 @@ def _read(out, result) -> dict[int, np.ndarray]:
 def test_two_processes_match_one_and_cover_every_id(trained_run, tmp_path):
     bundle = load_bundle(trained_run.bundle)
     data = trained_run.data_dir()
-    one = predict_dataset(bundle, data, tmp_path / "one", splits=["train", "test"])
+    one = predict_dataset(bundle, data, tmp_path / "one", splits=["train", "test"],
+                          backend="torch")
     two = predict_dataset(bundle, data, tmp_path / "two", splits=["train", "test"], nproc=2,
                           backend="onnxruntime")
     assert two["nproc"] == 2 and two["rows"] == one["rows"]
@@ -76,3 +79,29 @@ def test_predict_cli_verifies_the_signed_bundle(trained_run, tmp_path, capsys):
     (root / "metrics.json").write_text("{}")
     assert run_cli(args) == 2
     assert "changed: metrics.json" in capsys.readouterr().err
+
+
+def test_predict_picks_onnxruntime_when_the_bundle_has_onnx_else_torch(trained_run, tmp_path,
+                                                                       capsys):
+    """The default backend (auto) follows serve's rule, says which it used, and both give
+    the same classes."""
+    data = trained_run.data_dir()
+    assert run_cli(["predict", str(trained_run.bundle), str(data), "--out",
+                    str(tmp_path / "auto"), "--split", "test"]) == 0
+    assert capsys.readouterr().out.strip().endswith("backend onnxruntime)")
+    without = copy_bundle(trained_run.bundle, tmp_path / "no-onnx")
+    spec = json.loads((without / "model.json").read_text())
+    del spec["files"]["model.onnx"], spec["onnx"]
+    (without / "model.onnx").unlink()
+    (without / "model.json").write_text(json.dumps(spec))
+    assert run_cli(["predict", str(without), str(data), "--out", str(tmp_path / "torch"),
+                    "--split", "test"]) == 0
+    assert capsys.readouterr().out.strip().endswith("backend torch)")
+    first = json.loads((tmp_path / "auto" / "manifest.json").read_text())
+    second = json.loads((tmp_path / "torch" / "manifest.json").read_text())
+    assert (first["backend"], second["backend"]) == ("onnxruntime", "torch")
+    a, b = _read(tmp_path / "auto", first), _read(tmp_path / "torch", second)
+    assert set(a) == set(b)
+    for i in a:
+        np.testing.assert_allclose(a[i], b[i], atol=1e-4, rtol=0)
+        assert a[i].argmax() == b[i].argmax()

@@ -191,7 +191,7 @@ def stage_predict(paths: RunPaths, splits: list[str] | None = None) -> dict[str,
     bundle: LoadedBundle = load_bundle(paths.bundle)
     return predict_dataset(bundle, paths.data_dir(), paths.predictions,
                            splits=splits or [job.evaluate.split], device="cpu",
-                           key=job.data.key)
+                           key=job.data.key, threads=job.run.threads)
 
 
 @dataclass

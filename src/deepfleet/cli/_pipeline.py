@@ -132,7 +132,10 @@ def predict(
     out: Path = typer.Option(Path("predictions"), "--out", help="Folder for Parquet outputs."),
     split: list[str] = typer.Option([], "--split", help="Splits to predict (default all)."),
     nproc: int = typer.Option(1, "--nproc", help="Worker processes (one per GPU on CUDA)."),
-    backend: str = typer.Option("torch", "--backend", help="torch or onnxruntime."),
+    backend: str = typer.Option("auto", "--backend", help="auto (onnxruntime when the bundle "
+                                "has ONNX, else torch), torch or onnxruntime."),
+    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads per process "
+                                "(default: the cores divided among the processes)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
     batch_size: int = typer.Option(512, "--batch-size", min=1, help="Rows per model call."),
     public_key: Path = typer.Option(None, "--public-key", envvar=PUBLIC_KEY_ENV,
@@ -150,6 +153,8 @@ def predict(
         data = open_run(data).data_dir()
     loaded = open_bundle(bundle, public_key)
     result = predict_dataset(loaded, data, out, splits=split or None, nproc=nproc,
-                             backend=backend, device=device, batch_size=batch_size, key=key)
+                             backend=backend, device=device, batch_size=batch_size, key=key,
+                             threads=threads)
     console.print(f"predicted {result['rows']} rows into {out} ({len(result['files'])} files, "
-                  f"{result['skipped']} already done, {result['nproc']} processes)")
+                  f"{result['skipped']} already done, {result['nproc']} processes, backend "
+                  f"{result['backend']})")

@@ -1,5 +1,6 @@
 """Deployment: bundles (export, load, sign, verify), backends, batch prediction, serving."""
 
+from deepfleet.deploy._backends import BACKENDS, choose_backend, make_backend
 from deepfleet.deploy._bundle import (
     FORMAT,
     MODEL_JSON,
@@ -16,6 +17,7 @@ from deepfleet.deploy._predict import predict_dataset, predict_shard, prediction
 from deepfleet.deploy._signing import new_signing_key, open_bundle, sign_bundle, verify_bundle
 
 __all__ = [
+    "BACKENDS",
     "FORMAT",
     "MODEL_JSON",
     "ONNX_FILE",
@@ -23,9 +25,11 @@ __all__ = [
     "SIGNATURE",
     "WEIGHTS",
     "LoadedBundle",
+    "choose_backend",
     "export_bundle",
     "export_onnx",
     "load_bundle",
+    "make_backend",
     "new_signing_key",
     "open_bundle",
     "predict_dataset",

@@ -19,8 +19,8 @@ from deepfleet.deploy._onnx import INPUT_NAME, OUTPUT_NAME
 from deepfleet.devices import choose_device
 from deepfleet.errors import UserError
 
-BackendName = Literal["torch", "onnxruntime"]
-BACKENDS: tuple[str, ...] = ("torch", "onnxruntime")
+BackendName = Literal["auto", "torch", "onnxruntime"]
+BACKENDS: tuple[str, ...] = ("auto", "torch", "onnxruntime")
 # fp32 on CPU: runtimes differ by summation order only (~1e-6); CUDA kernels (TF32 off) are
 # within the same bound for the zoo's models.
 BACKEND_TOLERANCE = 1e-4
@@ -35,7 +35,8 @@ class Backend(Protocol):
     def __call__(self, x: np.ndarray) -> np.ndarray: ...
 
 
-def _device(spec: str) -> torch.device:
+def resolve_device(spec: str) -> torch.device:
+    """cpu, cuda, cuda:N or auto as a torch device, checked against what is visible."""
     if spec.startswith("cuda:"):
         if not torch.cuda.is_available():
             raise UserError(f"device {spec}: no CUDA device is visible")
@@ -68,7 +69,8 @@ class TorchBackend:
 class OnnxBackend:
     """The bundle's model.onnx in an onnxruntime session."""
 
-    def __init__(self, bundle: LoadedBundle, device: torch.device, threads: int | None = None):
+    def __init__(self, bundle: LoadedBundle, device: torch.device, threads: int | None = None,
+                 spin: bool = False):
         import onnxruntime as ort
 
         if bundle.onnx_path is None:
@@ -77,9 +79,13 @@ class OnnxBackend:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or 0  # 0: onnxruntime picks (all cores)
         options.inter_op_num_threads = 1
-        # No spin-waiting between calls: a server shares its cores with the event loop that
-        # parses requests, and spinning threads would take those cores away from it.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Spin-waiting between calls only for a process that has its cores to itself: a
+        # server shares them with the event loop that parses requests, and several predict
+        # workers with each other; spinning threads would take the cores from them.
+        options.add_session_config_entry("session.intra_op.allow_spinning",
+                                         "1" if spin else "0")
         providers: list = ["CPUExecutionProvider"]
         if device.type == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -95,16 +101,36 @@ class OnnxBackend:
         return self._session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
 
 
-def make_backend(bundle: LoadedBundle, backend: str = "torch", device: str = "cpu",
-                 compiled: bool = False, threads: int | None = None) -> Backend:
-    """Build a backend by name; `threads` caps intra-op threads (None: the runtime's default)."""
+def choose_backend(bundle: LoadedBundle, backend: str, device: torch.device,
+                   compiled: bool = False) -> str:
+    """The backend `auto` means, for predict and serve alike: onnxruntime when the bundle has
+    an ONNX graph and onnxruntime can run it on `device` (its CUDA provider on a GPU), else
+    torch; torch too when compilation is asked for."""
     if backend not in BACKENDS:
         raise UserError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
-    dev = _device(device)
+    if backend != "auto":
+        return backend
+    if compiled or bundle.onnx_path is None:
+        return "torch"
+    if device.type == "cuda":
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            return "torch"
+    return "onnxruntime" if device.type in ("cpu", "cuda") else "torch"
+
+
+def make_backend(bundle: LoadedBundle, backend: str = "torch", device: str = "cpu",
+                 compiled: bool = False, threads: int | None = None,
+                 spin: bool = False) -> Backend:
+    """Build a backend by name (`auto`: see choose_backend); `threads` caps intra-op threads
+    (None: the runtime's default); `spin` lets onnxruntime's threads spin between calls."""
+    dev = resolve_device(device)
+    backend = choose_backend(bundle, backend, dev, compiled)
     if backend == "onnxruntime":
         if compiled:
             raise UserError("--compile applies to the torch backend only")
-        return OnnxBackend(bundle, dev, threads)
+        return OnnxBackend(bundle, dev, threads, spin)
     if threads:
         torch.set_num_threads(threads)
     return TorchBackend(bundle, dev, compiled)

@@ -25,7 +25,13 @@ from deepfleet._atomic import sha256_file, write_bytes_atomic, write_json_atomic
 from deepfleet.data import Manifest, Preprocessing, ShardEntry, read_manifest, verify_shard
 from deepfleet.data._crypto import DataKey
 from deepfleet.data._reader import dataset_key, decode_raw, open_shard
-from deepfleet.deploy._backends import Backend, cpu_threads_per_process, make_backend
+from deepfleet.deploy._backends import (
+    Backend,
+    choose_backend,
+    cpu_threads_per_process,
+    make_backend,
+    resolve_device,
+)
 from deepfleet.deploy._bundle import MODEL_JSON, LoadedBundle, load_bundle
 from deepfleet.errors import UserError
 
@@ -129,6 +135,7 @@ def _init_worker(bundle_root: str, backend: str, devices, threads: int, batch_si
                  key: DataKey | None) -> None:
     torch.set_num_threads(threads)
     bundle = load_bundle(bundle_root)
+    # Workers share the machine's cores: onnxruntime's threads must not spin.
     _setup(bundle, make_backend(bundle, backend, devices.get(), threads=threads), batch_size,
            key)
 
@@ -166,9 +173,14 @@ def _devices(device: str, nproc: int):
 
 def predict_dataset(bundle: LoadedBundle, data: str | Path, out: str | Path, *,
                     splits: list[str] | None = None, device: torch.device | str = "cpu",
-                    batch_size: int = 512, backend: str = "torch", nproc: int = 1,
-                    key: str | Path | DataKey | None = None) -> dict:
+                    batch_size: int = 512, backend: str = "auto", nproc: int = 1,
+                    key: str | Path | DataKey | None = None,
+                    threads: int | None = None) -> dict:
     """Predict every shard of the chosen splits; one output Parquet file per input shard.
+
+    `backend` auto picks onnxruntime when the bundle has an ONNX graph (the rule serve uses,
+    deepfleet.deploy.choose_backend), else torch. `threads` are the CPU threads of each
+    process (default: the cores divided among the processes).
 
     Shards already finished by an earlier run (output and inputs unchanged) are skipped.
     Encrypted shards need `key` (a key file, env:NAME, or $DEEPFLEET_DATA_KEY).
@@ -187,13 +199,18 @@ def predict_dataset(bundle: LoadedBundle, data: str | Path, out: str | Path, *,
     done = {t.file: r for t in tasks if (r := _finished(t, bundle_id)) is not None}
     todo = [t for t in tasks if t.file not in done]
     workers = min(nproc, len(todo))
+    chosen = choose_backend(bundle, backend, resolve_device(str(device)))
+    threads = threads or cpu_threads_per_process(max(1, workers))
     if todo and workers <= 1:
-        _setup(bundle, make_backend(bundle, backend, str(device)), batch_size, data_key)
+        torch.set_num_threads(threads)
+        # One process alone on its cores: onnxruntime's threads may spin between batches.
+        _setup(bundle, make_backend(bundle, chosen, str(device), threads=threads, spin=True),
+               batch_size, data_key)
         done.update((t.file, _run_task(t)) for t in todo)
     elif todo:
         ctx = multiprocessing.get_context("spawn")
-        init = (str(bundle.root), backend, _devices(str(device), workers),
-                cpu_threads_per_process(workers), batch_size, data_key)
+        init = (str(bundle.root), chosen, _devices(str(device), workers), threads, batch_size,
+                data_key)
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=init) as pool:
             done.update((t.file, r) for t, r in zip(todo, pool.map(_run_task, todo),
@@ -202,7 +219,7 @@ def predict_dataset(bundle: LoadedBundle, data: str | Path, out: str | Path, *,
                for t in tasks]
     result = {"bundle": str(bundle.root), "bundle_sha256": bundle_id,
               "data": str(manifest.root), "data_manifest_sha256": manifest.digest(),
-              "backend": backend, "nproc": max(1, workers), "files": entries,
+              "backend": chosen, "nproc": max(1, workers), "files": entries,
               "rows": sum(e["rows"] for e in entries), "skipped": len(tasks) - len(todo)}
     write_json_atomic(out / "manifest.json", result)
     return result

@@ -61,11 +61,8 @@ class _State:
 
 
 def _backends(config: ServeConfig, bundle: LoadedBundle) -> list[Backend]:
-    kind = config.backend
-    if kind == "auto":
-        kind = "onnxruntime" if bundle.onnx_path is not None else "torch"
     threads = cpu_threads_per_process(config.replicas * config.workers)
-    backends = [make_backend(bundle, kind, config.device, config.compiled, threads)
+    backends = [make_backend(bundle, config.backend, config.device, config.compiled, threads)
                 for _ in range(config.replicas)]
     for backend in backends:  # warm up: first calls allocate (and compile, when compiled)
         for rows in sorted({1, config.max_batch_size}):
