@@ -12,15 +12,22 @@ import torch.distributed as dist
 from deepfleet.errors import UserError
 
 
-def choose_device(preference: str = "auto") -> torch.device:
-    """auto: the current CUDA device when one is visible, else the CPU."""
+def choose_device(preference: str = "auto", local_rank: int | None = None) -> torch.device:
+    """auto: a CUDA device when one is visible, else the CPU. On CUDA a rank takes the GPU of
+    its local rank: `local_rank` as the caller's rank environment read it (torchrun's
+    LOCAL_RANK or Slurm's SLURM_LOCALID), else $LOCAL_RANK, else the current device."""
     if preference == "cpu":
         return torch.device("cpu")
     if preference == "cuda" and not torch.cuda.is_available():
         raise UserError("run.device: cuda was asked for, but no CUDA device is visible")
     if preference in ("cuda", "auto") and torch.cuda.is_available():
-        index = int(os.environ.get("LOCAL_RANK", torch.cuda.current_device()))
-        return torch.device("cuda", index)
+        if local_rank is None:
+            local_rank = int(os.environ.get("LOCAL_RANK", torch.cuda.current_device()))
+        count = torch.cuda.device_count()
+        if local_rank >= count:
+            raise UserError(f"local rank {local_rank} has no GPU: this node shows {count} "
+                            "CUDA device(s); start at most one process per GPU")
+        return torch.device("cuda", local_rank)
     return torch.device("cpu")
 
 

@@ -80,7 +80,7 @@ def stage_train(paths: RunPaths, progress: ProgressSink | None = None, *,
     set_cpu_threads(job.run.threads)
     # Training refuses to start on data that does not match its manifest.
     manifest = verify_dataset(paths.data_dir())
-    device = choose_device(job.run.device)
+    device = choose_device(job.run.device, env.local_rank)
     with process_group(env, device):
         seed_everything(job.run.seed, job.run.deterministic)
         model = _model_for(job, manifest)  # the same initial weights on every rank

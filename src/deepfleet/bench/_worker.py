@@ -40,12 +40,13 @@ def allreduce_gradients(model: nn.Module) -> None:
 
 def main(spec_path: str, out_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
-    device = choose_device(spec["device"])  # cuda: the GPU of LOCAL_RANK
+    env = detect_env()
+    device = choose_device(spec["device"], env.local_rank)  # cuda: the GPU of the local rank
     if spec.get("threads_per_rank"):
         torch.set_num_threads(spec["threads_per_rank"])
     # the project's group setup (backend per device, set_device, teardown also on error);
     # it runs before any timing starts, so the figures measure the same steps as before
-    with process_group(detect_env(), device) as env:
+    with process_group(env, device):
         rank, world = env.rank, env.world_size
         workload = load_workload(spec["workload"])
         result = bench_train(

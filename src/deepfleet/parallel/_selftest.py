@@ -86,7 +86,7 @@ def _all_reduce_row(device: torch.device, world: int) -> dict[str, Any]:
 def selftest_worker(keep_weights: bool = False) -> dict[str, Any]:
     """What each rank runs (under the elastic agent); rank 0's return value is the report."""
     env = detect_env()
-    device = choose_device("auto")
+    device = choose_device("auto", env.local_rank)
     with process_group(env, device):
         rows = [_all_reduce_row(device, env.world_size)]
         weights = {}
