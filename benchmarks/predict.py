@@ -12,7 +12,8 @@ Measured, batch 512, wall seconds of the whole call:
              1 and 2 processes: reading and verifying the shards, decoding, preprocessing,
              the model, and writing the Parquet predictions included
 Reported: samples/s and the ratio predict / plain (samples/s); rounds interleave the plain
-loop with each predict variant and the medians are compared. Writes
+loop with each predict variant (each round starting one variant later) and the medians are
+compared. Writes
 benchmarks/results/predict.json.
 
 Run: python benchmarks/predict.py [--rows 100000] [--rounds 2]
@@ -86,17 +87,25 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--variants", default="", help="e.g. auto-1,onnxruntime-1 (default all)")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "predict.json"))
     args = parser.parse_args()
+    variants = VARIANTS
+    if args.variants:
+        variants = [(v.rsplit("-", 1)[0], int(v.rsplit("-", 1)[1]))
+                    for v in args.variants.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         data, bundle_path = make_data(folder, args.rows)
         bundle = load_bundle(bundle_path)
         x = decoded(data)
         plain: list[float] = []
-        seconds: dict[str, list[float]] = {f"{b}-nproc{n}": [] for b, n in VARIANTS}
+        seconds: dict[str, list[float]] = {f"{b}-nproc{n}": [] for b, n in variants}
         chosen: dict[str, str] = {}
-        for _ in range(args.rounds):
-            for backend, nproc in VARIANTS:
+        for round_index in range(args.rounds):
+            # Each round starts one variant later, so no variant always runs first.
+            shift = round_index % len(variants)
+            for backend, nproc in variants[shift:] + variants[:shift]:
                 plain.append(plain_loop(bundle.onnx_path, x))
                 key = f"{backend}-nproc{nproc}"
                 wall, chosen[key] = predict_once(bundle, data, folder / "out", backend, nproc)
@@ -117,7 +126,7 @@ def main() -> None:
         "ratio_to_plain": {k: r / (args.rows / plain_median) for k, r in rates.items()},
         "machine": describe_machine(),
     }
-    out = ROOT / "benchmarks" / "results" / "predict.json"
+    out = Path(args.out)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("plain_onnxruntime_samples_per_s",
                                              "ratio_to_plain", "backend_used")}, indent=1))

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from conftest import run_deepfleet
-from deepfleet.parallel import DistEnv, run_selftest, selftest_config, selftest_data, selftest_model
+from deepfleet.parallel import DistEnv
+from deepfleet.selftest import run_selftest, selftest_config, selftest_data, selftest_model
 from deepfleet.train import Trainer
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from deepfleet.config import TrainSection
-from deepfleet.parallel import DistEnv, run_selftest, selftest_data, selftest_model
+from deepfleet.parallel import DistEnv
+from deepfleet.selftest import run_selftest, selftest_data, selftest_model
 from deepfleet.train import Trainer
 
 pytestmark = pytest.mark.gpu

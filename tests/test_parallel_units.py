@@ -15,12 +15,11 @@ from deepfleet.parallel import (
     LaunchOptions,
     build_topology,
     detect_env,
-    selftest_data,
-    selftest_model,
     split_children,
 )
 from deepfleet.pipeline import stage_prepare, train_job
 from deepfleet.runs import create_run
+from deepfleet.selftest import selftest_data, selftest_model
 from deepfleet.train import RankBatches, Trainer, lr_scale
 
 CPU = torch.device("cpu")

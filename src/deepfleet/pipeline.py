@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,8 @@ from deepfleet.data import (
     ShardStream,
     StreamLoader,
     prepare_from_config,
+    read_manifest,
     read_split,
-    verify_dataset,
 )
 from deepfleet.deploy import (
     LoadedBundle,
@@ -58,11 +60,11 @@ from deepfleet.train import (
 def stage_prepare(paths: RunPaths, job: JobConfig) -> Manifest:
     """Shards for the run: a prepared data set is referenced (and verified), else written."""
     if job.data.prepared:
-        manifest = verify_dataset(job.data.prepared)
+        manifest = read_manifest(job.data.prepared)  # its shards are checked as they are read
         paths.link_data(manifest.root)
         return manifest
-    prepare_from_config(job.data, paths.shards, job.run.seed)
-    return verify_dataset(paths.shards)
+    # The writer took every digest from the bytes it wrote: nothing to hash again here.
+    return prepare_from_config(job.data, paths.shards, job.run.seed)
 
 
 def _model_for(job: JobConfig, manifest: Manifest) -> torch.nn.Module:
@@ -78,8 +80,8 @@ def stage_train(paths: RunPaths, progress: ProgressSink | None = None, *,
     if (resume or env.restart_count > 0) and is_finished(paths.checkpoints, job.train):
         return _fit_on_disk(paths, already_finished=True)
     set_cpu_threads(job.run.threads)
-    # Training refuses to start on data that does not match its manifest.
-    manifest = verify_dataset(paths.data_dir())
+    # Each shard is checked against its sha256 when the stream first opens it.
+    manifest = read_manifest(paths.data_dir())
     device = choose_device(job.run.device, env.local_rank)
     with process_group(env, device):
         seed_everything(job.run.seed, job.run.deterministic)
@@ -89,7 +91,7 @@ def stage_train(paths: RunPaths, progress: ProgressSink | None = None, *,
         train = _train_stream(job, manifest, build_topology(job.train, env.world_size, model,
                                                            device), env.rank, device)
         data = job.data
-        val = (read_split(manifest, "val", verify=False, key=data.key)
+        val = (read_split(manifest, "val", key=data.key)
                if "val" in manifest.splits else None)
         log = MetricsLog(paths.metrics if env.is_main else None)
         try:
@@ -109,7 +111,7 @@ def _train_stream(job: JobConfig, manifest: Manifest, topology, rank: int,
     stream = ShardStream(manifest, "train", batch_size=job.train.batch_size, seed=job.run.seed,
                          rank=topology.dp_rank(rank), world_size=topology.dp,
                          uneven=data.uneven, shuffle_buffer=data.shuffle_buffer,
-                         cache=data.cache, verify=False, key=data.key)
+                         cache=data.cache, key=data.key)
     return StreamLoader(stream, num_workers=job.train.num_workers,
                         pin_memory=device.type == "cuda")
 
@@ -119,14 +121,37 @@ def train_job(paths: RunPaths, options: LaunchOptions | None = None,
     """Train a run folder: in this process, or on options.world_size ranks through the
     elastic agent (restarted up to options.max_restarts times, resuming each time)."""
     options = options or LaunchOptions()
-    if not must_launch(options):
-        return stage_train(paths, progress, resume=resume)
-    job = paths.load_job()
-    if resume and is_finished(paths.checkpoints, job.train):
-        return _fit_on_disk(paths, already_finished=True)
-    preflight(job.train, _model_for(job, verify_dataset(paths.data_dir())), options.world_size)
-    launch(paths.root, options, resume=resume)
-    return _fit_on_disk(paths)
+    with _recorded(paths, "train"):
+        if not must_launch(options):
+            return stage_train(paths, progress, resume=resume)
+        job = paths.load_job()
+        if resume and is_finished(paths.checkpoints, job.train):
+            return _fit_on_disk(paths, already_finished=True)
+        preflight(job.train, _model_for(job, read_manifest(paths.data_dir())),
+                  options.world_size)
+        launch(paths.root, options, resume=resume)
+        return _fit_on_disk(paths)
+
+
+@contextmanager
+def _recorded(paths: RunPaths, stage: str) -> Iterator[None]:
+    """Mark the run folder failed when `stage` fails (rank 0 writes it), and clear the mark
+    when the stage succeeds, so a half-made folder is never taken for a finished one."""
+    try:
+        yield
+    except BaseException as err:
+        if detect_env().is_main:
+            paths.mark_failed(stage, err)
+        raise
+    if detect_env().is_main:
+        paths.mark_succeeded()
+
+
+def _check_not_failed(paths: RunPaths) -> None:
+    failure = paths.failure()
+    if failure:
+        raise UserError(f"{paths.root}: the run failed ({failure}); train it again or resume "
+                        "it before evaluating or exporting it")
 
 
 def _fit_on_disk(paths: RunPaths, already_finished: bool = False) -> FitResult:
@@ -142,6 +167,7 @@ def _fit_on_disk(paths: RunPaths, already_finished: bool = False) -> FitResult:
 
 
 def _trained_model(paths: RunPaths, job: JobConfig, manifest: Manifest) -> torch.nn.Module:
+    _check_not_failed(paths)
     name = BEST if job.export.checkpoint == "best" else LAST
     weights = paths.checkpoints / name
     if not weights.is_file():
@@ -152,10 +178,10 @@ def _trained_model(paths: RunPaths, job: JobConfig, manifest: Manifest) -> torch
 def stage_evaluate(paths: RunPaths) -> dict[str, Any]:
     job = paths.load_job()
     set_cpu_threads(job.run.threads)
-    manifest = verify_dataset(paths.data_dir())
+    manifest = read_manifest(paths.data_dir())
     device = choose_device(job.run.device)
     model = _trained_model(paths, job, manifest).to(device)
-    split = read_split(manifest, job.evaluate.split, verify=False, key=job.data.key)
+    split = read_split(manifest, job.evaluate.split, key=job.data.key)
     probs = predict_proba(model, split.x, device, job.evaluate.batch_size)
     metrics = classification_metrics(split.y, probs.argmax(1), len(manifest.class_names),
                                      manifest.class_names)
@@ -167,7 +193,7 @@ def stage_evaluate(paths: RunPaths) -> dict[str, Any]:
 
 def stage_export(paths: RunPaths) -> Path:
     job = paths.load_job()
-    manifest = read_manifest_for(paths)
+    manifest = read_manifest(paths.data_dir())  # export reads no shard: none is hashed
     model = _trained_model(paths, job, manifest)
     extra = {"job.toml": paths.job_file}
     if (paths.report / "metrics.json").is_file():
@@ -180,10 +206,6 @@ def stage_export(paths: RunPaths) -> Path:
     if job.export.signing_key:
         sign_bundle(bundle, job.export.signing_key)
     return bundle
-
-
-def read_manifest_for(paths: RunPaths) -> Manifest:
-    return verify_dataset(paths.data_dir())
 
 
 def stage_predict(paths: RunPaths, splits: list[str] | None = None) -> dict[str, Any]:
@@ -215,9 +237,14 @@ def run_job(job: JobConfig, progress: ProgressSink | None = None) -> RunSummary:
         summary.seconds[name] = time.perf_counter() - started
         return value
 
-    timed("prepare", stage_prepare, paths, job)
-    summary.fit = timed("train", stage_train, paths, progress)
-    summary.metrics = timed("evaluate", stage_evaluate, paths)
-    timed("export", stage_export, paths)
-    summary.predicted_rows = timed("predict", stage_predict, paths)["rows"]
+    with _recorded(paths, "prepare"):
+        timed("prepare", stage_prepare, paths, job)
+    with _recorded(paths, "train"):
+        summary.fit = timed("train", stage_train, paths, progress)
+    with _recorded(paths, "evaluate"):
+        summary.metrics = timed("evaluate", stage_evaluate, paths)
+    with _recorded(paths, "export"):
+        timed("export", stage_export, paths)
+    with _recorded(paths, "predict"):
+        summary.predicted_rows = timed("predict", stage_predict, paths)["rows"]
     return summary

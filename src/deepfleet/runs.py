@@ -8,6 +8,7 @@ runs/<name>-<UTC time>/
   report/           metrics.json, report.md, confusion.png, curves.png
   bundle/           the exported model
   predictions/      batch predictions as Parquet
+  status.json       {"status": "failed", ...} while the last attempt at a stage failed
 """
 
 from __future__ import annotations
@@ -59,6 +60,30 @@ class RunPaths:
     @property
     def predictions(self) -> Path:
         return self.root / "predictions"
+
+    @property
+    def status(self) -> Path:
+        return self.root / "status.json"
+
+    def mark_failed(self, stage: str, error: BaseException) -> None:
+        """Record that `stage` failed, so no later stage takes this folder for a result."""
+        lines = str(error).strip().splitlines()
+        write_json_atomic(self.status, {"status": "failed", "stage": stage,
+                                        "error": f"{type(error).__name__}: "
+                                                 f"{lines[0] if lines else ''}"})
+
+    def mark_succeeded(self) -> None:
+        self.status.unlink(missing_ok=True)
+
+    def failure(self) -> str | None:
+        """Why this run's last attempt failed ("train: ..."), or None when it did not."""
+        if not self.status.is_file():
+            return None
+        try:
+            record = json.loads(self.status.read_text(encoding="utf-8"))
+            return f"{record['stage']}: {record['error']}"
+        except (ValueError, KeyError, TypeError):
+            return "unknown stage: status.json is unreadable"
 
     def data_dir(self) -> Path:
         """The prepared data this run uses: its own shards/ or the folder data.json names."""

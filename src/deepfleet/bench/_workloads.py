@@ -139,12 +139,12 @@ def synthetic_workload(name: str) -> Workload:
 def job_workload(job_file: str | Path, data_dir: str | Path) -> Workload:
     """The job's model and first-stage optimizer over its prepared, verified training split."""
     # Imported here: synthetic workloads (and scaling workers) need neither.
-    from deepfleet.data import read_split, verify_dataset
+    from deepfleet.data import read_manifest, read_split
     from deepfleet.train import build_optimizer
 
     job = load_job(job_file)
-    manifest = verify_dataset(data_dir)
-    train = read_split(manifest, "train", verify=False)
+    manifest = read_manifest(data_dir)
+    train = read_split(manifest, "train")  # each shard checked as it is read
     stage = job.train.stages[0]
     shape = tuple(manifest.sample_shape)
     if len(train) < job.train.batch_size:

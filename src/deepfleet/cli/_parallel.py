@@ -7,7 +7,7 @@ from rich.table import Table
 
 from deepfleet.cli._app import app, console
 from deepfleet.errors import UserError
-from deepfleet.parallel import run_selftest
+from deepfleet.selftest import run_selftest
 
 
 @app.command()

@@ -64,7 +64,11 @@ def _run_for(target: str, overrides: list[str]) -> RunPaths:
                         "--prepare-only` and pass its path")
     config = load_job(target, overrides)
     paths = create_run(config)
-    pipeline.stage_prepare(paths, config)
+    try:
+        pipeline.stage_prepare(paths, config)
+    except BaseException as err:
+        paths.mark_failed("prepare", err)
+        raise
     return paths
 
 

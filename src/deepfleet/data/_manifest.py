@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,9 @@ class Manifest:
 
     root: Path
     raw: dict[str, Any]
+    # Shards whose bytes this reader has checked (each is hashed once per reader, when it is
+    # first opened); a copy sent to a worker process checks again on its own.
+    verified: set[str] = field(default_factory=set, compare=False, repr=False)
 
     @property
     def class_names(self) -> list[str]:
@@ -149,10 +152,14 @@ def rows_problem(entry: ShardEntry, footer_rows: int) -> str | None:
 
 
 def verify_shard(manifest: Manifest, entry: ShardEntry) -> None:
-    """Raise UserError naming the shard when it is missing or its bytes changed."""
+    """Raise UserError naming the shard when it is missing or its bytes changed; a shard this
+    manifest's reader has checked already is not hashed again."""
+    if entry.file in manifest.verified:
+        return
     problem = shard_problem(manifest, entry)
     if problem:
         raise UserError(problem)
+    manifest.verified.add(entry.file)
 
 
 def dataset_problems(manifest: Manifest) -> list[str]:

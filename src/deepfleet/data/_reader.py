@@ -64,10 +64,15 @@ def dataset_key(manifest: Manifest, key: str | Path | bytes | DataKey | None) ->
     return data_key
 
 
-def open_shard(manifest: Manifest, entry: ShardEntry,
-               key: DataKey | None = None) -> pq.ParquetFile:
-    """A shard's Parquet reader, refused when its footer's row count is not the manifest's;
-    encrypted shards need the key returned by dataset_key."""
+def open_shard(manifest: Manifest, entry: ShardEntry, key: DataKey | None = None, *,
+               verify: bool = True) -> pq.ParquetFile:
+    """A shard's Parquet reader, refused when its bytes do not match the manifest's sha256
+    (checked the first time this manifest's reader opens it; `verify=False` skips it) or its
+    footer's row count is not the manifest's; encrypted shards need the key returned by
+    dataset_key. Readers check the shards they read, as they read them: nothing hashes a
+    whole data set before a stage."""
+    if verify:
+        verify_shard(manifest, entry)
     props = decryption_properties(key) if key is not None else None
     try:
         handle = pq.ParquetFile(manifest.root / entry.file, decryption_properties=props)
@@ -86,9 +91,8 @@ def read_split(data: str | Path | Manifest, split: str, *, verify: bool = True,
     data_key = dataset_key(manifest, key)
     ids, xs, ys = [], [], []
     for entry in manifest.shards(split):
-        if verify:
-            verify_shard(manifest, entry)
-        i, x, y = decode_batch(open_shard(manifest, entry, data_key).read(), manifest.scale)
+        i, x, y = decode_batch(open_shard(manifest, entry, data_key, verify=verify).read(),
+                               manifest.scale)
         ids.append(i)
         xs.append(x)
         ys.append(y)

@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from deepfleet.data._crypto import DataKey
-from deepfleet.data._manifest import Manifest, ShardEntry, read_manifest, verify_shard
+from deepfleet.data._manifest import Manifest, ShardEntry, read_manifest
 from deepfleet.data._reader import dataset_key, decode_raw, open_shard
 from deepfleet.errors import UserError
 
@@ -48,8 +48,9 @@ class _ShardRows:
     """Row ranges of shards, decoded a row group at a time (or whole shards when caching)."""
 
     def __init__(self, manifest: Manifest, files: list[ShardEntry], key: DataKey | None,
-                 cache: bool) -> None:
+                 cache: bool, verify: bool = True) -> None:
         self.manifest, self.files, self.key, self.cache = manifest, files, key, cache
+        self.verify = verify
         self._open: dict[int, Any] = {}
         self._starts: dict[int, np.ndarray] = {}
         self._groups: OrderedDict[tuple[int, int], tuple[np.ndarray, ...]] = OrderedDict()
@@ -61,7 +62,8 @@ class _ShardRows:
 
     def _file(self, shard: int):
         if shard not in self._open:
-            handle = open_shard(self.manifest, self.files[shard], self.key)
+            handle = open_shard(self.manifest, self.files[shard], self.key,
+                                verify=self.verify)
             meta = handle.metadata
             sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
             self._open[shard] = handle
@@ -135,9 +137,6 @@ class ShardStream(IterableDataset):
         self.manifest = data if isinstance(data, Manifest) else read_manifest(data)
         self.split = split
         entries = self.manifest.shards(split)
-        if verify:
-            for entry in entries:
-                verify_shard(self.manifest, entry)
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
         self.seed, self.shuffle, self.uneven = seed, shuffle, uneven
         self.shard_rows = np.array([e.rows for e in entries], dtype=np.int64)
@@ -154,7 +153,7 @@ class ShardStream(IterableDataset):
         self.epoch = 0
         self.start_batch = 0
         self.rows = _ShardRows(self.manifest, entries,
-                               dataset_key(self.manifest, key), cache)
+                               dataset_key(self.manifest, key), cache, verify)
 
     @property
     def shuffle_buffer(self) -> int:

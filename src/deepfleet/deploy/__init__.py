@@ -10,7 +10,6 @@ from deepfleet.deploy._bundle import (
     export_bundle,
     load_bundle,
     read_bundle_spec,
-    write_spec_file,
 )
 from deepfleet.deploy._onnx import ONNX_FILE, ONNX_TOLERANCE, export_onnx
 from deepfleet.deploy._predict import predict_dataset, predict_shard, predictions_table
@@ -38,5 +37,4 @@ __all__ = [
     "read_bundle_spec",
     "sign_bundle",
     "verify_bundle",
-    "write_spec_file",
 ]

@@ -14,7 +14,6 @@ an added file, a folder, a symlink, or a listed name that points outside the fol
 
 from __future__ import annotations
 
-import json
 import platform
 import shutil
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from deepfleet.data import Preprocessing
 from deepfleet.deploy._onnx import ONNX_FILE, ONNX_TOLERANCE, export_onnx
 from deepfleet.errors import UserError
 from deepfleet.models import build_model
-from deepfleet.train import load_weights, save_weights
+from deepfleet.weights import load_weights, save_weights
 
 FORMAT = "deepfleet.bundle/1"
 MODEL_JSON = "model.json"
@@ -183,11 +182,3 @@ def load_bundle(root: str | Path, device: torch.device | str = "cpu") -> LoadedB
     load_weights(model, root / WEIGHTS)
     model.to(device).eval()
     return LoadedBundle(root=root.resolve(), spec=spec, model=model)
-
-
-def write_spec_file(root: Path, name: str, obj: Any) -> None:
-    """Add a JSON file to an existing bundle and record its checksum in model.json."""
-    write_json_atomic(root / name, obj)
-    spec = json.loads((root / MODEL_JSON).read_text())
-    spec["files"][name] = sha256_file(root / name)
-    write_json_atomic(root / MODEL_JSON, spec)

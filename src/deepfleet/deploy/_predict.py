@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import torch
 
 from deepfleet._atomic import sha256_file, write_bytes_atomic, write_json_atomic
-from deepfleet.data import Manifest, Preprocessing, ShardEntry, read_manifest, verify_shard
+from deepfleet.data import Manifest, Preprocessing, ShardEntry, read_manifest
 from deepfleet.data._crypto import DataKey
 from deepfleet.data._reader import dataset_key, decode_raw, open_shard
 from deepfleet.deploy._backends import (
@@ -144,7 +144,6 @@ def _run_task(task: _Task) -> dict[str, Any]:
     bundle: LoadedBundle = _WORKER["bundle"]
     manifest = read_manifest(task.data)
     entry = next(e for e in manifest.shards(task.split) if e.file == task.file)
-    verify_shard(manifest, entry)
     table = predict_shard(bundle, manifest, entry, batch_size=_WORKER["batch_size"],
                           backend=_WORKER["backend"], key=_WORKER["key"])
     out = Path(task.out)

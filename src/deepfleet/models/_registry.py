@@ -60,7 +60,11 @@ def build_model(section: ModelSection, input_shape: Sequence[int], num_classes: 
         inspect.signature(factory).bind(tuple(input_shape), num_classes, **params)
     except TypeError as err:
         raise UserError(f"model.params: {err}") from None
-    model = factory(tuple(input_shape), num_classes, **params)
+    try:
+        model = factory(tuple(input_shape), num_classes, **params)
+    except (ValueError, TypeError) as err:  # the factory refuses these inputs or params
+        raise UserError(f"model {section.name}: cannot be built for samples of shape "
+                        f"{list(input_shape)} and {num_classes} classes ({err})") from None
     if not isinstance(model, nn.Module):
         raise UserError(f"model.name: {section.name} returned {type(model).__name__}, "
                         "not a torch.nn.Module")

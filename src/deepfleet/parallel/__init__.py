@@ -1,17 +1,12 @@
 """Parallel training on torch.distributed: who runs where (environment, topology), how the
-model is spread over the ranks (strategies), launching through torch.distributed.run, and a
-self-test of the machine. Model code never mentions ranks; everything about them is here."""
+model is spread over the ranks (strategies), and launching through torch.distributed.run.
+Model code never mentions ranks; everything about them is here. (The machine's self-test
+drives the trainer, so it lives above this package, in deepfleet.selftest.)"""
 
 from deepfleet.parallel._build import make_strategy
 from deepfleet.parallel._env import DistEnv, detect_env, in_worker, process_group
 from deepfleet.parallel._launch import LaunchOptions, launch, must_launch, preflight, run_id
 from deepfleet.parallel._pipeline import PipelineStrategy, StagePart, split_children
-from deepfleet.parallel._selftest import (
-    run_selftest,
-    selftest_config,
-    selftest_data,
-    selftest_model,
-)
 from deepfleet.parallel._strategy import (
     DDPStrategy,
     FSDPStrategy,
@@ -42,9 +37,5 @@ __all__ = [
     "preflight",
     "process_group",
     "run_id",
-    "run_selftest",
-    "selftest_config",
-    "selftest_data",
-    "selftest_model",
     "split_children",
 ]

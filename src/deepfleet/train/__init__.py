@@ -24,7 +24,7 @@ from deepfleet.train._loop import (
 )
 from deepfleet.train._optim import apply_freeze, build_optimizer, build_scheduler, lr_factor
 from deepfleet.train._seed import seed_everything
-from deepfleet.train._weights import load_weights, save_tensors, save_weights, state_tensors
+from deepfleet.weights import load_weights, save_tensors, save_weights
 
 __all__ = [
     "BEST",
@@ -56,5 +56,4 @@ __all__ = [
     "save_tensors",
     "save_weights",
     "seed_everything",
-    "state_tensors",
 ]

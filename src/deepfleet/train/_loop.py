@@ -24,7 +24,7 @@ from deepfleet.train._optim import apply_freeze, build_optimizer, build_schedule
 from deepfleet.train._precision import autocast_factory, configure_tf32, to_channels_last
 from deepfleet.train._rng import rng_state, set_rng_state
 from deepfleet.train._state import Position, Progress
-from deepfleet.train._weights import save_tensors
+from deepfleet.weights import save_tensors
 
 BEST = "best.safetensors"
 LAST = "last.safetensors"

@@ -7,8 +7,8 @@ import numpy as np
 import torch
 
 
-def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
-    """Seed Python, NumPy and torch; returns a generator for data shuffling."""
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed Python, NumPy and torch (data shuffles take their own seeds from the job)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -17,6 +17,3 @@ def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    return generator

@@ -1,6 +1,7 @@
 """`deepfleet selftest --nproc N`: a short distributed check of this machine. Every strategy
 trains a few steps on the same tiny problem and is compared with one process on the same
-global batch; an all-reduce is checked and timed."""
+global batch; an all-reduce is checked and timed. It drives the Trainer under each strategy,
+so it sits above both deepfleet.train and deepfleet.parallel."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from torch import nn
 from deepfleet.config import TrainSection
 from deepfleet.data import SplitArrays
 from deepfleet.devices import choose_device
-from deepfleet.parallel._env import detect_env, process_group
+from deepfleet.parallel import detect_env, process_group
+from deepfleet.train import Trainer
 
 # (name, strategy, per-rank batch divisor, accumulation, pipeline schedule)
 CASES = [
@@ -61,8 +63,6 @@ def selftest_config(strategy: str, world_size: int, divisor: int | None = 1,
 
 def train_case(config: TrainSection, env, device: torch.device) -> dict[str, torch.Tensor]:
     """Train one case on this rank; every rank returns the complete final weights."""
-    from deepfleet.train import Trainer  # the loop imports this package
-
     trainer = Trainer(config, selftest_model(), device, seed=0, env=env)
     trainer.fit(selftest_data())
     return {k: v.detach().cpu().clone() for k, v in trainer.strategy.full_state_dict().items()}

@@ -1,4 +1,5 @@
-"""Model weights as safetensors, written atomically; loading never unpickles."""
+"""Model weights as safetensors, written atomically; loading never unpickles. Training and
+deployment both use it, so a server loads weights without the training stack."""
 
 from __future__ import annotations
 
@@ -13,12 +14,8 @@ from deepfleet._atomic import write_bytes_atomic
 from deepfleet.errors import UserError
 
 
-def state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A CPU, contiguous copy of the state dict (safetensors refuses shared storage)."""
-    return cpu_tensors(model.state_dict())
-
-
 def cpu_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A CPU, contiguous copy of every tensor (safetensors refuses shared storage)."""
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
 
 

@@ -1,0 +1,46 @@
+"""Routes open by design (no token): health, readiness and Prometheus metrics, which probes
+and scrapers call without credentials. Nothing here reveals the model's inputs or runs it."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from deepfleet import __version__
+from deepfleet.deploy.serve._http import json_response
+from deepfleet.deploy.serve._state import metrics_of, model_named, served
+
+router = APIRouter()
+
+
+@router.get("/v2", tags=["health"])
+async def server_metadata():
+    return json_response({"name": "deepfleet", "version": __version__, "extensions": []})
+
+
+@router.get("/v2/health/live", tags=["health"])
+async def live():
+    return json_response({"live": True})
+
+
+@router.get("/v2/health/ready", tags=["health"])
+async def ready(request: Request):
+    return json_response({"ready": getattr(request.app.state, "served", None) is not None})
+
+
+@router.get("/v2/models/{name}/ready", tags=["models"])
+async def model_ready(name: str, request: Request):
+    return json_response({"name": model_named(request, name).bundle.name, "ready": True})
+
+
+@router.get("/v2/models/{name}/versions/{version}/ready", tags=["models"])
+async def model_version_ready(name: str, version: str, request: Request):
+    return json_response({"name": model_named(request, name, version).bundle.name,
+                          "ready": True})
+
+
+@router.get("/metrics", tags=["health"])
+async def prometheus_metrics(request: Request):
+    metrics = metrics_of(request)
+    return Response(metrics.render(), media_type=metrics.content_type,
+                    headers={"X-Queue-Depth": str(served(request).batcher.depth)})
