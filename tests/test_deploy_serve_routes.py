@@ -25,9 +25,15 @@ def client(trained_run):
 
 
 def _routes(app) -> list[tuple[str, str]]:
-    found = []
-    for route in app.routes:
-        if isinstance(route, APIRoute | Route):
+    """(method, path) of every route, inside included routers too (newer FastAPI keeps an
+    included router as one entry of app.routes; the routers here have no prefix)."""
+    found, pending = [], list(app.routes)
+    while pending:
+        route = pending.pop(0)
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            pending += list(included.routes)
+        elif isinstance(route, APIRoute | Route):
             found += [(method, route.path) for method in sorted(route.methods or ())
                       if method != "HEAD"]
     return found
