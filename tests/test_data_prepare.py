@@ -147,8 +147,9 @@ def test_tampered_shard_is_named_and_training_refuses(tmp_path):
     with pytest.raises(UserError, match=victim):
         stage_train(paths)
     assert not (paths.checkpoints / "last.safetensors").exists()
-    with pytest.raises(UserError, match=victim):
-        ShardStream(paths.shards, batch_size=8)
+    with pytest.raises(UserError, match=victim):  # refused when the stream reads it
+        for _ in ShardStream(paths.shards, batch_size=8):
+            pass
     (paths.shards / victim).unlink()
     with pytest.raises(UserError, match=f"shard {victim} is missing"):
         verify_dataset(paths.shards)

@@ -7,18 +7,8 @@ from pathlib import Path
 import typer
 
 from deepfleet.cli._app import app, console
-from deepfleet.cluster import (
-    ClusterSpec,
-    ServeSpec,
-    SlurmSpec,
-    job_name,
-    k8s_name,
-    prepare_run_at,
-    write_k8s,
-    write_sbatch,
-    write_serve,
-)
-from deepfleet.config import load_job, resolve_job_path
+
+# The generators are imported by the commands that run them, not by `deepfleet --help`.
 
 cluster = typer.Typer(help="Kubernetes manifests and Slurm scripts for running on clusters.",
                       no_args_is_help=True)
@@ -55,6 +45,15 @@ def k8s(
 ) -> None:
     """Kubernetes manifests: a PyTorchJob and an Indexed Job for training, or with --serve a
     Deployment, Service and HorizontalPodAutoscaler for the server."""
+    from deepfleet.cluster import (
+        ClusterSpec,
+        ServeSpec,
+        job_name,
+        k8s_name,
+        write_k8s,
+        write_serve,
+    )
+
     name = k8s_name(job_name(job))
     if serve:
         written = write_serve(ServeSpec(
@@ -85,6 +84,9 @@ def slurm(
                                  "runs/NAME in the folder sbatch is run from)."),
 ) -> None:
     """An sbatch script running one `deepfleet train` launcher per node with srun."""
+    from deepfleet.cluster import SlurmSpec, write_sbatch
+    from deepfleet.config import load_job, resolve_job_path
+
     path = write_sbatch(SlurmSpec(
         name=load_job(job).run.name, job_file=str(resolve_job_path(job)),
         run_dir=str(run_dir.resolve()) if run_dir else None, nodes=nodes,
@@ -100,5 +102,7 @@ def prepare(
 ) -> None:
     """Make the run folder at a fixed path (or find it there): what every node of a cluster
     job runs before `deepfleet train RUN_DIR`. Safe when many nodes run it at once."""
+    from deepfleet.cluster import prepare_run_at
+
     paths = prepare_run_at(job, run_dir)
     console.print(str(paths.root), soft_wrap=True)

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from pydantic import ValidationError
 
 from deepfleet.cli._app import app, console
-from deepfleet.config import DataSection
-from deepfleet.data import dataset_key, load_data_key, prepare_from_config, verify_dataset
 from deepfleet.errors import UserError
+
+if TYPE_CHECKING:
+    from deepfleet.config import DataSection
+
+# Each command imports what it runs when it runs: `deepfleet --help` loads none of it.
 
 
 def _data_section(**values) -> DataSection:
     """The flags as a [data] table, checked by the same rules as a job file."""
+    from pydantic import ValidationError
+
+    from deepfleet.config import DataSection
+
     try:
         return DataSection(**{k: v for k, v in values.items() if v is not None})
     except ValidationError as err:
@@ -45,6 +52,8 @@ def prepare(
     data = _data_section(source=source, shards=shards, val_fraction=val_fraction,
                          test_fraction=test_fraction, key=key, label_column=label_column,
                          image_size=list(image_size) if image_size else None, workers=workers)
+    from deepfleet.data import prepare_from_config
+
     manifest = prepare_from_config(data, out, seed)
     rows = ", ".join(f"{s} {manifest.rows(s)}" for s in manifest.splits)
     encrypted = f", encrypted ({manifest.encryption['key_id']})" if manifest.encryption else ""
@@ -60,6 +69,8 @@ def verify_data(
 ) -> None:
     """Check manifest.json against its own digest and every shard against its sha256 and row
     count; names the first problem."""
+    from deepfleet.data import dataset_key, load_data_key, verify_dataset
+
     manifest = verify_dataset(folder)
     parts = [f"{s} {len(manifest.shards(s))} shards / {manifest.rows(s)} rows"
              for s in manifest.splits]

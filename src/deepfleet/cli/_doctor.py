@@ -1,12 +1,13 @@
-from rich.table import Table
-
 from deepfleet.cli._app import app, console
-from deepfleet.devices import describe_machine
 
 
 @app.command()
 def doctor() -> None:
     """Devices, versions and the backend a job would use on this machine."""
+    from rich.table import Table
+
+    from deepfleet.devices import describe_machine
+
     info = describe_machine()
     table = Table(title="deepfleet doctor", show_header=False)
     table.add_column("what")

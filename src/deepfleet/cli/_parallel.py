@@ -7,7 +7,6 @@ from rich.table import Table
 
 from deepfleet.cli._app import app, console
 from deepfleet.errors import UserError
-from deepfleet.selftest import run_selftest
 
 
 @app.command()
@@ -17,6 +16,8 @@ def selftest(
     """All-reduce, then a few steps of ddp, fsdp and pipeline against one process."""
     if nproc < 2:
         raise UserError("--nproc must be at least 2 for a distributed self-test")
+    from deepfleet.selftest import run_selftest  # torch and the trainer: only when running
+
     report = run_selftest(nproc)
     table = Table(title=f"selftest: {report['world_size']} processes, {report['backend']} "
                         f"on {report['device']}")

@@ -7,19 +7,16 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from deepfleet import pipeline
 from deepfleet.cli._app import OVERRIDES_HELP, app, console
 from deepfleet.cli._deploy import PUBLIC_KEY_ENV, PUBLIC_KEY_HELP
-from deepfleet.config import load_job
-from deepfleet.deploy import open_bundle, predict_dataset
 from deepfleet.errors import UserError
-from deepfleet.evaluate import HEADLINE
-from deepfleet.parallel import LaunchOptions, detect_env, in_worker, must_launch
-from deepfleet.runs import RunPaths, create_run, open_run
-from deepfleet.train import default_progress
+
+# Each command imports the stages it runs when it runs (torch, pyarrow, onnx and the rest take
+# seconds to import): `deepfleet --help` and `deepfleet train --help` load none of them.
 
 
-def _print_summary(summary: pipeline.RunSummary) -> None:
+def _print_summary(summary) -> None:
+    """The run's table: one row per stage with its seconds and result."""
     table = Table(title=f"run {summary.paths.root.name}")
     table.add_column("stage")
     table.add_column("seconds", justify="right")
@@ -47,13 +44,22 @@ def run(
     set_: list[str] = typer.Option([], "--set", help=OVERRIDES_HELP),
 ) -> None:
     """Run every stage of a job: prepare, train, evaluate, export, predict."""
+    from deepfleet import pipeline
+    from deepfleet.config import load_job
+    from deepfleet.train import default_progress
+
     config = load_job(job, set_)
     summary = pipeline.run_job(config, default_progress())
     _print_summary(summary)
 
 
-def _run_for(target: str, overrides: list[str]) -> RunPaths:
+def _run_for(target: str, overrides: list[str]):
     """A run folder as is, or a new one for a job file."""
+    from deepfleet import pipeline
+    from deepfleet.config import load_job
+    from deepfleet.parallel import in_worker
+    from deepfleet.runs import create_run, open_run
+
     if Path(target).is_dir():
         if overrides:
             raise UserError("--set applies to a job file, not to an existing run folder")
@@ -89,6 +95,10 @@ def train(
                                       "the run folder (for torchrun/srun), print its path."),
 ) -> None:
     """Train a model; writes checkpoints/ and metrics.jsonl in the run folder."""
+    from deepfleet import pipeline
+    from deepfleet.parallel import LaunchOptions, detect_env, must_launch
+    from deepfleet.train import default_progress
+
     options = LaunchOptions(nproc, nnodes, node_rank, rdzv, max_restarts)
     options.check()  # before a run folder is made for nothing
     paths = _run_for(target, set_)
@@ -110,6 +120,10 @@ def train(
 @app.command()
 def evaluate(run_folder: str = typer.Argument(..., help="A trained run folder.")) -> None:
     """Evaluate the best checkpoint; writes report/ (metrics.json, report.md, PNGs)."""
+    from deepfleet import pipeline
+    from deepfleet.evaluate import HEADLINE
+    from deepfleet.runs import open_run
+
     paths = open_run(run_folder)
     metrics = pipeline.stage_evaluate(paths)
     table = Table(title=f"{metrics['split']} split, {metrics['samples']} samples")
@@ -125,6 +139,9 @@ def evaluate(run_folder: str = typer.Argument(..., help="A trained run folder.")
 def export(run_folder: str = typer.Argument(..., help="A trained run folder.")) -> None:
     """Export the trained model as a bundle (safetensors, ONNX, model.json; signed when
     [export] signing_key is set)."""
+    from deepfleet import pipeline
+    from deepfleet.runs import open_run
+
     bundle = pipeline.stage_export(open_run(run_folder))
     console.print(f"bundle: {bundle}")
 
@@ -151,6 +168,9 @@ def predict(
 
     Resumable: a rerun skips shards whose output is finished and still matches.
     """
+    from deepfleet.deploy import open_bundle, predict_dataset
+    from deepfleet.runs import open_run
+
     if not data.exists():
         raise UserError(f"{data}: data path does not exist")
     if (data / "job.toml").is_file():
