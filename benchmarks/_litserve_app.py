@@ -27,8 +27,9 @@ class OnnxAPI(ls.LitAPI):
         self.shape = spec["input"]["shape"]
         self.class_names = spec["class_names"]
         self.name = spec["name"]
-        self.session = ort.InferenceSession(str(self.bundle / "model.onnx"),
-                                            providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            str(self.bundle / "model.onnx"), providers=["CPUExecutionProvider"]
+        )
 
     def decode_request(self, request):
         return np.asarray(request["instances"], dtype=np.float32).reshape(-1, *self.shape)
@@ -46,9 +47,18 @@ class OnnxAPI(ls.LitAPI):
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs = exp / exp.sum(axis=1, keepdims=True)
         labels = probs.argmax(axis=1)
-        return {"model_name": self.name, "predictions": [
-            {"label": int(k), "label_name": self.class_names[k], "confidence": float(p[k]),
-             "probabilities": p.tolist()} for k, p in zip(labels, probs, strict=True)]}
+        return {
+            "model_name": self.name,
+            "predictions": [
+                {
+                    "label": int(k),
+                    "label_name": self.class_names[k],
+                    "confidence": float(p[k]),
+                    "probabilities": p.tolist(),
+                }
+                for k, p in zip(labels, probs, strict=True)
+            ],
+        }
 
 
 if __name__ == "__main__":

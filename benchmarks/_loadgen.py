@@ -24,19 +24,24 @@ class LoadResult:
 
     def summary(self) -> dict:
         lat = np.array(self.latencies) * 1000 if self.latencies else np.zeros(1)
-        return {"clients": self.clients, "seconds": round(self.seconds, 2),
-                "requests": len(self.latencies),
-                "throughput_rps": round(len(self.latencies) / self.seconds, 1),
-                "p50_ms": round(float(np.percentile(lat, 50)), 2),
-                "p99_ms": round(float(np.percentile(lat, 99)), 2),
-                "codes": {str(k): v for k, v in sorted(self.codes.items())},
-                "failures": self.failures}
+        return {
+            "clients": self.clients,
+            "seconds": round(self.seconds, 2),
+            "requests": len(self.latencies),
+            "throughput_rps": round(len(self.latencies) / self.seconds, 1),
+            "p50_ms": round(float(np.percentile(lat, 50)), 2),
+            "p99_ms": round(float(np.percentile(lat, 99)), 2),
+            "codes": {str(k): v for k, v in sorted(self.codes.items())},
+            "failures": self.failures,
+        }
 
 
 def http_request(port: int, path: str, body: bytes, token: str | None = None) -> bytes:
     auth = f"Authorization: Bearer {token}\r\n" if token else ""
-    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{auth}\r\n")
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{auth}\r\n"
+    )
     return head.encode() + body
 
 
@@ -61,8 +66,9 @@ async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, bool]:
     return status, close
 
 
-async def _run(port: int, requests: list[bytes], clients: int, seconds: float,
-               max_requests: int) -> LoadResult:
+async def _run(
+    port: int, requests: list[bytes], clients: int, seconds: float, max_requests: int
+) -> LoadResult:
     result = LoadResult(clients, seconds)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
@@ -95,6 +101,7 @@ async def _run(port: int, requests: list[bytes], clients: int, seconds: float,
     return result
 
 
-def run_load(port: int, requests: list[bytes], clients: int, seconds: float,
-             max_requests: int = 1_000_000) -> LoadResult:
+def run_load(
+    port: int, requests: list[bytes], clients: int, seconds: float, max_requests: int = 1_000_000
+) -> LoadResult:
     return asyncio.run(_run(port, requests, clients, seconds, max_requests))

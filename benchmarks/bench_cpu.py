@@ -30,19 +30,36 @@ def _inference_ratios(report: dict) -> list[dict]:
     for (backend, batch), row in sorted(rows.items()):
         base = rows.get(("torch", batch))
         if backend != "torch" and base:
-            out.append({"batch_size": batch, "baseline": "torch",
-                        "onnxruntime_over_torch_samples_per_s":
-                        row["samples_per_s"] / base["samples_per_s"],
-                        "p50_ms": {"torch": base["p50_ms"], backend: row["p50_ms"]}})
+            out.append(
+                {
+                    "batch_size": batch,
+                    "baseline": "torch",
+                    "onnxruntime_over_torch_samples_per_s": row["samples_per_s"]
+                    / base["samples_per_s"],
+                    "p50_ms": {"torch": base["p50_ms"], backend: row["p50_ms"]},
+                }
+            )
     return out
 
 
 def _scaling_ratio(report: dict) -> dict | None:
     rows = (report.get("scaling") or {}).get("rows", [])
-    return {"baseline": "1 process", "rows": [
-        {"nproc": r["nproc"], "efficiency": r["efficiency"],
-         "samples_per_s_ratio": r["samples_per_s"]["median"]
-         / rows[0]["samples_per_s"]["median"]} for r in rows]} if rows else None
+    return (
+        {
+            "baseline": "1 process",
+            "rows": [
+                {
+                    "nproc": r["nproc"],
+                    "efficiency": r["efficiency"],
+                    "samples_per_s_ratio": r["samples_per_s"]["median"]
+                    / rows[0]["samples_per_s"]["median"],
+                }
+                for r in rows
+            ],
+        }
+        if rows
+        else None
+    )
 
 
 def main() -> int:
@@ -54,22 +71,42 @@ def main() -> int:
     # them mid-run would mark the later runs' git commit as dirty
     with tempfile.TemporaryDirectory(prefix="deepfleet-bench-") as tmp:
         requests = {
-            "digits_job": BenchRequest(job="digits", overrides=[f"run.runs_dir={tmp}/runs"],
-                                       devices=["cpu", "cuda"], nproc=[1, 2], train=train,
-                                       infer=infer, out=Path(tmp) / "digits", **one),
+            "digits_job": BenchRequest(
+                job="digits",
+                overrides=[f"run.runs_dir={tmp}/runs"],
+                devices=["cpu", "cuda"],
+                nproc=[1, 2],
+                train=train,
+                infer=infer,
+                out=Path(tmp) / "digits",
+                **one,
+            ),
             "digits_job_2_threads": BenchRequest(
-                job="digits", overrides=[f"run.runs_dir={tmp}/runs"], train=train,
-                run_infer=False, out=Path(tmp) / "digits2", threads=2),
-            "cnn_synthetic": BenchRequest(workload="cnn", devices=["cpu"], train=train,
-                                          infer=infer, out=Path(tmp) / "cnn", **one),
+                job="digits",
+                overrides=[f"run.runs_dir={tmp}/runs"],
+                train=train,
+                run_infer=False,
+                out=Path(tmp) / "digits2",
+                threads=2,
+            ),
+            "cnn_synthetic": BenchRequest(
+                workload="cnn",
+                devices=["cpu"],
+                train=train,
+                infer=infer,
+                out=Path(tmp) / "cnn",
+                **one,
+            ),
         }
         for name, request in requests.items():
             report, folder = run_bench(request)
             results["runs"][name] = {
                 "report": report,
-                "ratios": {"inference": _inference_ratios(report),
-                           "scaling": _scaling_ratio(report),
-                           "devices": report["comparison"]},
+                "ratios": {
+                    "inference": _inference_ratios(report),
+                    "scaling": _scaling_ratio(report),
+                    "devices": report["comparison"],
+                },
             }
             markdown[name] = (folder / "bench.md").read_text()
     one_thread = results["runs"]["digits_job"]["report"]["train"]["cpu"]
@@ -77,7 +114,8 @@ def main() -> int:
     results["threads_ratio"] = {
         "baseline": "digits job training, 1 torch thread",
         "two_over_one_samples_per_s": two_threads["samples_per_s"]["median"]
-        / one_thread["samples_per_s"]["median"]}
+        / one_thread["samples_per_s"]["median"],
+    }
     write_json_atomic(RESULTS / f"{NAME}.json", results)
     for name, text in markdown.items():
         write_text_atomic(RESULTS / f"{NAME}_{name}.md", text)

@@ -27,21 +27,38 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("no CUDA device is visible: nothing measured, nothing written", file=sys.stderr)
         return 1
-    fast = TrainOptions(precision="bf16", channels_last=True, compile=True, steps=30,
-                        repeats=5, warmup=15)
-    results: dict = {"machine": describe_machine(), "device": torch.cuda.get_device_name(),
-                     "targets": TARGETS, "runs": {}}
+    fast = TrainOptions(
+        precision="bf16", channels_last=True, compile=True, steps=30, repeats=5, warmup=15
+    )
+    results: dict = {
+        "machine": describe_machine(),
+        "device": torch.cuda.get_device_name(),
+        "targets": TARGETS,
+        "runs": {},
+    }
     with tempfile.TemporaryDirectory(prefix="deepfleet-bench-") as tmp:
         requests = {
             "resnet50_224": BenchRequest(
-                workload="resnet50-224", devices=["cuda"], run_infer=False, out=Path(tmp) / "r50",
-                train=TrainOptions(**{**fast.to_dict(), "batch_size": 256})),
+                workload="resnet50-224",
+                devices=["cuda"],
+                run_infer=False,
+                out=Path(tmp) / "r50",
+                train=TrainOptions(**{**fast.to_dict(), "batch_size": 256}),
+            ),
             "gpt_large": BenchRequest(
-                workload="gpt-large", devices=["cuda"], run_infer=False, out=Path(tmp) / "gpt",
-                train=TrainOptions(**{**fast.to_dict(), "channels_last": False})),
+                workload="gpt-large",
+                devices=["cuda"],
+                run_infer=False,
+                out=Path(tmp) / "gpt",
+                train=TrainOptions(**{**fast.to_dict(), "channels_last": False}),
+            ),
             "digits_cpu_vs_gpu": BenchRequest(
-                job="digits", overrides=[f"run.runs_dir={tmp}/runs"], devices=["cpu", "cuda"],
-                out=Path(tmp) / "digits", infer=InferOptions(batch_sizes=[1, 64, 512])),
+                job="digits",
+                overrides=[f"run.runs_dir={tmp}/runs"],
+                devices=["cpu", "cuda"],
+                out=Path(tmp) / "digits",
+                infer=InferOptions(batch_sizes=[1, 64, 512]),
+            ),
         }
         for name, request in requests.items():
             report, _ = run_bench(request)

@@ -53,14 +53,15 @@ def mnist_like(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     for sx in range(5):
         for sy in range(5):
             rows = (dx == sx) & (dy == sy)
-            out[rows, sx:sx + 24, sy:sy + 24] = big[rows]
+            out[rows, sx : sx + 24, sy : sy + 24] = big[rows]
     out += rng.normal(0, 6, out.shape) * (out > 0)
     return np.clip(out, 0, 255).astype(np.uint8), digits.y[pick]
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
     header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(
-        f">{array.ndim}I", *array.shape)
+        f">{array.ndim}I", *array.shape
+    )
     path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
@@ -89,15 +90,26 @@ def epoch_rate(batches, check: int) -> float:
     return seen / seconds
 
 
-def measure(workers: int, x4: np.ndarray, y: np.ndarray, shards: Path, round_: int,
-            epochs: int, rates: dict[str, list[float]]) -> None:
+def measure(
+    workers: int,
+    x4: np.ndarray,
+    y: np.ndarray,
+    shards: Path,
+    round_: int,
+    epochs: int,
+    rates: dict[str, list[float]],
+) -> None:
     """Reader and baseline side by side with persistent workers: a first epoch each (worker
     start-up included), then `epochs` steady epochs alternating reader, baseline, reader..."""
-    reader = StreamLoader(ShardStream(shards, batch_size=BATCH, seed=round_),
-                          num_workers=workers)
-    base = DataLoader(ArrayDataset(x4, y), batch_size=BATCH, shuffle=True,
-                      num_workers=workers, persistent_workers=workers > 0,
-                      generator=torch.Generator().manual_seed(round_))
+    reader = StreamLoader(ShardStream(shards, batch_size=BATCH, seed=round_), num_workers=workers)
+    base = DataLoader(
+        ArrayDataset(x4, y),
+        batch_size=BATCH,
+        shuffle=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(round_),
+    )
     rates.setdefault(f"reader_w{workers}_first_epoch", []).append(epoch_rate(reader, SAMPLES))
     rates.setdefault(f"baseline_w{workers}_first_epoch", []).append(epoch_rate(base, SAMPLES))
     for epoch in range(1, epochs + 1):
@@ -122,7 +134,7 @@ def numpy_gather_rate(x: np.ndarray, seed: int) -> float:
     started = time.perf_counter()
     for lo in range(0, len(x), BATCH):
         batch = np.empty((min(BATCH, len(x) - lo), *x.shape[1:]), np.float32)
-        np.multiply(x[perm[lo:lo + BATCH]], SCALE, out=batch, casting="unsafe")
+        np.multiply(x[perm[lo : lo + BATCH]], SCALE, out=batch, casting="unsafe")
     return len(x) / (time.perf_counter() - started)
 
 
@@ -140,9 +152,25 @@ def main() -> None:
     write_idx(src / "train-labels-idx1-ubyte", y)
     started = time.perf_counter()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    subprocess.run([sys.executable, "-m", "deepfleet", "prepare", str(src), "--out",
-                    str(work / "shards"), "--shards", "8", "--val", "0", "--test", "0"],
-                   check=True, env=env)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deepfleet",
+            "prepare",
+            str(src),
+            "--out",
+            str(work / "shards"),
+            "--shards",
+            "8",
+            "--val",
+            "0",
+            "--test",
+            "0",
+        ],
+        check=True,
+        env=env,
+    )
     prepare_seconds = time.perf_counter() - started
     shard_bytes = sum(p.stat().st_size for p in (work / "shards").glob("*.parquet"))
     x4 = x[:, None]  # the same arrays the shards hold, N x 1 x 28 x 28
@@ -153,42 +181,62 @@ def main() -> None:
             measure(w, x4, y, work / "shards", r, args.epochs, rates)
         rates.setdefault("numpy_copy", []).append(numpy_copy_rate(x4))
         rates.setdefault("numpy_gather_float", []).append(numpy_gather_rate(x4, r))
-        print(f"round {r + 1}/{args.rounds}: " + ", ".join(
-            f"{k} {v[-1]:,.0f}/s" for k, v in rates.items()), flush=True)
+        print(
+            f"round {r + 1}/{args.rounds}: "
+            + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in rates.items()),
+            flush=True,
+        )
 
     median = {k: statistics.median(v) for k, v in rates.items() if not k.startswith("ratio")}
     result = {
         "benchmark": "data_stream",
         "baseline": "torch.utils.data.DataLoader over a map-style Dataset of the same arrays "
-                    "(same batch size, shuffle, workers)",
-        "data": {"samples": SAMPLES, "shape": [1, 28, 28], "dtype": "uint8",
-                 "source": "MNIST IDX files (synthetic MNIST-like images) via deepfleet prepare",
-                 "shards": 8, "shard_bytes": shard_bytes, "raw_bytes": int(x.nbytes),
-                 "prepare_seconds": round(prepare_seconds, 2)},
+        "(same batch size, shuffle, workers)",
+        "data": {
+            "samples": SAMPLES,
+            "shape": [1, 28, 28],
+            "dtype": "uint8",
+            "source": "MNIST IDX files (synthetic MNIST-like images) via deepfleet prepare",
+            "shards": 8,
+            "shard_bytes": shard_bytes,
+            "raw_bytes": int(x.nbytes),
+            "prepare_seconds": round(prepare_seconds, 2),
+        },
         "batch_size": BATCH,
         "rounds": args.rounds,
         "steady_epochs_per_round": args.epochs,
         "samples_per_s_median": {k: round(v) for k, v in median.items()},
-        "samples_per_s_all": {k: [round(v) for v in vs] for k, vs in rates.items()
-                              if not k.startswith("ratio")},
+        "samples_per_s_all": {
+            k: [round(v) for v in vs] for k, vs in rates.items() if not k.startswith("ratio")
+        },
         "ratio_reader_vs_baseline": {  # median over adjacent (reader, baseline) epoch pairs
-            f"workers_{w}": round(statistics.median(rates[f"ratio_w{w}"]), 2) for w in WORKERS},
+            f"workers_{w}": round(statistics.median(rates[f"ratio_w{w}"]), 2) for w in WORKERS
+        },
         "ratio_reader_vs_baseline_all_pairs": {
-            f"workers_{w}": [round(v, 2) for v in rates[f"ratio_w{w}"]] for w in WORKERS},
-        "fraction_of_numpy_copy": {k: round(v / median["numpy_copy"], 4)
-                                   for k, v in median.items() if not k.startswith("numpy")},
+            f"workers_{w}": [round(v, 2) for v in rates[f"ratio_w{w}"]] for w in WORKERS
+        },
+        "fraction_of_numpy_copy": {
+            k: round(v / median["numpy_copy"], 4)
+            for k, v in median.items()
+            if not k.startswith("numpy")
+        },
         "fraction_of_numpy_gather_float": {
             k: round(v / median["numpy_gather_float"], 4)
-            for k, v in median.items() if not k.startswith("numpy")},
+            for k, v in median.items()
+            if not k.startswith("numpy")
+        },
         "target": "reader >= 2x baseline at batch size 256",
         "machine": describe_machine(),
         "note": "machine shared with other jobs while measuring; ratios come from interleaved "
-                "rounds in one run",
+        "rounds in one run",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("samples_per_s_median",
-                                             "ratio_reader_vs_baseline")}, indent=2))
+    print(
+        json.dumps(
+            {k: result[k] for k in ("samples_per_s_median", "ratio_reader_vs_baseline")}, indent=2
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,12 @@ def one_run() -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "deepfleet", "run", "--set",
-                        f"run.runs_dir={tmp}"], check=True, env=env, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "deepfleet", "run", "--set", f"run.runs_dir={tmp}"],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
         seconds = time.perf_counter() - started
         (metrics,) = Path(tmp).glob("*/report/metrics.json")
         return seconds, json.loads(metrics.read_text())["accuracy"]

@@ -42,22 +42,39 @@ from deepfleet.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 512
-VARIANTS = [("auto", 1), ("onnxruntime", 1), ("torch", 1), ("auto", 2), ("onnxruntime", 2),
-            ("torch", 2)]
+VARIANTS = [
+    ("auto", 1),
+    ("onnxruntime", 1),
+    ("torch", 1),
+    ("auto", 2),
+    ("onnxruntime", 2),
+    ("torch", 2),
+]
 
 
 def make_data(folder: Path, rows: int) -> tuple[Path, Path]:
     x, y = mnist_like(rows)
-    samples = Samples(x=x[:, None], y=y, class_names=[str(i) for i in range(10)],
-                      description=f"{rows} MNIST-sized images", scale=1.0 / 255.0)
+    samples = Samples(
+        x=x[:, None],
+        y=y,
+        class_names=[str(i) for i in range(10)],
+        description=f"{rows} MNIST-sized images",
+        scale=1.0 / 255.0,
+    )
     data = folder / "data"
     write_dataset(samples, data, shards=8, val_fraction=0.0, test_fraction=0.0, seed=0)
     section = ModelSection(name="cnn", params={"channels": [32, 64], "hidden": 128})
     torch.manual_seed(0)
     model = build_model(section, (1, 28, 28), 10)
-    bundle = export_bundle(model, folder / "bundle", name="mnist-cnn", model_section=section,
-                           input_shape=(1, 28, 28), class_names=samples.class_names,
-                           preprocessing=read_manifest(data).preprocessing)
+    bundle = export_bundle(
+        model,
+        folder / "bundle",
+        name="mnist-cnn",
+        model_section=section,
+        input_shape=(1, 28, 28),
+        class_names=samples.class_names,
+        preprocessing=read_manifest(data).preprocessing,
+    )
     return data, bundle
 
 
@@ -72,7 +89,7 @@ def plain_loop(onnx_path: Path, x: np.ndarray) -> float:
     name = session.get_inputs()[0].name
     started = time.perf_counter()
     for start in range(0, len(x), BATCH):
-        session.run(None, {name: x[start:start + BATCH]})
+        session.run(None, {name: x[start : start + BATCH]})
     return time.perf_counter() - started
 
 
@@ -92,8 +109,9 @@ def main() -> None:
     args = parser.parse_args()
     variants = VARIANTS
     if args.variants:
-        variants = [(v.rsplit("-", 1)[0], int(v.rsplit("-", 1)[1]))
-                    for v in args.variants.split(",")]
+        variants = [
+            (v.rsplit("-", 1)[0], int(v.rsplit("-", 1)[1])) for v in args.variants.split(",")
+        ]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         data, bundle_path = make_data(folder, args.rows)
@@ -116,7 +134,7 @@ def main() -> None:
     result = {
         "benchmark": "predict",
         "what": f"predict_dataset over {args.rows} 28x28 uint8 rows in 8 shards, digits CNN, "
-                f"batch {BATCH}; baseline: a plain onnxruntime loop over the decoded arrays",
+        f"batch {BATCH}; baseline: a plain onnxruntime loop over the decoded arrays",
         "rounds": args.rounds,
         "plain_onnxruntime_samples_per_s": args.rows / plain_median,
         "plain_seconds_all": plain,
@@ -128,8 +146,15 @@ def main() -> None:
     }
     out = Path(args.out)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("plain_onnxruntime_samples_per_s",
-                                             "ratio_to_plain", "backend_used")}, indent=1))
+    print(
+        json.dumps(
+            {
+                k: result[k]
+                for k in ("plain_onnxruntime_samples_per_s", "ratio_to_plain", "backend_used")
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -50,8 +50,14 @@ def digits_cnn_bundle(folder: Path) -> Path:
     job = load_job("digits")
     torch.manual_seed(0)
     model = build_model(job.model, (1, 8, 8), 10)
-    return export_bundle(model, folder / "bundle", name="digits", model_section=job.model,
-                         input_shape=(1, 8, 8), class_names=[str(i) for i in range(10)])
+    return export_bundle(
+        model,
+        folder / "bundle",
+        name="digits",
+        model_section=job.model,
+        input_shape=(1, 8, 8),
+        class_names=[str(i) for i in range(10)],
+    )
 
 
 def free_port() -> int:
@@ -68,8 +74,9 @@ class Proc:
         self.port = int(ready_url.split(":")[2].split("/")[0])
         self._log = open(log, "wb")  # noqa: SIM115
         # A session of its own: stop() ends the server and every process it started.
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def wait_ready(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
@@ -115,16 +122,30 @@ def start_servers(bundle: Path, litserve_python: str | None, logs: Path, token: 
     servers = {}
     for name, extra in (("deepfleet_batching", []), ("deepfleet_no_batching", ["--no-batching"])):
         port = free_port()
-        servers[name] = Proc(name, [sys.executable, "-m", "deepfleet", "serve", str(bundle),
-                                    "--port", str(port), *extra],
-                             f"http://127.0.0.1:{port}/v2/health/ready", env, logs / name)
+        servers[name] = Proc(
+            name,
+            [sys.executable, "-m", "deepfleet", "serve", str(bundle), "--port", str(port), *extra],
+            f"http://127.0.0.1:{port}/v2/health/ready",
+            env,
+            logs / name,
+        )
     if litserve_python:
         lit_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
         for name, batch in (("litserve", 1), ("litserve_batching", 64)):
             port = free_port()
-            servers[name] = Proc(name, [litserve_python, str(HERE / "_litserve_app.py"),
-                                        str(bundle), str(port), str(batch)],
-                                 f"http://127.0.0.1:{port}/health", lit_env, logs / name)
+            servers[name] = Proc(
+                name,
+                [
+                    litserve_python,
+                    str(HERE / "_litserve_app.py"),
+                    str(bundle),
+                    str(port),
+                    str(batch),
+                ],
+                f"http://127.0.0.1:{port}/health",
+                lit_env,
+                logs / name,
+            )
     for server in servers.values():
         server.wait_ready()
     return servers
@@ -142,16 +163,25 @@ def serving_rounds(servers, samples: np.ndarray, token: str, rounds: int, second
                 run_load(port, requests, clients, 1.0)  # warm the connections and caches
                 result = run_load(port, requests, clients, seconds).summary()
                 raw[name][clients].append(result)
-                print(f"round {r} {name:>22} {clients:>2} clients: "
-                      f"{result['throughput_rps']:8.1f} req/s  p99 {result['p99_ms']:7.2f} ms "
-                      f"codes {result['codes']}", flush=True)
-    medians = {name: {str(c): {
-        "throughput_rps": statistics.median(x["throughput_rps"] for x in runs),
-        "p50_ms": statistics.median(x["p50_ms"] for x in runs),
-        "p99_ms": statistics.median(x["p99_ms"] for x in runs),
-        "non_200": sum(x["requests"] - x["codes"].get("200", 0) for x in runs),
-        "failures": sum(x["failures"] for x in runs)} for c, runs in per.items()}
-        for name, per in raw.items()}
+                print(
+                    f"round {r} {name:>22} {clients:>2} clients: "
+                    f"{result['throughput_rps']:8.1f} req/s  p99 {result['p99_ms']:7.2f} ms "
+                    f"codes {result['codes']}",
+                    flush=True,
+                )
+    medians = {
+        name: {
+            str(c): {
+                "throughput_rps": statistics.median(x["throughput_rps"] for x in runs),
+                "p50_ms": statistics.median(x["p50_ms"] for x in runs),
+                "p99_ms": statistics.median(x["p99_ms"] for x in runs),
+                "non_200": sum(x["requests"] - x["codes"].get("200", 0) for x in runs),
+                "failures": sum(x["failures"] for x in runs),
+            }
+            for c, runs in per.items()
+        }
+        for name, per in raw.items()
+    }
     return medians, raw
 
 
@@ -161,27 +191,45 @@ def ratios(medians: dict) -> dict:
     for c in ("1", "32"):
         off = medians["deepfleet_no_batching"][c]
         out[f"batching_vs_off_throughput_{c}_clients"] = round(
-            ours[c]["throughput_rps"] / off["throughput_rps"], 2)
+            ours[c]["throughput_rps"] / off["throughput_rps"], 2
+        )
         out[f"batching_vs_off_p99_{c}_clients"] = round(ours[c]["p99_ms"] / off["p99_ms"], 2)
         for ref in ("litserve", "litserve_batching"):
             if ref in medians:
                 other = medians[ref][c]
                 out[f"vs_{ref}_throughput_{c}_clients"] = round(
-                    ours[c]["throughput_rps"] / other["throughput_rps"], 2)
+                    ours[c]["throughput_rps"] / other["throughput_rps"], 2
+                )
                 out[f"vs_{ref}_p99_{c}_clients"] = round(ours[c]["p99_ms"] / other["p99_ms"], 2)
     return out
 
 
 def load_run(server: Proc, samples: np.ndarray, token: str, seconds: float) -> dict:
-    bodies = [json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 8, 8],
-                                      "datatype": "FP32", "data": s.ravel().tolist()}]}
-                         ).encode() for s in samples]
+    bodies = [
+        json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "input",
+                        "shape": [1, 1, 8, 8],
+                        "datatype": "FP32",
+                        "data": s.ravel().tolist(),
+                    }
+                ]
+            }
+        ).encode()
+        for s in samples
+    ]
     requests = [http_request(server.port, "/v2/models/digits/infer", b, token) for b in bodies]
     run_load(server.port, requests, 32, 1.0)
     before = server.rss_mib()
     result = run_load(server.port, requests, 32, seconds).summary()
-    return {**result, "endpoint": "/v2/models/digits/infer", "rss_mib_before": before,
-            "rss_mib_after": server.rss_mib()}
+    return {
+        **result,
+        "endpoint": "/v2/models/digits/infer",
+        "rss_mib_before": before,
+        "rss_mib_after": server.rss_mib(),
+    }
 
 
 class _OneThread:
@@ -203,8 +251,11 @@ class _OneThread:
 def backend_bench(bundle_path: Path, samples: np.ndarray, repeats: int = 5) -> dict:
     bundle = load_bundle(bundle_path)
     eager = make_backend(bundle, "torch")
-    backends = {"onnxruntime": make_backend(bundle, "onnxruntime"), "torch_eager": eager,
-                "torch_eager_1_thread": _OneThread(eager)}
+    backends = {
+        "onnxruntime": make_backend(bundle, "onnxruntime"),
+        "torch_eager": eager,
+        "torch_eager_1_thread": _OneThread(eager),
+    }
     out = {"threads": {"onnxruntime": os.cpu_count(), "torch_eager": torch.get_num_threads()}}
     for batch in (1, 64):
         x = np.ascontiguousarray(np.resize(samples, (batch, 1, 8, 8)).astype(np.float32))
@@ -220,16 +271,20 @@ def backend_bench(bundle_path: Path, samples: np.ndarray, repeats: int = 5) -> d
         med = {k: statistics.median(v) for k, v in times.items()}
         out[f"batch_{batch}"] = {
             **{f"{k}_us_per_call": round(v, 1) for k, v in med.items()},
-            "onnxruntime_speedup_vs_torch_eager": round(med["torch_eager"] / med["onnxruntime"],
-                                                        2),
+            "onnxruntime_speedup_vs_torch_eager": round(med["torch_eager"] / med["onnxruntime"], 2),
             "onnxruntime_speedup_vs_torch_eager_1_thread": round(
-                med["torch_eager_1_thread"] / med["onnxruntime"], 2)}
+                med["torch_eager_1_thread"] / med["onnxruntime"], 2
+            ),
+        }
     return out
 
 
 def litserve_version(python: str) -> str | None:
-    done = subprocess.run([python, "-c", "import litserve; print(litserve.__version__)"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [python, "-c", "import litserve; print(litserve.__version__)"],
+        capture_output=True,
+        text=True,
+    )
     return done.stdout.strip() or None
 
 
@@ -265,9 +320,12 @@ def main() -> None:
         "model": "digits CNN (examples/digits.toml), ONNX via onnxruntime CPU in every server",
         "request": "POST /predict, one 1x8x8 sample per request, closed-loop clients on loopback",
         "baseline": "LitServe (defaults: no batching) serving the same model.onnx",
-        "settings": {"rounds": args.rounds, "seconds_per_run": args.seconds,
-                     "deepfleet": "1 worker, 1 replica, max batch 64, max delay 2 ms",
-                     "litserve_batching": "max_batch_size 64, batch_timeout 2 ms"},
+        "settings": {
+            "rounds": args.rounds,
+            "seconds_per_run": args.seconds,
+            "deepfleet": "1 worker, 1 replica, max batch 64, max delay 2 ms",
+            "litserve_batching": "max_batch_size 64, batch_timeout 2 ms",
+        },
         "serving_medians": medians,
         "ratios": ratios(medians),
         "load_32_clients": load,

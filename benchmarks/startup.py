@@ -54,15 +54,17 @@ def main() -> None:
         "baseline": "python -c 'import torch'",
         "seconds_median": medians,
         "seconds_all": seconds,
-        "ratio_to_import_torch": {name: medians[name] / medians["import_torch"]
-                                  for name in COMMANDS if name != "import_torch"},
+        "ratio_to_import_torch": {
+            name: medians[name] / medians["import_torch"]
+            for name in COMMANDS
+            if name != "import_torch"
+        },
         "target_ratio_max": 1.3,
         "machine": describe_machine(),
     }
     out = ROOT / "benchmarks" / "results" / "startup.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("seconds_median", "ratio_to_import_torch")},
-                     indent=1))
+    print(json.dumps({k: result[k] for k in ("seconds_median", "ratio_to_import_torch")}, indent=1))
 
 
 if __name__ == "__main__":

@@ -27,18 +27,36 @@ def one_run(threads: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
         env.pop("OMP_NUM_THREADS", None)
-        subprocess.run([sys.executable, "-m", "deepfleet", "train", "digits",
-                        "--set", f"run.runs_dir={tmp}", "--set", f"run.threads={threads}",
-                        "--set", "train.stages.0.epochs=1",
-                        "--set", f"train.stages.1.epochs={EPOCHS - 1}"],
-                       check=True, env=env, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "deepfleet",
+                "train",
+                "digits",
+                "--set",
+                f"run.runs_dir={tmp}",
+                "--set",
+                f"run.threads={threads}",
+                "--set",
+                "train.stages.0.epochs=1",
+                "--set",
+                f"train.stages.1.epochs={EPOCHS - 1}",
+            ],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
         (state,) = Path(tmp).glob("*/checkpoints/state.json")
         (metrics,) = Path(tmp).glob("*/metrics.jsonl")
         epochs = [json.loads(line) for line in metrics.read_text().splitlines()]
         epochs = [r for r in epochs if r.get("kind") == "epoch"]
-        return {"threads": threads, "train_seconds": json.loads(state.read_text())["seconds"],
-                "best_epoch": json.loads(state.read_text())["best_epoch"],
-                "val_loss": [r["val_loss"] for r in epochs]}
+        return {
+            "threads": threads,
+            "train_seconds": json.loads(state.read_text())["seconds"],
+            "best_epoch": json.loads(state.read_text())["best_epoch"],
+            "val_loss": [r["val_loss"] for r in epochs],
+        }
 
 
 def main() -> None:
@@ -56,16 +74,27 @@ def main() -> None:
         "train_seconds_median": {str(t): m for t, m in medians.items()},
         "speedup_one_thread_vs_default": medians[default] / medians[1],
         "same_result_every_repeat": {
-            str(t): all(r["val_loss"] == rs[0]["val_loss"] for r in rs) for t, rs in runs.items()},
+            str(t): all(r["val_loss"] == rs[0]["val_loss"] for r in rs) for t, rs in runs.items()
+        },
         "best_epoch": {str(t): [r["best_epoch"] for r in rs] for t, rs in runs.items()},
         "runs": runs,
         "machine": describe_machine(),
     }
     out = ROOT / "benchmarks" / "results" / "threads.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("train_seconds_median",
-                                             "speedup_one_thread_vs_default",
-                                             "same_result_every_repeat", "best_epoch")}))
+    print(
+        json.dumps(
+            {
+                k: result[k]
+                for k in (
+                    "train_seconds_median",
+                    "speedup_one_thread_vs_default",
+                    "same_result_every_repeat",
+                    "best_epoch",
+                )
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

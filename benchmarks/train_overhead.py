@@ -32,8 +32,13 @@ RESULTS = Path(__file__).parent / "results" / "train_overhead.json"
 
 def make_model(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(FEATURES, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, HIDDEN),
-                         nn.ReLU(), nn.Linear(HIDDEN, CLASSES))
+    return nn.Sequential(
+        nn.Linear(FEATURES, HIDDEN),
+        nn.ReLU(),
+        nn.Linear(HIDDEN, HIDDEN),
+        nn.ReLU(),
+        nn.Linear(HIDDEN, CLASSES),
+    )
 
 
 def make_data() -> SplitArrays:
@@ -44,9 +49,14 @@ def make_data() -> SplitArrays:
 
 
 def config(strategy: str = "single", batch: int = BATCH) -> TrainSection:
-    return TrainSection.model_validate({
-        "strategy": strategy, "batch_size": batch, "log_every": 10_000,
-        "stages": [{"name": "bench", "epochs": EPOCHS, "lr": 1e-3, "optimizer": "adamw"}]})
+    return TrainSection.model_validate(
+        {
+            "strategy": strategy,
+            "batch_size": batch,
+            "log_every": 10_000,
+            "stages": [{"name": "bench", "epochs": EPOCHS, "lr": 1e-3, "optimizer": "adamw"}],
+        }
+    )
 
 
 def deepfleet_epochs(data: SplitArrays, device: torch.device) -> list[float]:
@@ -66,7 +76,7 @@ def hand_written_epochs(data: SplitArrays, device: torch.device) -> list[float]:
         order = torch.randperm(ROWS, generator=torch.Generator().manual_seed(epoch))
         total, correct = torch.zeros((), device=device), torch.zeros((), device=device)
         for start in range(0, ROWS, BATCH):
-            rows = order[start:start + BATCH]
+            rows = order[start : start + BATCH]
             x, y = data.x[rows].to(device), data.y[rows].to(device)
             logits = model(x)
             loss = nn.functional.cross_entropy(logits, y)
@@ -92,12 +102,17 @@ def overhead(device: torch.device) -> dict:
         theirs += times["hand"]
         ratios.append(statistics.median(times["deepfleet"]) / statistics.median(times["hand"]))
         print(f"repeat {repeat + 1}/{REPEATS}: ratio {ratios[-1]:.3f}", flush=True)
-    return {"baseline": "hand-written PyTorch loop, same model, data, order and optimizer",
-            "epochs_per_run": EPOCHS, "repeats": REPEATS, "steps_per_epoch": ROWS // BATCH,
-            "deepfleet_epoch_s_median": statistics.median(ours),
-            "hand_written_epoch_s_median": statistics.median(theirs),
-            "ratio_per_repeat": ratios, "ratio_median": statistics.median(ratios),
-            "target": "<= 1.02"}
+    return {
+        "baseline": "hand-written PyTorch loop, same model, data, order and optimizer",
+        "epochs_per_run": EPOCHS,
+        "repeats": REPEATS,
+        "steps_per_epoch": ROWS // BATCH,
+        "deepfleet_epoch_s_median": statistics.median(ours),
+        "hand_written_epoch_s_median": statistics.median(theirs),
+        "ratio_per_repeat": ratios,
+        "ratio_median": statistics.median(ratios),
+        "target": "<= 1.02",
+    }
 
 
 def throughput_worker(strategy: str) -> float:
@@ -114,33 +129,53 @@ def scaling() -> dict:
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     one = throughput_worker("single")
-    launch = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=2, run_id="bench",
-                          rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0",
-                          start_method="spawn", monitor_interval=0.2)
+    launch = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=2,
+        run_id="bench",
+        rdzv_backend="c10d",
+        rdzv_endpoint="127.0.0.1:0",
+        start_method="spawn",
+        monitor_interval=0.2,
+    )
     two = elastic_launch(launch, throughput_worker)("ddp")[0]
-    return {"global_batch": BATCH, "samples_per_s_1_process": one,
-            "samples_per_s_2_processes_ddp": two, "speedup_2_vs_1": two / one,
-            "note": "each process runs with OMP_NUM_THREADS threads; on a CPU machine the "
-                    "ranks share its cores"}
+    return {
+        "global_batch": BATCH,
+        "samples_per_s_1_process": one,
+        "samples_per_s_2_processes_ddp": two,
+        "speedup_2_vs_1": two / one,
+        "note": "each process runs with OMP_NUM_THREADS threads; on a CPU machine the "
+        "ranks share its cores",
+    }
 
 
 def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     device = choose_device("auto")
-    result = {"benchmark": "train_overhead", "device": str(device),
-              "machine": describe_machine(), "omp_num_threads": torch.get_num_threads(),
-              "model": f"MLP {FEATURES}-{HIDDEN}-{HIDDEN}-{CLASSES}, AdamW, fp32",
-              "data": f"{ROWS} in-memory rows, batch {BATCH}",
-              "overhead": overhead(device), "scaling": scaling(),
-              "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    result = {
+        "benchmark": "train_overhead",
+        "device": str(device),
+        "machine": describe_machine(),
+        "omp_num_threads": torch.get_num_threads(),
+        "model": f"MLP {FEATURES}-{HIDDEN}-{HIDDEN}-{CLASSES}, AdamW, fp32",
+        "data": f"{ROWS} in-memory rows, batch {BATCH}",
+        "overhead": overhead(device),
+        "scaling": scaling(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     o, s = result["overhead"], result["scaling"]
-    print(f"deepfleet / hand-written epoch time: {o['ratio_median']:.3f} "
-          f"(per repeat {', '.join(f'{r:.3f}' for r in o['ratio_per_repeat'])})")
-    print(f"samples/s: 1 process {s['samples_per_s_1_process']:.0f}, 2 processes ddp "
-          f"{s['samples_per_s_2_processes_ddp']:.0f} (x{s['speedup_2_vs_1']:.2f})")
+    print(
+        f"deepfleet / hand-written epoch time: {o['ratio_median']:.3f} "
+        f"(per repeat {', '.join(f'{r:.3f}' for r in o['ratio_per_repeat'])})"
+    )
+    print(
+        f"samples/s: 1 process {s['samples_per_s_1_process']:.0f}, 2 processes ddp "
+        f"{s['samples_per_s_2_processes_ddp']:.0f} (x{s['speedup_2_vs_1']:.2f})"
+    )
     print(f"wrote {RESULTS}")
 
 

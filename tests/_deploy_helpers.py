@@ -24,8 +24,9 @@ def raw_split(data_dir: Path, split: str) -> np.ndarray:
     from deepfleet.data import decode_raw, open_shard, read_manifest
 
     manifest = read_manifest(data_dir)
-    return np.concatenate([decode_raw(open_shard(manifest, entry).read())[1]
-                           for entry in manifest.shards(split)])
+    return np.concatenate(
+        [decode_raw(open_shard(manifest, entry).read())[1] for entry in manifest.shards(split)]
+    )
 
 
 def copy_bundle(source: Path, dest: Path) -> Path:
@@ -42,8 +43,9 @@ def free_port() -> int:
 class Server:
     """`python -m deepfleet serve ...` on 127.0.0.1 and a free port, stopped on exit."""
 
-    def __init__(self, bundle: Path, *args: str, log: Path, token: str | None = None,
-                 startup_s: float = 90):
+    def __init__(
+        self, bundle: Path, *args: str, log: Path, token: str | None = None, startup_s: float = 90
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = token
@@ -52,15 +54,24 @@ class Server:
         env.pop("DEEPFLEET_PUBLIC_KEY", None)
         if token:
             env["DEEPFLEET_SERVE_TOKEN"] = token
-        cmd = [sys.executable, "-m", "deepfleet", "serve", str(bundle), "--port",
-               str(self.port), *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "deepfleet",
+            "serve",
+            str(bundle),
+            "--port",
+            str(self.port),
+            *args,
+        ]
         if token is None:
             cmd.append("--no-auth")
         self.log = log
         self._log_file = open(log, "wb")  # noqa: SIM115  (closed in stop())
         # A session of its own, so stop() also ends uvicorn's worker processes.
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log_file,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, env=env, stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self._wait_ready(startup_s)
 
     @property
@@ -71,8 +82,9 @@ class Server:
         deadline = time.monotonic() + startup_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}: "
-                                   f"{self.log.read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"server exited {self.proc.returncode}: {self.log.read_text()[-2000:]}"
+                )
             try:
                 if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
                     return
@@ -113,5 +125,9 @@ class Server:
 
 
 def infer_body(x, name: str = "input", datatype: str = "FP32", **extra) -> dict:
-    return {"inputs": [{"name": name, "shape": list(x.shape), "datatype": datatype,
-                        "data": x.ravel().tolist()}], **extra}
+    return {
+        "inputs": [
+            {"name": name, "shape": list(x.shape), "datatype": datatype, "data": x.ravel().tolist()}
+        ],
+        **extra,
+    }

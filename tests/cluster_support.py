@@ -25,13 +25,14 @@ UPDATE = bool(os.environ.get("DEEPFLEET_UPDATE_SNAPSHOTS"))
 @cache
 def _crd_validator() -> jsonschema.Draft202012Validator:
     folder = resources.files("kubernetes_validate") / "kubernetes-json-schema"
-    defs = json.loads((folder / f"v{K8S_VERSION}-local-strict" / "_definitions.json")
-                      .read_text())
+    defs = json.loads((folder / f"v{K8S_VERSION}-local-strict" / "_definitions.json").read_text())
     schema = json.loads(CRD_SCHEMA.read_text())
-    registry = Registry().with_resources([
-        (defs["$id"], Resource.from_contents(defs)),
-        (schema["$id"], Resource.from_contents(schema)),
-    ])
+    registry = Registry().with_resources(
+        [
+            (defs["$id"], Resource.from_contents(defs)),
+            (schema["$id"], Resource.from_contents(schema)),
+        ]
+    )
     return jsonschema.Draft202012Validator(schema, registry=registry)
 
 
@@ -54,7 +55,8 @@ def check_snapshot(case: str, name: str, text: str) -> None:
     assert path.is_file(), f"no snapshot {path}; run with DEEPFLEET_UPDATE_SNAPSHOTS=1"
     assert text == path.read_text(), (
         f"{case}/{name} differs from its snapshot; if the change is intended, "
-        "rerun with DEEPFLEET_UPDATE_SNAPSHOTS=1 and review the diff")
+        "rerun with DEEPFLEET_UPDATE_SNAPSHOTS=1 and review the diff"
+    )
 
 
 def walk(obj: Any):

@@ -31,10 +31,13 @@ def tiny_job_dict(tmp_path: Path, **sections) -> dict:
         "run": {"name": "tiny", "runs_dir": str(tmp_path / "runs"), "seed": 0},
         "data": {"source": "digits", "shards": 2},
         "model": {"name": "mlp", "params": {"hidden": [64]}},
-        "train": {"batch_size": 64, "stages": [
-            {"name": "a", "epochs": 2, "lr": 0.01, "schedule": "cosine", "warmup_steps": 5},
-            {"name": "b", "epochs": 1, "lr": 0.003, "optimizer": "sgd"},
-        ]},
+        "train": {
+            "batch_size": 64,
+            "stages": [
+                {"name": "a", "epochs": 2, "lr": 0.01, "schedule": "cosine", "warmup_steps": 5},
+                {"name": "b", "epochs": 1, "lr": 0.003, "optimizer": "sgd"},
+            ],
+        },
     }
     for name, values in sections.items():
         job.setdefault(name, {}).update(values)
@@ -50,8 +53,7 @@ def tiny_job(tmp_path: Path) -> JobConfig:
 def digits_data(tmp_path_factory) -> Path:
     """Digits prepared once: 2 train shards, val and test splits."""
     out = tmp_path_factory.mktemp("data") / "digits"
-    write_dataset(load_source("digits"), out, shards=2, val_fraction=0.1, test_fraction=0.2,
-                  seed=0)
+    write_dataset(load_source("digits"), out, shards=2, val_fraction=0.1, test_fraction=0.2, seed=0)
     return out
 
 
@@ -68,9 +70,16 @@ def trained_run(tmp_path_factory) -> RunPaths:
     return paths
 
 
-def run_deepfleet(*args: str, cwd: Path | None = None, timeout: float = 300,
-                  env: dict | None = None) -> subprocess.CompletedProcess:
+def run_deepfleet(
+    *args: str, cwd: Path | None = None, timeout: float = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """The real command line in a subprocess (python -m deepfleet)."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO / "src"), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "deepfleet", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "deepfleet", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

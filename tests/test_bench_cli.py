@@ -19,8 +19,20 @@ def test_bench_a_job_then_compare(tmp_path, capsys):
     job = tmp_path / "tiny.toml"
     job.write_text(tomli_w.dumps(tiny_job_dict(tmp_path)))
     out = tmp_path / "report"
-    done = run_deepfleet("bench", "--job", str(job), "--steps", "2", "--repeats", "2",
-                         "--warmup", "1", "--no-infer", "--out", str(out))
+    done = run_deepfleet(
+        "bench",
+        "--job",
+        str(job),
+        "--steps",
+        "2",
+        "--repeats",
+        "2",
+        "--warmup",
+        "1",
+        "--no-infer",
+        "--out",
+        str(out),
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads((out / "bench.json").read_text())
     assert report["workload"]["name"] == "job:tiny"
@@ -49,8 +61,14 @@ def test_bench_bad_input_is_one_line(tmp_path, capsys):
 @pytest.mark.slow
 def test_scaling_launches_real_workers():
     opts = TrainOptions(batch_size=16, steps=2, repeats=2, warmup=1)
-    scaling = bench_scaling(synthetic_workload("cnn"), "cpu", [2], opts,
-                            Peak(1e11, "given in the test", False), flops_per_step=10**9)
+    scaling = bench_scaling(
+        synthetic_workload("cnn"),
+        "cpu",
+        [2],
+        opts,
+        Peak(1e11, "given in the test", False),
+        flops_per_step=10**9,
+    )
     (row,) = scaling["rows"]
     assert row["nproc"] == 2 and row["efficiency"] == 1.0  # its own baseline
     # MFU of the whole world: 2 processes x 1e9 FLOPs per step over the step time, of 2 peaks

@@ -25,7 +25,8 @@ def test_linear_forward_and_train_step():
     assert forward_flops(layer, x) == 2 * 8 * 64 * 32
     # Backward of the first layer needs only the weight gradient (the input needs none).
     assert train_step_flops(layer, x, torch.randint(0, 32, (8,)), F.cross_entropy) == (
-        2 * (2 * 8 * 64 * 32))
+        2 * (2 * 8 * 64 * 32)
+    )
     two = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
     expected = 2 * (2 * 8 * 64 * 32) + 3 * (2 * 8 * 32 * 10)
     assert train_step_flops(two, x, torch.randint(0, 10, (8,)), F.cross_entropy) == expected
@@ -50,8 +51,12 @@ def test_decoder_counts_attention_on_cpu():
     batch, length, dim, heads, vocab = 2, 16, 32, 2, 100
     model = ZOO["gpt"]((length,), vocab, dim=dim, layers=1, heads=heads)
     tokens = torch.randint(0, vocab, (batch, length))
-    linear = (2 * batch * length * dim * 3 * dim + 2 * batch * length * dim * dim
-              + 2 * 2 * batch * length * dim * 4 * dim + 2 * batch * length * dim * vocab)
+    linear = (
+        2 * batch * length * dim * 3 * dim
+        + 2 * batch * length * dim * dim
+        + 2 * 2 * batch * length * dim * 4 * dim
+        + 2 * batch * length * dim * vocab
+    )
     attention = 2 * (2 * batch * heads * length * length * (dim // heads))  # QK^T and AV
     assert forward_flops(model, tokens) == linear + attention
 
@@ -74,15 +79,18 @@ def test_mfu_arithmetic():
         mfu(1e12, 0.0, 1e15)
 
 
-@pytest.mark.parametrize(("device_name", "precision", "tflops", "entry"), [
-    ("NVIDIA H100 80GB HBM3", "bf16", 989.4, "H100 SXM"),
-    ("NVIDIA H100 PCIe", "fp16", 756.0, "H100 PCIe"),
-    ("NVIDIA H100 NVL", "tf32", 417.5, "H100 NVL"),
-    ("NVIDIA H200", "fp32", 66.9, "H200 SXM"),
-    ("NVIDIA A100-SXM4-80GB", "tf32", 156.0, "A100"),
-    ("NVIDIA L40S", "bf16", 362.05, "L40S"),
-    ("NVIDIA L4", "bf16", 121.0, "L4"),
-])
+@pytest.mark.parametrize(
+    ("device_name", "precision", "tflops", "entry"),
+    [
+        ("NVIDIA H100 80GB HBM3", "bf16", 989.4, "H100 SXM"),
+        ("NVIDIA H100 PCIe", "fp16", 756.0, "H100 PCIe"),
+        ("NVIDIA H100 NVL", "tf32", 417.5, "H100 NVL"),
+        ("NVIDIA H200", "fp32", 66.9, "H200 SXM"),
+        ("NVIDIA A100-SXM4-80GB", "tf32", 156.0, "A100"),
+        ("NVIDIA L40S", "bf16", 362.05, "L40S"),
+        ("NVIDIA L4", "bf16", 121.0, "L4"),
+    ],
+)
 def test_peak_table(device_name, precision, tflops, entry):
     peak = table_peak(device_name, precision)
     assert peak.flops_per_s == pytest.approx(tflops * 1e12)

@@ -35,10 +35,17 @@ def test_cuda_events_time_queued_work():
 
 def test_resnet_bf16_channels_last_compiled(tmp_path):
     device = torch.device("cuda", 0)
-    opts = TrainOptions(batch_size=64, steps=5, repeats=2, warmup=3, precision="bf16",
-                        channels_last=True, compile=True, data_on_device=True)
-    result = bench_train(synthetic_workload("resnet18-32"), device, opts,
-                         meter=meter_for(device))
+    opts = TrainOptions(
+        batch_size=64,
+        steps=5,
+        repeats=2,
+        warmup=3,
+        precision="bf16",
+        channels_last=True,
+        compile=True,
+        data_on_device=True,
+    )
+    result = bench_train(synthetic_workload("resnet18-32"), device, opts, meter=meter_for(device))
     assert result["device_name"] == torch.cuda.get_device_name(0)
     assert result["precision"] == "bf16" and 0 < result["mfu"] < 1
     phases = sum(p["median_ms"] for p in result["phases"].values()) / 1e3
@@ -48,11 +55,15 @@ def test_resnet_bf16_channels_last_compiled(tmp_path):
         assert result["peak"]["source"].startswith("table")
     energy = result["energy"]
     if energy["measured"]:
-        assert energy["source"].startswith("zeus: NVML") and energy["joules_per_sample"][
-            "median"] > 0
+        assert (
+            energy["source"].startswith("zeus: NVML") and energy["joules_per_sample"]["median"] > 0
+        )
     else:
         assert energy["note"].startswith("not measured")
-    rows, _ = bench_infer(synthetic_workload("resnet18-32"), device,
-                          InferOptions(batch_sizes=[1, 32], iterations=5, backends=["torch"],
-                                       precision="bf16"), tmp_path)
+    rows, _ = bench_infer(
+        synthetic_workload("resnet18-32"),
+        device,
+        InferOptions(batch_sizes=[1, 32], iterations=5, backends=["torch"], precision="bf16"),
+        tmp_path,
+    )
     assert [r["batch_size"] for r in rows] == [1, 32]

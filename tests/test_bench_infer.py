@@ -18,7 +18,11 @@ def test_both_backends_over_batch_sizes(tmp_path):
     rows, notes = bench_infer(workload, CPU, opts, tmp_path)
     assert notes == []
     assert [(r["backend"], r["batch_size"]) for r in rows] == [
-        ("torch", 1), ("torch", 4), ("onnxruntime", 1), ("onnxruntime", 4)]
+        ("torch", 1),
+        ("torch", 4),
+        ("onnxruntime", 1),
+        ("onnxruntime", 4),
+    ]
     for r in rows:
         assert r["n"] == 6
         assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]

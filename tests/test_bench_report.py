@@ -51,9 +51,15 @@ TINY = TrainOptions(batch_size=8, steps=3, repeats=2, warmup=1)
 
 
 def small_mlp() -> Workload:
-    return Workload(name="small", description="8x8 MLP", input_shape=(1, 8, 8), num_classes=10,
-                    model=ModelSection(name="mlp", params={"hidden": [32], "dropout": 0.0}),
-                    batch_size=8, spec={"kind": "test"})
+    return Workload(
+        name="small",
+        description="8x8 MLP",
+        input_shape=(1, 8, 8),
+        num_classes=10,
+        model=ModelSection(name="mlp", params={"hidden": [32], "dropout": 0.0}),
+        batch_size=8,
+        spec={"kind": "test"},
+    )
 
 
 def test_training_result_is_consistent_and_energy_is_per_sample():
@@ -65,7 +71,8 @@ def test_training_result_is_consistent_and_energy_is_per_sample():
     assert sum(p["share"] for p in result["phases"].values()) == pytest.approx(1.0)
     step = result["step_seconds"]["median"]
     assert result["mfu"] == pytest.approx(
-        result["flops_per_step"] / step / result["peak"]["flops_per_s"])
+        result["flops_per_step"] / step / result["peak"]["flops_per_s"]
+    )
     assert result["flops_per_step"] == 2 * (2 * 8 * 64 * 32) + 3 * (2 * 8 * 32 * 10)
     energy = result["energy"]
     assert energy["fake"] and energy["measured"]
@@ -79,8 +86,9 @@ def test_no_readable_meter_is_reported_plainly():
     if meter.available:
         pytest.skip("this machine has a readable RAPL counter")
     assert meter.note.startswith("not measured")
-    result = bench_train(small_mlp(), CPU, TINY, meter=meter,
-                         peak=Peak(1.0, "given in the test", False))
+    result = bench_train(
+        small_mlp(), CPU, TINY, meter=meter, peak=Peak(1.0, "given in the test", False)
+    )
     assert result["peak"]["source"] == "given in the test"
     assert result["mfu"] > 1 and "distrust" in result["mfu_note"]  # an impossible peak
     assert result["energy"]["measured"] is False
@@ -89,8 +97,11 @@ def test_no_readable_meter_is_reported_plainly():
 
 def test_device_comparison_and_scaling_arithmetic():
     def fake(samples_per_s, joules):
-        energy = ({"measured": True, "joules_per_sample": {"median": joules}} if joules
-                  else {"measured": False})
+        energy = (
+            {"measured": True, "joules_per_sample": {"median": joules}}
+            if joules
+            else {"measured": False}
+        )
         return {"samples_per_s": {"median": samples_per_s}, "energy": energy}
 
     comp = comparison({"cpu": fake(100.0, 2.0), "cuda:0": fake(2500.0, 0.1)})
@@ -106,9 +117,13 @@ def test_device_comparison_and_scaling_arithmetic():
 def fake_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "report"
     request = BenchRequest(
-        workload="cnn", devices=["cpu", "cuda"], train=TINY,
+        workload="cnn",
+        devices=["cpu", "cuda"],
+        train=TINY,
         infer=InferOptions(batch_sizes=[1, 4], iterations=4, warmup=1, backends=["torch"]),
-        out=out, meters={"cpu": FakeMeter()})
+        out=out,
+        meters={"cpu": FakeMeter()},
+    )
     report, folder = run_bench(request)
     return report, folder
 
@@ -123,8 +138,7 @@ def test_report_files(fake_report):
     assert data["settings"]["train"]["repeats"] == 2
     for key in ("torch", "git_commit", "cuda_devices", "nvidia_driver", "cpu"):
         assert key in data["environment"]
-    assert [(r["backend"], r["batch_size"]) for r in data["infer"]] == [("torch", 1),
-                                                                       ("torch", 4)]
+    assert [(r["backend"], r["batch_size"]) for r in data["infer"]] == [("torch", 1), ("torch", 4)]
     if not torch.cuda.is_available():
         assert any("cuda: skipped" in n for n in data["notes"])
     text = (folder / "bench.md").read_text()

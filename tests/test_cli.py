@@ -53,8 +53,10 @@ def test_prepare_train_evaluate_export_predict_each_alone(tmp_path, job_file, ca
     assert run_cli(["export", str(run)]) == 0
     assert (run / "bundle" / "model.json").is_file()
     out = tmp_path / "pred"
-    assert run_cli(["predict", str(run / "bundle"), str(data), "--out", str(out),
-                    "--split", "test"]) == 0
+    assert (
+        run_cli(["predict", str(run / "bundle"), str(data), "--out", str(out), "--split", "test"])
+        == 0
+    )
     assert json.loads((out / "manifest.json").read_text())["rows"] == 360
 
 
@@ -114,8 +116,13 @@ def test_run_end_to_end_in_a_subprocess(tmp_path, job_file):
     assert "test accuracy" in done.stdout
     assert "Traceback" not in done.stderr
     (run,) = (tmp_path / "runs").glob("e2e-*")
-    for part in ("job.toml", "metrics.jsonl", "report/metrics.json", "bundle/model.json",
-                 "predictions/manifest.json"):
+    for part in (
+        "job.toml",
+        "metrics.jsonl",
+        "report/metrics.json",
+        "bundle/model.json",
+        "predictions/manifest.json",
+    ):
         assert (run / part).is_file(), part
 
 

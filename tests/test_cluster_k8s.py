@@ -17,16 +17,30 @@ from deepfleet.errors import UserError
 JOB_TOML = '[run]\nname = "digits"\nruns_dir = "/workspace/runs"\n\n[data]\nsource = "digits"\n'
 
 CASES = {
-    "k8s-2x4-resume": ClusterSpec(name="digits", nodes=2, gpus_per_node=4,
-                                  image="registry.example.com/deepfleet:0.1.0", resume=True,
-                                  max_restarts=2, data_key_secret="digits-data-key",
-                                  storage="200Gi", storage_class="nfs"),
+    "k8s-2x4-resume": ClusterSpec(
+        name="digits",
+        nodes=2,
+        gpus_per_node=4,
+        image="registry.example.com/deepfleet:0.1.0",
+        resume=True,
+        max_restarts=2,
+        data_key_secret="digits-data-key",
+        storage="200Gi",
+        storage_class="nfs",
+    ),
     "k8s-1x0": ClusterSpec(name="digits", nodes=1, gpus_per_node=0, image="deepfleet:0.1.0"),
-    "k8s-4x8": ClusterSpec(name="big", nodes=4, gpus_per_node=8, image="deepfleet:0.1.0",
-                           namespace="ml", resume=True),
+    "k8s-4x8": ClusterSpec(
+        name="big", nodes=4, gpus_per_node=8, image="deepfleet:0.1.0", namespace="ml", resume=True
+    ),
 }
-SERVE = ServeSpec(name="digits", bundle="runs/digits/bundle", image="deepfleet:0.1.0",
-                  gpus=1, replicas=2, max_replicas=6)
+SERVE = ServeSpec(
+    name="digits",
+    bundle="runs/digits/bundle",
+    image="deepfleet:0.1.0",
+    gpus=1,
+    replicas=2,
+    max_replicas=6,
+)
 
 
 def docs(text: str) -> list[dict]:
@@ -67,18 +81,24 @@ def _master_too(o: dict) -> None:
     specs["Master"] = {**copy.deepcopy(specs["Worker"]), "replicas": 2}
 
 
-@pytest.mark.parametrize("breakage", [
-    _master_too,
-    lambda o: o["spec"]["pytorchReplicaSpecs"].__setitem__(
-        "Master", o["spec"]["pytorchReplicaSpecs"].pop("Worker")),
-    lambda o: o["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]
-    .__setitem__("name", "trainer"),
-    lambda o: o["spec"]["runPolicy"].__setitem__("cleanPodPolicy", "Sometimes"),
-    lambda o: o["spec"]["elasticPolicy"].__setitem__("rdzvBackend", "zookeeper"),
-    lambda o: o["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]
-    .__setitem__("gpus", 4),
-    lambda o: o["spec"].__setitem__("replicas", 2),
-])
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        _master_too,
+        lambda o: o["spec"]["pytorchReplicaSpecs"].__setitem__(
+            "Master", o["spec"]["pytorchReplicaSpecs"].pop("Worker")
+        ),
+        lambda o: o["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][
+            0
+        ].__setitem__("name", "trainer"),
+        lambda o: o["spec"]["runPolicy"].__setitem__("cleanPodPolicy", "Sometimes"),
+        lambda o: o["spec"]["elasticPolicy"].__setitem__("rdzvBackend", "zookeeper"),
+        lambda o: o["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][
+            0
+        ].__setitem__("gpus", 4),
+        lambda o: o["spec"].__setitem__("replicas", 2),
+    ],
+)
 def test_crd_schema_rejects_what_the_operator_rejects(breakage):
     obj = copy.deepcopy(_pytorchjob())
     validate_object(obj)
@@ -87,11 +107,14 @@ def test_crd_schema_rejects_what_the_operator_rejects(breakage):
         validate_object(obj)
 
 
-@pytest.mark.parametrize("breakage", [
-    lambda j: j["spec"].__setitem__("completionMode", 3),
-    lambda j: j["spec"]["template"]["spec"]["containers"][0].__setitem__("gpu", 1),
-    lambda j: j["spec"]["template"]["spec"].__setitem__("restartPolicy", ["Never"]),
-])
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        lambda j: j["spec"].__setitem__("completionMode", 3),
+        lambda j: j["spec"]["template"]["spec"]["containers"][0].__setitem__("gpu", 1),
+        lambda j: j["spec"]["template"]["spec"].__setitem__("restartPolicy", ["Never"]),
+    ],
+)
 def test_kubernetes_schema_is_strict(breakage):
     job = copy.deepcopy(rendered("k8s-2x4-resume")["indexed-job.yaml"][1])
     validate_object(job)
@@ -123,8 +146,13 @@ def test_gpus_launchers_and_shared_volume():
         assert container["resources"] == {"limits": {"nvidia.com/gpu": 8}}
         assert "resources" not in prepare
         # Every pod makes or finds the same run folder, then trains it.
-        assert prepare["args"] == ["cluster", "prepare", "/etc/deepfleet/job/job.toml",
-                                   "--run-dir", "/workspace/runs/big"]
+        assert prepare["args"] == [
+            "cluster",
+            "prepare",
+            "/etc/deepfleet/job/job.toml",
+            "--run-dir",
+            "/workspace/runs/big",
+        ]
         args = container["args"]
         assert args[:4] == ["train", "/workspace/runs/big", "--nproc", "8"]
         assert args[args.index("--nnodes") + 1] == "4"
@@ -191,8 +219,11 @@ def test_pytorchjob_is_elastic_with_the_rendezvous_on_worker_zero():
     env = {e["name"]: e for e in container["env"]}
     assert "replica-index" in env["NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"]
     assert "RANK" not in env and "WORLD_SIZE" not in env
-    assert container["ports"][0] == {"name": "pytorchjob-port", "containerPort": 29500,
-                                     "protocol": "TCP"}
+    assert container["ports"][0] == {
+        "name": "pytorchjob-port",
+        "containerPort": 29500,
+        "protocol": "TCP",
+    }
 
 
 @pytest.mark.parametrize("case,resume", [("k8s-2x4-resume", True), ("k8s-1x0", False)])
@@ -231,14 +262,21 @@ def test_secrets_are_mounted_files_never_values():
         assert volumes["keys"]["emptyDir"]["medium"] == "Memory"
         # First the key is copied from its Secret into memory, private to the pod's user...
         copy_key = template["spec"]["initContainers"][0]
-        assert copy_key["command"] == ["install", "-m", "0600",
-                                       "/etc/deepfleet/secrets/data-key/key",
-                                       "/run/deepfleet/keys/data.key"]
+        assert copy_key["command"] == [
+            "install",
+            "-m",
+            "0600",
+            "/etc/deepfleet/secrets/data-key/key",
+            "/run/deepfleet/keys/data.key",
+        ]
         # ...then preparing and training read it there (the job's data.key names it).
         for container in _containers(template):
             mounts = {m["name"]: m for m in container["volumeMounts"]}
-            assert mounts["keys"] == {"name": "keys", "mountPath": "/run/deepfleet/keys",
-                                      "readOnly": True}
+            assert mounts["keys"] == {
+                "name": "keys",
+                "mountPath": "/run/deepfleet/keys",
+                "readOnly": True,
+            }
             assert "data-key" not in mounts
     deployment = docs(render_serve(SERVE)["serve.yaml"])[0]
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
@@ -254,7 +292,8 @@ def test_every_pod_runs_as_non_root():
         assert template["spec"]["securityContext"]["runAsNonRoot"] is True
         assert template["spec"]["securityContext"]["runAsUser"] != 0
         for container in template["spec"]["containers"] + template["spec"].get(
-                "initContainers", []):
+            "initContainers", []
+        ):
             security = container["securityContext"]
             assert security["allowPrivilegeEscalation"] is False
             assert security["capabilities"]["drop"] == ["ALL"]

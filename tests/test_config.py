@@ -61,8 +61,16 @@ def test_missing_job_file(tmp_path):
 
 def test_overrides_set_scalars_tables_and_list_items(tmp_path):
     path = write(tmp_path, "[[train.stages]]\nepochs = 1\n[[train.stages]]\nepochs = 2\n")
-    job = load_job(path, ["train.batch_size=128", "train.stages.1.lr=0.5",
-                          "run.name=abc", "model.params.hidden=[8, 4]", "train.grad_clip=1.0"])
+    job = load_job(
+        path,
+        [
+            "train.batch_size=128",
+            "train.stages.1.lr=0.5",
+            "run.name=abc",
+            "model.params.hidden=[8, 4]",
+            "train.grad_clip=1.0",
+        ],
+    )
     assert job.train.batch_size == 128
     assert job.train.stages[1].lr == 0.5
     assert job.train.stages[0].lr == 1e-3
@@ -90,8 +98,9 @@ def test_resolved_job_round_trips_through_toml(tmp_path):
 def test_relative_paths_resolve_against_the_job_file(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "prepared").mkdir()
-    path = write(tmp_path / "sub", "[data]\nprepared = '../prepared'\n"
-                 "[model]\nname = 'my_models:build'\n")
+    path = write(
+        tmp_path / "sub", "[data]\nprepared = '../prepared'\n[model]\nname = 'my_models:build'\n"
+    )
     job = load_job(path)
     assert job.data.prepared == str((tmp_path / "prepared").resolve())
     assert job.model.path == str(tmp_path / "sub")
@@ -104,4 +113,5 @@ def test_job_file_reference_is_current():
 
     doc = Path(__file__).resolve().parents[1] / "docs" / "job-file.md"
     assert doc.read_text() == reference_markdown(), (
-        "docs/job-file.md is stale: python -m deepfleet.config.reference > docs/job-file.md")
+        "docs/job-file.md is stale: python -m deepfleet.config.reference > docs/job-file.md"
+    )

@@ -35,8 +35,7 @@ def encrypted(tmp_path_factory) -> tuple[Path, Path, Path]:
     base = tmp_path_factory.mktemp("crypto")
     key = new_data_key(base / "keys" / "data.key")
     prepare_from_config(DataSection(source="digits", shards=2), base / "plain", seed=0)
-    prepare_from_config(DataSection(source="digits", shards=2, key=str(key)), base / "enc",
-                        seed=0)
+    prepare_from_config(DataSection(source="digits", shards=2, key=str(key)), base / "enc", seed=0)
     return base / "plain", base / "enc", key
 
 
@@ -82,8 +81,10 @@ def test_round_trip_equals_the_plain_data_set(encrypted):
         a, b = read_split(plain, split), read_split(enc, split, key=key)
         assert torch.equal(a.ids, b.ids) and torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
     # the streaming reader decrypts too, in worker processes, with the same batches as plain
-    streams = [StreamLoader(ShardStream(d, batch_size=100, seed=1, key=k), num_workers=w)
-               for d, k, w in ((plain, None, 0), (enc, key, 2))]
+    streams = [
+        StreamLoader(ShardStream(d, batch_size=100, seed=1, key=k), num_workers=w)
+        for d, k, w in ((plain, None, 0), (enc, key, 2))
+    ]
     batches = [[(x.clone(), loader.last_ids.clone()) for x, _ in loader] for loader in streams]
     assert len(batches[0]) == len(batches[1]) == 13
     for (xa, ia), (xb, ib) in zip(*batches, strict=True):

@@ -52,11 +52,14 @@ def test_a_fresh_manifest_verifies_and_survives_reindenting(digits_data, tmp_pat
     assert capsys.readouterr().out.startswith("ok ")
 
 
-@pytest.mark.parametrize("change", [
-    _more_rows,
-    lambda raw: raw["class_names"].__setitem__(3, "three"),
-    lambda raw: raw["features"].__setitem__("scale", 1.0),
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        _more_rows,
+        lambda raw: raw["class_names"].__setitem__(3, "three"),
+        lambda raw: raw["features"].__setitem__("scale", 1.0),
+    ],
+)
 def test_an_edited_manifest_is_refused_by_verify_data(digits_data, tmp_path, capsys, change):
     data = _copy(digits_data, tmp_path)
     _edit(data, change)
@@ -83,21 +86,37 @@ def test_train_and_predict_refuse_an_edited_manifest(digits_data, trained_run, t
     data = _copy(digits_data, tmp_path)
     _edit(data, _more_rows)
     job_file = tmp_path / "job.toml"
-    job_file.write_text(dump_job(job_from_dict(tiny_job_dict(
-        tmp_path, data={"prepared": str(data)}))))
+    job_file.write_text(
+        dump_job(job_from_dict(tiny_job_dict(tmp_path, data={"prepared": str(data)})))
+    )
     assert run_cli(["train", str(job_file)]) == 2
     _refused(capsys, "does not match its own digest")
-    assert run_cli(["predict", str(trained_run.bundle), str(data), "--out",
-                    str(tmp_path / "preds")]) == 2
+    assert (
+        run_cli(["predict", str(trained_run.bundle), str(data), "--out", str(tmp_path / "preds")])
+        == 2
+    )
     _refused(capsys, "does not match its own digest")
 
 
-def test_the_readers_check_footers_of_a_resealed_manifest(digits_data, trained_run, tmp_path,
-                                                           capsys):
+def test_the_readers_check_footers_of_a_resealed_manifest(
+    digits_data, trained_run, tmp_path, capsys
+):
     data = _copy(digits_data, tmp_path)
     _edit(data, _more_rows, reseal=True)
-    assert run_cli(["predict", str(trained_run.bundle), str(data), "--out",
-                    str(tmp_path / "preds"), "--split", "train"]) == 2
+    assert (
+        run_cli(
+            [
+                "predict",
+                str(trained_run.bundle),
+                str(data),
+                "--out",
+                str(tmp_path / "preds"),
+                "--split",
+                "train",
+            ]
+        )
+        == 2
+    )
     _refused(capsys, "rows but the manifest says")
 
 
@@ -105,8 +124,15 @@ def test_an_encrypted_manifest_is_authenticated_by_the_data_key(tmp_path, capsys
     key = tmp_path / "data.key"
     assert run_cli(["keys", "new", "--out", str(key)]) == 0
     data = tmp_path / "enc"
-    write_dataset(load_source("digits"), data, shards=2, val_fraction=0.1, test_fraction=0.2,
-                  seed=0, key=load_data_key(key))
+    write_dataset(
+        load_source("digits"),
+        data,
+        shards=2,
+        val_fraction=0.1,
+        test_fraction=0.2,
+        seed=0,
+        key=load_data_key(key),
+    )
     capsys.readouterr()
     assert run_cli(["verify-data", str(data), "--key", str(key)]) == 0
     assert "authenticated by the data key" in capsys.readouterr().out

@@ -44,21 +44,46 @@ def test_prepare_twice_gives_identical_bytes_whatever_the_pool(tmp_path):
     digits = load_source("digits")
     runs = {}
     for name, workers in (("a", 2), ("b", 2), ("serial", 1)):
-        write_dataset(digits, tmp_path / name, shards=4, val_fraction=0.1, test_fraction=0.2,
-                      seed=3, workers=workers, source={"name": "digits"})
+        write_dataset(
+            digits,
+            tmp_path / name,
+            shards=4,
+            val_fraction=0.1,
+            test_fraction=0.2,
+            seed=3,
+            workers=workers,
+            source={"name": "digits"},
+        )
         runs[name] = folder_bytes(tmp_path / name)
     assert runs["a"] == runs["b"] == runs["serial"]
     assert len(runs["a"]) == 1 + 4 + 1 + 1  # manifest, 4 train, val, test
     other_seed = tmp_path / "c"
-    write_dataset(digits, other_seed, shards=4, val_fraction=0.1, test_fraction=0.2, seed=4,
-                  source={"name": "digits"})
+    write_dataset(
+        digits,
+        other_seed,
+        shards=4,
+        val_fraction=0.1,
+        test_fraction=0.2,
+        seed=4,
+        source={"name": "digits"},
+    )
     assert folder_bytes(other_seed) != runs["a"]
 
 
 @pytest.mark.e2e
 def test_cli_prepare_matches_the_library_byte_for_byte(tmp_path):
-    done = run_deepfleet("prepare", "digits", "--out", str(tmp_path / "cli"), "--shards", "3",
-                         "--seed", "5", "--workers", "2")
+    done = run_deepfleet(
+        "prepare",
+        "digits",
+        "--out",
+        str(tmp_path / "cli"),
+        "--shards",
+        "3",
+        "--seed",
+        "5",
+        "--workers",
+        "2",
+    )
     assert done.returncode == 0, done.stderr
     assert "train 1257" in done.stdout
     prepare_from_config(DataSection(source="digits", shards=3, workers=1), tmp_path / "lib", 5)
@@ -95,8 +120,9 @@ def test_manifest_names_rows_histogram_and_split_membership(digits_data):
 
 def test_row_groups_are_sized_for_streaming(tmp_path):
     x = np.zeros((8000, 28, 28), np.uint8)
-    samples = Samples(x=x, y=np.arange(8000) % 10, class_names=list("0123456789"),
-                      description="zeros")
+    samples = Samples(
+        x=x, y=np.arange(8000) % 10, class_names=list("0123456789"), description="zeros"
+    )
     write_dataset(samples, tmp_path / "d", shards=1, val_fraction=0, test_fraction=0, seed=0)
     (entry,) = read_manifest(tmp_path / "d").shards("train")
     meta = pq.read_metadata(tmp_path / "d" / entry.file)
@@ -117,8 +143,15 @@ def test_interrupted_prepare_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(writer, "_write_shard", dies_on_third_shard)
     with pytest.raises(KeyboardInterrupt):
-        write_dataset(load_source("digits"), tmp_path / "out", shards=4, val_fraction=0.1,
-                      test_fraction=0.2, seed=0, workers=1)
+        write_dataset(
+            load_source("digits"),
+            tmp_path / "out",
+            shards=4,
+            val_fraction=0.1,
+            test_fraction=0.2,
+            seed=0,
+            workers=1,
+        )
     assert list(tmp_path.iterdir()) == []  # no folder, no temporary leftovers
 
 
@@ -126,8 +159,14 @@ def test_refuses_a_non_empty_output_folder(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("mine")
     with pytest.raises(UserError, match="exists and is not empty"):
-        write_dataset(load_source("digits"), tmp_path / "out", shards=2, val_fraction=0.1,
-                      test_fraction=0.2, seed=0)
+        write_dataset(
+            load_source("digits"),
+            tmp_path / "out",
+            shards=2,
+            val_fraction=0.1,
+            test_fraction=0.2,
+            seed=0,
+        )
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
 
 

@@ -90,8 +90,9 @@ def test_fashion_mnist_names_and_bad_idx(tmp_path):
 
 def cifar_record_bytes(labels: np.ndarray, images: np.ndarray) -> bytes:
     """The binary version: per row one label byte, then 1024 red, 1024 green, 1024 blue."""
-    return b"".join(bytes([int(lab)]) + img.tobytes() for lab, img in zip(labels, images,
-                                                                           strict=True))
+    return b"".join(
+        bytes([int(lab)]) + img.tobytes() for lab, img in zip(labels, images, strict=True)
+    )
 
 
 def make_cifar(folder: Path, per_batch=6, batches=2, seed=0):
@@ -102,9 +103,11 @@ def make_cifar(folder: Path, per_batch=6, batches=2, seed=0):
     for b in range(batches):
         part = slice(b * per_batch, (b + 1) * per_batch)
         (folder / f"data_batch_{b + 1}.bin").write_bytes(
-            cifar_record_bytes(labels[part], images[part]))
+            cifar_record_bytes(labels[part], images[part])
+        )
     (folder / "test_batch.bin").write_bytes(
-        cifar_record_bytes(labels[-per_batch:], images[-per_batch:]))
+        cifar_record_bytes(labels[-per_batch:], images[-per_batch:])
+    )
     (folder / "batches.meta.txt").write_text("cat\ndog\nfrog\n\n")
     return images, labels
 
@@ -121,8 +124,9 @@ def test_cifar10_binary_folder_and_archive(tmp_path):
         tar.add(tmp_path / "cifar-10-batches-bin", arcname="cifar-10-batches-bin")
     from_tar = load_source(str(archive))
     assert from_tar.class_names == ["cat", "dog", "frog"]
-    assert np.array_equal(from_tar.x, images) and np.array_equal(from_tar.test_rows,
-                                                                  np.arange(12, 18))
+    assert np.array_equal(from_tar.x, images) and np.array_equal(
+        from_tar.test_rows, np.arange(12, 18)
+    )
 
 
 class _Payload:
@@ -169,8 +173,9 @@ def test_image_folder_png_and_jpeg(tmp_path):
     Image.fromarray(colour, "RGB").save(tmp_path / "grey" / "dogs" / "red.JPEG", quality=95)
     with pytest.raises(UserError, match="set data.image_size"):
         load_source(str(tmp_path / "grey"))
-    out = prepared(tmp_path, str(tmp_path / "grey"), val_fraction=0, test_fraction=0,
-                   image_size=[5, 7])
+    out = prepared(
+        tmp_path, str(tmp_path / "grey"), val_fraction=0, test_fraction=0, image_size=[5, 7]
+    )
     _, x, y, _ = read_all(out)
     assert x.shape == (7, 3, 5, 7)
     red = x[list(y).index(1) + 3]  # dogs: 0.png, 1.png, 2.png, red.JPEG
@@ -208,14 +213,20 @@ def test_csv_and_parquet_tables(tmp_path):
     features = {f"f{i}": rng.normal(size=30) for i in range(4)}
     species = np.array(["setosa", "versicolor", "virginica"])[np.arange(30) % 3]
     pacsv.write_csv(pa.table({**features, "species": species}), tmp_path / "iris.csv")
-    out = prepared(tmp_path, str(tmp_path / "iris.csv"), label_column="species",
-                   val_fraction=0, test_fraction=0.2)
+    out = prepared(
+        tmp_path,
+        str(tmp_path / "iris.csv"),
+        label_column="species",
+        val_fraction=0,
+        test_fraction=0.2,
+    )
     _, x, y, _ = read_all(out)
     expected = np.stack([features[f"f{i}"] for i in range(4)], axis=1).astype(np.float32)
     assert np.allclose(x, expected, atol=1e-6) and np.array_equal(y, np.arange(30) % 3)
     ids = np.arange(100, 130)
-    pq.write_table(pa.table({"id": ids, **features, "label": np.arange(30) % 2}),
-                   tmp_path / "t.parquet")
+    pq.write_table(
+        pa.table({"id": ids, **features, "label": np.arange(30) % 2}), tmp_path / "t.parquet"
+    )
     samples = load_source(str(tmp_path / "t.parquet"))
     assert np.array_equal(samples.ids, ids) and samples.x.shape == (30, 4)
     with pytest.raises(UserError, match="no label column 'label'"):

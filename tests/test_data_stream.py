@@ -25,8 +25,9 @@ def odd_data(tmp_path_factory) -> Path:
     x = rng.integers(0, 256, size=(N, 1, 4, 4), dtype=np.uint8)
     x[:, 0, 0, 0] = np.arange(N) % 256
     x[:, 0, 0, 1] = np.arange(N) // 256
-    samples = Samples(x=x, y=np.arange(N) % 5, class_names=list("abcde"),
-                      description="test", scale=1 / 255)
+    samples = Samples(
+        x=x, y=np.arange(N) % 5, class_names=list("abcde"), description="test", scale=1 / 255
+    )
     out = tmp_path_factory.mktemp("stream") / "odd"
     write_dataset(samples, out, shards=4, val_fraction=0, test_fraction=0, seed=0)
     return out
@@ -49,8 +50,15 @@ def test_partition_over_ranks_and_workers_reads_each_sample_once(odd_data, uneve
             seen: list[int] = []
             per_rank_batches = []
             for rank in range(world):
-                stream = ShardStream(odd_data, batch_size=BATCH, rank=rank, world_size=world,
-                                     seed=3, uneven=uneven, shuffle_buffer=48)
+                stream = ShardStream(
+                    odd_data,
+                    batch_size=BATCH,
+                    rank=rank,
+                    world_size=world,
+                    seed=3,
+                    uneven=uneven,
+                    shuffle_buffer=48,
+                )
                 loader = StreamLoader(stream, num_workers=workers)
                 batches = epoch_batches(loader, epoch=1)
                 assert len(batches) == len(loader) == math.ceil(per_rank / BATCH)
@@ -91,8 +99,9 @@ def test_batches_hold_the_stored_values(odd_data):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_shuffle_is_seeded_per_epoch_and_spans_shards(odd_data, workers):
     # with workers, the same (persistent) worker processes serve every epoch
-    loader = StreamLoader(ShardStream(odd_data, batch_size=BATCH, seed=5, shuffle_buffer=400),
-                          num_workers=workers)
+    loader = StreamLoader(
+        ShardStream(odd_data, batch_size=BATCH, seed=5, shuffle_buffer=400), num_workers=workers
+    )
     a1, a2, b = epoch_batches(loader, 0), epoch_batches(loader, 0), epoch_batches(loader, 1)
     flat = [torch.cat(a).tolist() for a in (a1, a2, b)]
     assert flat[0] == flat[1]
@@ -109,8 +118,9 @@ def test_shuffle_is_seeded_per_epoch_and_spans_shards(odd_data, workers):
 @pytest.mark.parametrize("workers_before,workers_after", [(0, 2), (2, 1)])
 def test_resume_mid_epoch_sees_exactly_the_rest(odd_data, workers_before, workers_after):
     def make(workers):
-        stream = ShardStream(odd_data, batch_size=BATCH, rank=1, world_size=2, seed=9,
-                             shuffle_buffer=40)
+        stream = ShardStream(
+            odd_data, batch_size=BATCH, rank=1, world_size=2, seed=9, shuffle_buffer=40
+        )
         return StreamLoader(stream, num_workers=workers)
 
     uninterrupted = [b.tolist() for b in epoch_batches(make(0), 2)]
@@ -155,8 +165,10 @@ def test_resume_refuses_a_different_order(odd_data):
 
 def test_cache_gives_the_same_batches_and_leaves_global_rng_alone(odd_data):
     plain = StreamLoader(ShardStream(odd_data, batch_size=BATCH, seed=2, shuffle_buffer=64))
-    cached = StreamLoader(ShardStream(odd_data, batch_size=BATCH, seed=2, shuffle_buffer=64,
-                                      cache=True), num_workers=1)
+    cached = StreamLoader(
+        ShardStream(odd_data, batch_size=BATCH, seed=2, shuffle_buffer=64, cache=True),
+        num_workers=1,
+    )
     rng = torch.get_rng_state()
     for epoch in (0, 1):
         a = [b.tolist() for b in epoch_batches(plain, epoch)]
@@ -165,11 +177,14 @@ def test_cache_gives_the_same_batches_and_leaves_global_rng_alone(odd_data):
     assert len(cached.stream.rows.whole) == 4
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"rank": 2, "world_size": 2}, "rank 2 is not in a world of size 2"),
-    ({"uneven": "wrap"}, "uneven must be 'pad' or 'drop'"),
-    ({"batch_size": 0}, "batch_size must be > 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"rank": 2, "world_size": 2}, "rank 2 is not in a world of size 2"),
+        ({"uneven": "wrap"}, "uneven must be 'pad' or 'drop'"),
+        ({"batch_size": 0}, "batch_size must be > 0"),
+    ],
+)
 def test_bad_arguments_are_one_line_errors(odd_data, kwargs, message):
     with pytest.raises(UserError, match=message):
         ShardStream(odd_data, **{"batch_size": BATCH, **kwargs})
@@ -185,11 +200,18 @@ def test_unknown_split_and_missing_folder(odd_data, tmp_path):
 def _rank_main(rank: int, world: int, port: int, data: str, out: str) -> None:
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
     try:
-        stream = ShardStream(data, batch_size=BATCH, rank=dist.get_rank(),
-                             world_size=dist.get_world_size(), seed=4, shuffle_buffer=64)
+        stream = ShardStream(
+            data,
+            batch_size=BATCH,
+            rank=dist.get_rank(),
+            world_size=dist.get_world_size(),
+            seed=4,
+            shuffle_buffer=64,
+        )
         loader = StreamLoader(stream, num_workers=1)
         loader.set_epoch(2)
         ids = [i for _ in loader for i in loader.last_ids.tolist()]
@@ -212,8 +234,13 @@ def test_real_gloo_ranks_read_each_sample_once(odd_data, tmp_path):
         port = probe.getsockname()[1]
     out = tmp_path / "gathered.json"
     # fork: the ranks start without importing torch again (the parent has no process group)
-    mp.start_processes(_rank_main, args=(2, port, str(odd_data), str(out)), nprocs=2,
-                       join=True, start_method="fork")
+    mp.start_processes(
+        _rank_main,
+        args=(2, port, str(odd_data), str(out)),
+        nprocs=2,
+        join=True,
+        start_method="fork",
+    )
     gathered = json.loads(out.read_text())
     assert gathered[0]["batches"] == gathered[1]["batches"] == math.ceil(151 / BATCH)
     counts = collections.Counter(gathered[0]["ids"] + gathered[1]["ids"])
@@ -222,8 +249,9 @@ def test_real_gloo_ranks_read_each_sample_once(odd_data, tmp_path):
 
 @pytest.mark.gpu
 def test_pin_memory_on_cuda(odd_data):
-    loader = StreamLoader(ShardStream(odd_data, batch_size=BATCH, seed=0), num_workers=1,
-                          pin_memory=True)
+    loader = StreamLoader(
+        ShardStream(odd_data, batch_size=BATCH, seed=0), num_workers=1, pin_memory=True
+    )
     plain = StreamLoader(ShardStream(odd_data, batch_size=BATCH, seed=0))
     for (x, _), (x_plain, _) in zip(loader, plain, strict=True):
         assert x.is_pinned()

@@ -24,8 +24,7 @@ def test_a_run_hashes_each_shard_once_per_stage_that_reads_it(tmp_path, monkeypa
         return real(path, *args, **kwargs)
 
     monkeypatch.setattr(manifest_module, "sha256_file", counting)
-    for name in ("stage_prepare", "stage_train", "stage_evaluate", "stage_export",
-                 "stage_predict"):
+    for name in ("stage_prepare", "stage_train", "stage_evaluate", "stage_export", "stage_predict"):
         original = getattr(pipeline, name)
 
         def staged(*args, _original=original, _name=name, **kwargs):

@@ -43,8 +43,9 @@ def test_compiled_torch_agrees_with_eager(trained_run, test_x):
     eager = make_backend(bundle, "torch", "cpu")(test_x)
     compiled = make_backend(load_bundle(trained_run.bundle), "torch", "cpu", compiled=True)
     for rows in (len(test_x), 7):  # dynamic batch: a second size needs no new graph
-        np.testing.assert_allclose(compiled(test_x[:rows]), eager[:rows],
-                                   atol=BACKEND_TOLERANCE, rtol=0)
+        np.testing.assert_allclose(
+            compiled(test_x[:rows]), eager[:rows], atol=BACKEND_TOLERANCE, rtol=0
+        )
 
 
 @pytest.mark.gpu

@@ -50,27 +50,42 @@ def test_onnx_graph_matches_torch_on_real_data_and_any_batch(trained_run):
 
 def test_export_refuses_a_graph_outside_tolerance(tmp_path):
     with pytest.raises(UserError, match="disagrees with PyTorch"):
-        export_bundle(cnn((1, 8, 8), 3), tmp_path / "b", name="m",
-                      model_section=ModelSection(name="cnn"), input_shape=(1, 8, 8),
-                      class_names=["a", "b", "c"], onnx_tolerance=-1.0)
+        export_bundle(
+            cnn((1, 8, 8), 3),
+            tmp_path / "b",
+            name="m",
+            model_section=ModelSection(name="cnn"),
+            input_shape=(1, 8, 8),
+            class_names=["a", "b", "c"],
+            onnx_tolerance=-1.0,
+        )
     assert not (tmp_path / "b").exists()  # nothing half-written
 
 
 def test_bundle_without_onnx(tmp_path):
-    out = export_bundle(cnn((1, 8, 8), 3), tmp_path / "b", name="m",
-                        model_section=ModelSection(name="cnn"), input_shape=(1, 8, 8),
-                        class_names=["a", "b", "c"], onnx=False)
+    out = export_bundle(
+        cnn((1, 8, 8), 3),
+        tmp_path / "b",
+        name="m",
+        model_section=ModelSection(name="cnn"),
+        input_shape=(1, 8, 8),
+        class_names=["a", "b", "c"],
+        onnx=False,
+    )
     assert load_bundle(out).onnx_path is None
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("change", "does not match its sha256"),
-    ("remove", "missing model.onnx"),
-    ("add", "unexpected file extra.bin"),
-    ("folder", "unexpected folder sub"),
-    ("symlink", "symlink"),
-    ("escape", "leaves the bundle"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("change", "does not match its sha256"),
+        ("remove", "missing model.onnx"),
+        ("add", "unexpected file extra.bin"),
+        ("folder", "unexpected folder sub"),
+        ("symlink", "symlink"),
+        ("escape", "leaves the bundle"),
+    ],
+)
 def test_damaged_bundles_are_refused(trained_run, tmp_path, damage, message):
     root = copy_bundle(trained_run.bundle, tmp_path / "bundle")
     if damage == "change":

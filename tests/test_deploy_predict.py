@@ -22,8 +22,10 @@ def _read(out, result) -> dict[int, np.ndarray]:
     rows = {}
     for entry in result["files"]:
         table = pq.read_table(out / entry["file"])
-        probs = np.stack([table.column(c).to_numpy() for c in table.column_names
-                          if c.startswith("prob_")], axis=1)
+        probs = np.stack(
+            [table.column(c).to_numpy() for c in table.column_names if c.startswith("prob_")],
+            axis=1,
+        )
         rows.update(zip(table.column("id").to_pylist(), probs, strict=True))
     return rows
 
@@ -32,10 +34,10 @@ def _read(out, result) -> dict[int, np.ndarray]:
 def test_two_processes_match_one_and_cover_every_id(trained_run, tmp_path):
     bundle = load_bundle(trained_run.bundle)
     data = trained_run.data_dir()
-    one = predict_dataset(bundle, data, tmp_path / "one", splits=["train", "test"],
-                          backend="torch")
-    two = predict_dataset(bundle, data, tmp_path / "two", splits=["train", "test"], nproc=2,
-                          backend="onnxruntime")
+    one = predict_dataset(bundle, data, tmp_path / "one", splits=["train", "test"], backend="torch")
+    two = predict_dataset(
+        bundle, data, tmp_path / "two", splits=["train", "test"], nproc=2, backend="onnxruntime"
+    )
     assert two["nproc"] == 2 and two["rows"] == one["rows"]
     a, b = _read(tmp_path / "one", one), _read(tmp_path / "two", two)
     manifest = read_manifest(data)
@@ -71,8 +73,19 @@ def test_predict_cli_verifies_the_signed_bundle(trained_run, tmp_path, capsys):
     root = copy_bundle(trained_run.bundle, tmp_path / "bundle")
     private, public = new_signing_key(tmp_path / "keys")
     sign_bundle(root, private)
-    args = ["predict", str(root), str(trained_run.root), "--out", str(tmp_path / "p"),
-            "--split", "test", "--public-key", str(public), "--backend", "onnxruntime"]
+    args = [
+        "predict",
+        str(root),
+        str(trained_run.root),
+        "--out",
+        str(tmp_path / "p"),
+        "--split",
+        "test",
+        "--public-key",
+        str(public),
+        "--backend",
+        "onnxruntime",
+    ]
     done = run_deepfleet(*args)
     assert done.returncode == 0, done.stderr
     assert "0 already done" in " ".join(done.stdout.split())
@@ -81,21 +94,46 @@ def test_predict_cli_verifies_the_signed_bundle(trained_run, tmp_path, capsys):
     assert "changed: metrics.json" in capsys.readouterr().err
 
 
-def test_predict_picks_onnxruntime_when_the_bundle_has_onnx_else_torch(trained_run, tmp_path,
-                                                                       capsys):
+def test_predict_picks_onnxruntime_when_the_bundle_has_onnx_else_torch(
+    trained_run, tmp_path, capsys
+):
     """The default backend (auto) follows serve's rule, says which it used, and both give
     the same classes."""
     data = trained_run.data_dir()
-    assert run_cli(["predict", str(trained_run.bundle), str(data), "--out",
-                    str(tmp_path / "auto"), "--split", "test"]) == 0
+    assert (
+        run_cli(
+            [
+                "predict",
+                str(trained_run.bundle),
+                str(data),
+                "--out",
+                str(tmp_path / "auto"),
+                "--split",
+                "test",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.strip().endswith("backend onnxruntime)")
     without = copy_bundle(trained_run.bundle, tmp_path / "no-onnx")
     spec = json.loads((without / "model.json").read_text())
     del spec["files"]["model.onnx"], spec["onnx"]
     (without / "model.onnx").unlink()
     (without / "model.json").write_text(json.dumps(spec))
-    assert run_cli(["predict", str(without), str(data), "--out", str(tmp_path / "torch"),
-                    "--split", "test"]) == 0
+    assert (
+        run_cli(
+            [
+                "predict",
+                str(without),
+                str(data),
+                "--out",
+                str(tmp_path / "torch"),
+                "--split",
+                "test",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.strip().endswith("backend torch)")
     first = json.loads((tmp_path / "auto" / "manifest.json").read_text())
     second = json.loads((tmp_path / "torch" / "manifest.json").read_text())

@@ -37,8 +37,17 @@ def signed_bundle(trained_run, tmp_path_factory):
 def server(signed_bundle, tmp_path_factory):
     root, public = signed_bundle
     log = tmp_path_factory.mktemp("log") / "server.log"
-    with Server(root, "--public-key", str(public), "--max-body-kb", str(BODY_LIMIT_KB),
-                "--replicas", "2", log=log, token=secrets.token_hex(16)) as srv:
+    with Server(
+        root,
+        "--public-key",
+        str(public),
+        "--max-body-kb",
+        str(BODY_LIMIT_KB),
+        "--replicas",
+        "2",
+        log=log,
+        token=secrets.token_hex(16),
+    ) as srv:
         yield srv
 
 
@@ -57,8 +66,9 @@ def raw_x(trained_run) -> np.ndarray:
 def infer(server, body, name="tiny", **kw) -> httpx.Response:
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     headers = {**server.headers, "Content-Type": "application/json", **kw.pop("headers", {})}
-    return httpx.post(f"{server.url}/v2/models/{name}/infer", content=content,
-                      headers=headers, timeout=30, **kw)
+    return httpx.post(
+        f"{server.url}/v2/models/{name}/infer", content=content, headers=headers, timeout=30, **kw
+    )
 
 
 def test_health_and_model_metadata(server):
@@ -72,8 +82,12 @@ def test_health_and_model_metadata(server):
     assert {o["name"] for o in meta["outputs"]} == {"logits", "probabilities", "label"}
     assert meta["platform"] == "onnxruntime"
     version = meta["versions"][0]
-    assert httpx.get(f"{server.url}/v2/models/tiny/versions/{version}",
-                     headers=server.headers).status_code == 200
+    assert (
+        httpx.get(
+            f"{server.url}/v2/models/tiny/versions/{version}", headers=server.headers
+        ).status_code
+        == 200
+    )
     assert httpx.get(f"{server.url}/v2/models/tiny/ready").json()["ready"] is True
     missing = httpx.get(f"{server.url}/v2/models/tiny/versions/nope", headers=server.headers)
     assert missing.status_code == 404 and "unknown version" in missing.json()["error"]
@@ -94,8 +108,12 @@ def test_oip_round_trip_matches_in_process_inference(server, trained_run, test_x
     probs = np.array(out["probabilities"]["data"]).reshape(16, 10)
     np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
     # Nested data, FP64, and a chosen output.
-    nested = {"inputs": [{"name": "input", "shape": [2, 1, 8, 8], "datatype": "FP64",
-                          "data": raw_x[:2].tolist()}], "outputs": [{"name": "label"}]}
+    nested = {
+        "inputs": [
+            {"name": "input", "shape": [2, 1, 8, 8], "datatype": "FP64", "data": raw_x[:2].tolist()}
+        ],
+        "outputs": [{"name": "label"}],
+    }
     only = infer(server, nested).json()["outputs"]
     assert [o["name"] for o in only] == ["label"]
     assert only[0]["data"] == expected[:2].argmax(1).tolist()
@@ -103,9 +121,12 @@ def test_oip_round_trip_matches_in_process_inference(server, trained_run, test_x
 
 def test_predict_endpoint(server, trained_run, test_x, raw_x):
     x, raw = test_x[:3], raw_x[:3]
-    reply = httpx.post(f"{server.url}/predict", headers=server.headers, timeout=30,
-                       json={"instances": [raw[0].tolist(), raw[1].ravel().tolist(),
-                                           raw[2].tolist()]})
+    reply = httpx.post(
+        f"{server.url}/predict",
+        headers=server.headers,
+        timeout=30,
+        json={"instances": [raw[0].tolist(), raw[1].ravel().tolist(), raw[2].tolist()]},
+    )
     assert reply.status_code == 200, reply.text
     predictions = reply.json()["predictions"]
     expected = make_backend(load_bundle(trained_run.bundle), "torch")(x).argmax(1)
@@ -114,9 +135,11 @@ def test_predict_endpoint(server, trained_run, test_x, raw_x):
     assert all(abs(sum(p["probabilities"]) - 1) < 1e-5 for p in predictions)
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-token-0123456789"},
-                                     {"Authorization": "Basic abc"}], ids=["none", "wrong",
-                                                                          "basic"])
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong-token-0123456789"}, {"Authorization": "Basic abc"}],
+    ids=["none", "wrong", "basic"],
+)
 def test_inference_needs_the_bearer_token(server, raw_x, headers):
     body = json.dumps(infer_body(raw_x[:1])).encode()
     for url in (f"{server.url}/v2/models/tiny/infer", f"{server.url}/predict"):
@@ -141,14 +164,17 @@ BAD_INPUTS = {
     "not-an-object": (b"[1, 2, 3]", 400, "JSON object"),
     "no-inputs": ({"outputs": []}, 400, "missing input tensor 'input'"),
     "empty-inputs": ({"inputs": []}, 400, "missing input tensor 'input'"),
-    "wrong-input-name": (_with(name="pixels"), 400, "unknown input tensor \"pixels\""),
-    "missing-data": ({"inputs": [{k: v for k, v in GOOD.items() if k != "data"}]}, 400,
-                     "'data' is missing"),
+    "wrong-input-name": (_with(name="pixels"), 400, 'unknown input tensor "pixels"'),
+    "missing-data": (
+        {"inputs": [{k: v for k, v in GOOD.items() if k != "data"}]},
+        400,
+        "'data' is missing",
+    ),
     "wrong-shape": (_with(shape=[1, 8, 8]), 400, "shape [1, 8, 8] does not match"),
     "wrong-inner-shape": (_with(shape=[1, 1, 4, 16]), 400, "does not match the model"),
     "zero-rows": (_with(shape=[0, 1, 8, 8], data=[]), 400, "does not match"),
     "shape-not-ints": (_with(shape=["1", 1, 8, 8]), 400, "list of integers"),
-    "wrong-datatype": (_with(datatype="BOOL"), 400, "datatype \"BOOL\" is not supported"),
+    "wrong-datatype": (_with(datatype="BOOL"), 400, 'datatype "BOOL" is not supported'),
     "bytes-datatype": (_with(datatype="BYTES"), 400, "not supported"),
     "too-few-values": (_with(data=[8] * 63), 400, "data has 63 values but shape"),
     "too-many-values": (_with(data=[8] * 128), 400, "data has 128 values"),
@@ -156,18 +182,31 @@ BAD_INPUTS = {
     "booleans": (_with(data=[8] * 63 + [True]), 400, "numbers only"),
     "ragged": (_with(data=[[8] * 8] * 7 + [[8] * 7]), 400, "ragged"),
     "data-not-list": (_with(data=0.5), 400, "JSON array"),
-    "nan-literal": (b'{"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": '
-                    b'"FP32", "data": [' + b"8, " * 63 + b"NaN]}]}", 400, "NaN"),
-    "infinity-literal": (b'{"inputs": [{"name": "input", "shape": [1, 1, 8, 8], '
-                         b'"datatype": "FP32", "data": [' + b"8, " * 63 +
-                         b"-Infinity]}]}", 400, "Infinity"),
+    "nan-literal": (
+        b'{"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": '
+        b'"FP32", "data": [' + b"8, " * 63 + b"NaN]}]}",
+        400,
+        "NaN",
+    ),
+    "infinity-literal": (
+        b'{"inputs": [{"name": "input", "shape": [1, 1, 8, 8], '
+        b'"datatype": "FP32", "data": [' + b"8, " * 63 + b"-Infinity]}]}",
+        400,
+        "Infinity",
+    ),
     "overflow-to-inf": (_with(data=[8] * 63 + [1e39]), 400, "raw uint8 samples"),
     "already-scaled": (_with(data=[0.5] * 64), 400, "send the data unscaled"),
-    "too-many-rows": (_with(shape=[65, 1, 8, 8], data=[8] * 64 * 65), 400,
-                      "exceeds the server's max batch size 64"),
+    "too-many-rows": (
+        _with(shape=[65, 1, 8, 8], data=[8] * 64 * 65),
+        400,
+        "exceeds the server's max batch size 64",
+    ),
     "duplicate-input": ({"inputs": [GOOD, GOOD]}, 400, "given 2 times"),
-    "unknown-output": ({"inputs": [GOOD], "outputs": [{"name": "embedding"}]}, 400,
-                       "unknown output \"embedding\""),
+    "unknown-output": (
+        {"inputs": [GOOD], "outputs": [{"name": "embedding"}]},
+        400,
+        'unknown output "embedding"',
+    ),
     "id-not-string": ({"inputs": [GOOD], "id": 5}, 400, "'id' must be a string"),
 }
 
@@ -180,12 +219,15 @@ def test_bad_input_gets_a_4xx_json_error_naming_the_problem(server, case):
     assert message in reply.json()["error"]
 
 
-@pytest.mark.parametrize("body, message", [
-    ({"instances": [[8] * 64, [8] * 63]}, "instance 1 has shape [63]; the model takes"),
-    ({"rows": []}, "'instances' list"),
-    ({"instances": []}, "non-empty"),
-    ({"instances": [[float("nan")] * 64]}, "NaN"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"instances": [[8] * 64, [8] * 63]}, "instance 1 has shape [63]; the model takes"),
+        ({"rows": []}, "'instances' list"),
+        ({"instances": []}, "non-empty"),
+        ({"instances": [[float("nan")] * 64]}, "NaN"),
+    ],
+)
 def test_bad_predict_bodies(server, body, message):
     content = json.dumps(body).encode()  # json.dumps writes NaN as the NaN literal
     reply = httpx.post(f"{server.url}/predict", content=content, headers=server.headers)
@@ -209,8 +251,9 @@ def test_oversized_body_gets_413_with_or_without_content_length(server):
         for _ in range(BODY_LIMIT_KB + 8):
             yield b" " * 1024
 
-    reply = httpx.post(f"{server.url}/v2/models/tiny/infer", content=chunks(),
-                       headers=server.headers)
+    reply = httpx.post(
+        f"{server.url}/v2/models/tiny/infer", content=chunks(), headers=server.headers
+    )
     assert reply.status_code == 413
 
 
@@ -222,9 +265,14 @@ def test_server_survives_everything_above(server, raw_x):
 def test_concurrent_requests_are_batched(server, raw_x):
     async def burst() -> list[int]:
         async with httpx.AsyncClient(headers=server.headers, timeout=30) as client:
-            replies = await asyncio.gather(*[
-                client.post(f"{server.url}/v2/models/tiny/infer",
-                            json=infer_body(raw_x[i:i + 1])) for i in range(48)])
+            replies = await asyncio.gather(
+                *[
+                    client.post(
+                        f"{server.url}/v2/models/tiny/infer", json=infer_body(raw_x[i : i + 1])
+                    )
+                    for i in range(48)
+                ]
+            )
         return [r.status_code for r in replies]
 
     before = _metric(server, "deepfleet_batch_requests_count")
@@ -237,21 +285,26 @@ def test_concurrent_requests_are_batched(server, raw_x):
 
 def _metric(server, name: str, labels: str = "") -> float:
     text = httpx.get(f"{server.url}/metrics").text
-    pattern = rf"^{re.escape(name)}{re.escape(labels)} (\S+)$" if labels else \
-        rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$"
+    pattern = (
+        rf"^{re.escape(name)}{re.escape(labels)} (\S+)$"
+        if labels
+        else rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$"
+    )
     values = [float(v) for v in re.findall(pattern, text, re.M)]
     return sum(values)
 
 
 def test_prometheus_metrics(server, raw_x):
     infer_route = 'route="/v2/models/{name}/infer"'
-    ok_before = _metric(server, "deepfleet_requests_total",
-                        f'{{code="200",method="POST",{infer_route}}}')
+    ok_before = _metric(
+        server, "deepfleet_requests_total", f'{{code="200",method="POST",{infer_route}}}'
+    )
     for i in range(3):
-        assert infer(server, infer_body(raw_x[i:i + 2])).status_code == 200
+        assert infer(server, infer_body(raw_x[i : i + 2])).status_code == 200
     text = httpx.get(f"{server.url}/metrics").text
-    ok_after = _metric(server, "deepfleet_requests_total",
-                       f'{{code="200",method="POST",{infer_route}}}')
+    ok_after = _metric(
+        server, "deepfleet_requests_total", f'{{code="200",method="POST",{infer_route}}}'
+    )
     assert ok_after - ok_before == 3
     assert 'deepfleet_requests_total{code="400",method="POST",' + infer_route in text
     assert 'deepfleet_request_seconds_bucket{le="0.005",' + infer_route in text
@@ -273,15 +326,18 @@ def test_openapi_schema_is_served(server):
 def slow_bundle(tmp_path_factory):
     """A heavy model (wide ResNet) so one request keeps the single replica busy for a while."""
     model = resnet((1, 32, 32), 10, widths=(64, 128, 256))
-    return export_bundle(model, tmp_path_factory.mktemp("slow") / "bundle", name="slow",
-                         model_section=ModelSection(name="resnet",
-                                                    params={"widths": [64, 128, 256]}),
-                         input_shape=(1, 32, 32), class_names=[str(i) for i in range(10)],
-                         onnx=False)
+    return export_bundle(
+        model,
+        tmp_path_factory.mktemp("slow") / "bundle",
+        name="slow",
+        model_section=ModelSection(name="resnet", params={"widths": [64, 128, 256]}),
+        input_shape=(1, 32, 32),
+        class_names=[str(i) for i in range(10)],
+        onnx=False,
+    )
 
 
-def test_full_queue_gets_503_with_retry_after_and_slow_requests_time_out(slow_bundle,
-                                                                         tmp_path):
+def test_full_queue_gets_503_with_retry_after_and_slow_requests_time_out(slow_bundle, tmp_path):
     args = ["--no-batching", "--max-queue", "1", "--max-batch-size", "128", "--timeout", "0.5"]
     with Server(slow_bundle, *args, log=tmp_path / "slow.log") as srv:
         one = {"inputs": [{**GOOD, "shape": [1, 1, 32, 32], "data": [0.5] * 1024}]}
@@ -315,8 +371,7 @@ def test_full_queue_gets_503_with_retry_after_and_slow_requests_time_out(slow_bu
         assert reply.status_code == 200
 
 
-def test_raw_digits_pixels_get_the_classes_evaluate_and_predict_give(server, trained_run,
-                                                                     tmp_path):
+def test_raw_digits_pixels_get_the_classes_evaluate_and_predict_give(server, trained_run, tmp_path):
     """scikit-learn's own raw images (floats 0..16, never through our shards) sent to
     /predict get the classes evaluate scored and `deepfleet predict` wrote."""
     from sklearn.datasets import load_digits
@@ -328,8 +383,12 @@ def test_raw_digits_pixels_get_the_classes_evaluate_and_predict_give(server, tra
     raw = load_digits().images[split.ids.numpy()].reshape(-1, 1, 8, 8)
     labels = []
     for start in range(0, len(raw), 64):
-        reply = httpx.post(f"{server.url}/predict", headers=server.headers, timeout=30,
-                           json={"instances": raw[start:start + 64].tolist()})
+        reply = httpx.post(
+            f"{server.url}/predict",
+            headers=server.headers,
+            timeout=30,
+            json={"instances": raw[start : start + 64].tolist()},
+        )
         assert reply.status_code == 200, reply.text
         labels += [p["label"] for p in reply.json()["predictions"]]
     bundle = load_bundle(trained_run.bundle)
@@ -342,6 +401,7 @@ def test_raw_digits_pixels_get_the_classes_evaluate_and_predict_give(server, tra
     import pyarrow.parquet as pq
 
     table = pa.concat_tables([pq.read_table(f) for f in (tmp_path / "preds").glob("*.parquet")])
-    by_id = dict(zip(table.column("id").to_pylist(), table.column("label").to_pylist(),
-                     strict=True))
+    by_id = dict(
+        zip(table.column("id").to_pylist(), table.column("label").to_pylist(), strict=True)
+    )
     assert [by_id[i] for i in split.ids.tolist()] == labels

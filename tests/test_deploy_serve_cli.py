@@ -20,8 +20,9 @@ def test_serve_needs_a_token_or_no_auth(trained_run, capsys, no_serve_env):
     assert "needs a bearer token" in capsys.readouterr().err
 
 
-def test_serve_refuses_a_tampered_signed_bundle(trained_run, tmp_path, capsys, no_serve_env,
-                                                monkeypatch):
+def test_serve_refuses_a_tampered_signed_bundle(
+    trained_run, tmp_path, capsys, no_serve_env, monkeypatch
+):
     root = copy_bundle(trained_run.bundle, tmp_path / "bundle")
     private, public = new_signing_key(tmp_path / "keys")
     sign_bundle(root, private)

@@ -52,9 +52,14 @@ async def _load(url: str, headers: dict, bodies: list[dict]) -> tuple[list, list
 @pytest.mark.e2e
 def test_32_clients_for_30_seconds(trained_run, tmp_path):
     x = raw_split(trained_run.data_dir(), "test")
-    bodies = [infer_body(x[i:i + 1]) for i in range(64)]
-    with Server(trained_run.bundle, "--workers", "2", log=tmp_path / "server.log",
-                token=secrets.token_hex(16)) as srv:
+    bodies = [infer_body(x[i : i + 1]) for i in range(64)]
+    with Server(
+        trained_run.bundle,
+        "--workers",
+        "2",
+        log=tmp_path / "server.log",
+        token=secrets.token_hex(16),
+    ) as srv:
         url = f"{srv.url}/v2/models/tiny/infer"
         for body in bodies[:8]:  # warm both workers' connections and allocators
             assert httpx.post(url, json=body, headers=srv.headers).status_code == 200
@@ -67,10 +72,16 @@ def test_32_clients_for_30_seconds(trained_run, tmp_path):
     assert len(codes) >= CLIENTS * 10
     growth_mib = (rss_after - rss_before) / 1024
     assert growth_mib < RSS_GROWTH_LIMIT_MIB, f"server memory grew {growth_mib:.0f} MiB"
-    counted = re.search(r'^deepfleet_requests_total\{code="200",method="POST",'
-                        r'route="/v2/models/\{name\}/infer"\} (\S+)$', metrics, re.M)
+    counted = re.search(
+        r'^deepfleet_requests_total\{code="200",method="POST",'
+        r'route="/v2/models/\{name\}/infer"\} (\S+)$',
+        metrics,
+        re.M,
+    )
     assert counted and float(counted.group(1)) == len(codes) + 8
     p50, p99 = np.percentile(latencies, [50, 99]) * 1000
-    print(f"\n{len(codes)} requests in {SECONDS}s ({len(codes) / SECONDS:.0f}/s), "
-          f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, RSS {rss_before // 1024} -> "
-          f"{rss_after // 1024} MiB")
+    print(
+        f"\n{len(codes)} requests in {SECONDS}s ({len(codes) / SECONDS:.0f}/s), "
+        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, RSS {rss_before // 1024} -> "
+        f"{rss_after // 1024} MiB"
+    )

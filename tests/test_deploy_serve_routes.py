@@ -34,8 +34,9 @@ def _routes(app) -> list[tuple[str, str]]:
         if included is not None:
             pending += list(included.routes)
         elif isinstance(route, APIRoute | Route):
-            found += [(method, route.path) for method in sorted(route.methods or ())
-                      if method != "HEAD"]
+            found += [
+                (method, route.path) for method in sorted(route.methods or ()) if method != "HEAD"
+            ]
     return found
 
 
@@ -45,8 +46,9 @@ def test_every_route_not_listed_open_refuses_a_missing_token(client):
     protected = [(m, p) for m, p in routes if p not in OPEN_ROUTES]
     assert len(protected) >= 5
     for method, path in protected:
-        url = re.sub(r"\{version\}", client.app.state.served.version,
-                     path.replace("{name}", "tiny"))
+        url = re.sub(
+            r"\{version\}", client.app.state.served.version, path.replace("{name}", "tiny")
+        )
         reply = client.request(method, url, content=b"{}")
         assert reply.status_code == 401, (method, path, reply.text)
         assert reply.json() == {"error": "missing or wrong bearer token"}
@@ -54,9 +56,16 @@ def test_every_route_not_listed_open_refuses_a_missing_token(client):
 
 def test_the_open_routes_answer_without_a_token(client):
     version = client.app.state.served.version
-    for path in ("/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/tiny/ready",
-                 f"/v2/models/tiny/versions/{version}/ready", "/metrics", "/openapi.json",
-                 "/docs"):
+    for path in (
+        "/v2",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/tiny/ready",
+        f"/v2/models/tiny/versions/{version}/ready",
+        "/metrics",
+        "/openapi.json",
+        "/docs",
+    ):
         assert client.get(path).status_code == 200, path
     listed = {p for _, p in _routes(client.app)}
     assert OPEN_ROUTES - {"/redoc", "/docs/oauth2-redirect"} <= listed

@@ -64,19 +64,35 @@ def test_signature_verifies_here_and_with_the_reference_tool(signed, keys):
     assert open_bundle(signed, keys[1]).name == "tiny"
     # The model_signing project's own command line is an independent verifier.
     done = subprocess.run(
-        [sys.executable, "-m", "model_signing", "verify", "key", str(signed),
-         "--signature", str(signed / SIGNATURE), "--public_key", str(keys[1])],
-        capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "model_signing",
+            "verify",
+            "key",
+            str(signed),
+            "--signature",
+            str(signed / SIGNATURE),
+            "--public_key",
+            str(keys[1]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("change", "changed: model.onnx$"),
-    ("add", "added: notes.txt$"),
-    ("add-git", "unexpected file .gitattributes"),  # model_signing skips .git*; we do not
-    ("remove", "missing: metrics.json$"),
-    ("symlink", "job.toml.* is a symlink"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("change", "changed: model.onnx$"),
+        ("add", "added: notes.txt$"),
+        ("add-git", "unexpected file .gitattributes"),  # model_signing skips .git*; we do not
+        ("remove", "missing: metrics.json$"),
+        ("symlink", "job.toml.* is a symlink"),
+    ],
+)
 def test_verification_refuses_any_change(signed, keys, tmp_path, damage, message):
     if damage == "change":
         data = bytearray((signed / ONNX_FILE).read_bytes())

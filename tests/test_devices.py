@@ -9,8 +9,17 @@ from deepfleet.devices import choose_device
 from deepfleet.errors import UserError
 from deepfleet.parallel import detect_env
 
-LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID",
-                 "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE")
+LAUNCHER_VARS = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "TORCHELASTIC_RUN_ID",
+    "SLURM_PROCID",
+    "SLURM_NTASKS",
+    "SLURM_LOCALID",
+    "SLURM_NTASKS_PER_NODE",
+)
 
 
 @pytest.fixture
@@ -33,8 +42,12 @@ def test_plain_srun_rank_3_takes_cuda_3(four_gpus, monkeypatch):
 
 
 def test_torchrun_local_rank(four_gpus, monkeypatch):
-    for name, value in {"RANK": "6", "WORLD_SIZE": "8", "LOCAL_RANK": "2",
-                        "LOCAL_WORLD_SIZE": "4"}.items():
+    for name, value in {
+        "RANK": "6",
+        "WORLD_SIZE": "8",
+        "LOCAL_RANK": "2",
+        "LOCAL_WORLD_SIZE": "4",
+    }.items():
         monkeypatch.setenv(name, value)
     env = detect_env()
     assert choose_device("cuda", env.local_rank) == torch.device("cuda", 2)

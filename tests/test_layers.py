@@ -30,8 +30,9 @@ def _module_name(path: Path) -> str:
 def _imports(path: Path) -> set[str]:
     """Every deepfleet module `path` imports, at any depth (function-level imports too)."""
     found = set()
-    package = _module_name(path) if path.name == "__init__.py" else \
-        _module_name(path).rsplit(".", 1)[0]
+    package = (
+        _module_name(path) if path.name == "__init__.py" else _module_name(path).rsplit(".", 1)[0]
+    )
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.startswith("deepfleet"))
@@ -63,7 +64,7 @@ def _cycle(edges: dict[str, set[str]]) -> list[str] | None:
         state[node] = 1
         for nxt in sorted(edges.get(node, ())):
             if state.get(nxt) == 1:
-                return trail[trail.index(nxt):] + [nxt] if nxt in trail else trail + [nxt]
+                return trail[trail.index(nxt) :] + [nxt] if nxt in trail else trail + [nxt]
             if nxt not in state and (found := visit(nxt, trail + [nxt])):
                 return found
         state[node] = 2
@@ -85,10 +86,17 @@ def test_the_cycle_finder_finds_one():
 
 
 def test_serving_does_not_load_the_trainer():
-    code = ("import sys, json, deepfleet.deploy.serve; "
-            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('deepfleet'))))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={"PYTHONPATH": str(REPO / "src"), "PATH": ""}, timeout=120)
+    code = (
+        "import sys, json, deepfleet.deploy.serve; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('deepfleet'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(REPO / "src"), "PATH": ""},
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     loaded = json.loads(done.stdout)
     assert "deepfleet.deploy.serve" in loaded

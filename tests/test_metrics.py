@@ -19,12 +19,14 @@ def test_metrics_match_scikit_learn(seed):
     assert got["accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred))
     for avg in ("macro", "weighted"):
         p, r, f, _ = skm.precision_recall_fscore_support(
-            y_true, y_pred, average=avg, labels=range(classes), zero_division=0)
+            y_true, y_pred, average=avg, labels=range(classes), zero_division=0
+        )
         assert got[f"precision_{avg}"] == pytest.approx(p, abs=1e-6)
         assert got[f"recall_{avg}"] == pytest.approx(r, abs=1e-6)
         assert got[f"f1_{avg}"] == pytest.approx(f, abs=1e-6)
     p, r, f, support = skm.precision_recall_fscore_support(
-        y_true, y_pred, average=None, labels=range(classes), zero_division=0)
+        y_true, y_pred, average=None, labels=range(classes), zero_division=0
+    )
     for i, row in enumerate(got["per_class"]):
         assert row["precision"] == pytest.approx(p[i], abs=1e-6)
         assert row["recall"] == pytest.approx(r[i], abs=1e-6)
@@ -38,9 +40,22 @@ def test_report_files(tmp_path):
     y = torch.tensor([0, 1, 2, 2, 1, 0])
     p = torch.tensor([0, 2, 2, 2, 1, 0])
     m = classification_metrics(y, p, 3, ["cat", "dog", "eel"])
-    epochs = [{"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.5, "val_loss": 1.1,
-               "val_accuracy": 0.4}, {"epoch": 2, "train_loss": 0.5, "train_accuracy": 0.8,
-                                      "val_loss": 0.7, "val_accuracy": 0.6}]
+    epochs = [
+        {
+            "epoch": 1,
+            "train_loss": 1.0,
+            "train_accuracy": 0.5,
+            "val_loss": 1.1,
+            "val_accuracy": 0.4,
+        },
+        {
+            "epoch": 2,
+            "train_loss": 0.5,
+            "train_accuracy": 0.8,
+            "val_loss": 0.7,
+            "val_accuracy": 0.6,
+        },
+    ]
     write_report(m, epochs, tmp_path)
     for name in ("metrics.json", "report.md", "confusion.png", "curves.png"):
         assert (tmp_path / name).stat().st_size > 0

@@ -22,14 +22,16 @@ def report():
 @pytest.fixture(scope="module")
 def one_process() -> dict[str, torch.Tensor]:
     """The reference: the single-process trainer with the whole global batch."""
-    trainer = Trainer(selftest_config("single", 1), selftest_model(), torch.device("cpu"),
-                      seed=0, env=DistEnv())
+    trainer = Trainer(
+        selftest_config("single", 1), selftest_model(), torch.device("cpu"), seed=0, env=DistEnv()
+    )
     trainer.fit(selftest_data())
     return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
 
 
-@pytest.mark.parametrize("case", ["ddp", "ddp + accumulation", "fsdp", "pipeline 1f1b",
-                                  "pipeline gpipe"])
+@pytest.mark.parametrize(
+    "case", ["ddp", "ddp + accumulation", "fsdp", "pipeline 1f1b", "pipeline gpipe"]
+)
 def test_strategy_matches_one_process(report, one_process, case):
     got = report["weights"][case]
     assert set(got) == set(one_process)
@@ -51,7 +53,12 @@ def test_selftest_command_prints_the_table():
     assert done.returncode == 0, done.stderr[-2000:]
     text = " ".join(done.stdout.split())
     assert "selftest: 2 processes, gloo on cpu" in text
-    for check in ("all-reduce 4 MiB", "ddp: 4 steps", "fsdp: 4 steps", "pipeline 1f1b: 4 steps",
-                  "pipeline gpipe: 4 steps"):
+    for check in (
+        "all-reduce 4 MiB",
+        "ddp: 4 steps",
+        "fsdp: 4 steps",
+        "pipeline 1f1b: 4 steps",
+        "pipeline gpipe: 4 steps",
+    ):
         assert check in text
     assert "FAILED" not in text and text.count(" ok ") >= 6

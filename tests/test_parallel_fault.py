@@ -29,8 +29,10 @@ TESTS = Path(__file__).parent
 
 def _job(tmp_path: Path, name: str, **train) -> dict:
     job = tiny_job_dict(
-        tmp_path, run={"name": name, "runs_dir": str(tmp_path / "runs"), "seed": 0},
-        model={"name": "fault_model:slow_cnn", "path": str(TESTS), "params": {"delay": 0.02}})
+        tmp_path,
+        run={"name": name, "runs_dir": str(tmp_path / "runs"), "seed": 0},
+        model={"name": "fault_model:slow_cnn", "path": str(TESTS), "params": {"delay": 0.02}},
+    )
     job["train"].update(train)
     return job
 
@@ -44,8 +46,7 @@ def _worker_pid(run_id: str, rank: int) -> int | None:
             env = (entry / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if (f"TORCHELASTIC_RUN_ID={run_id}".encode() in env
-                and f"RANK={rank}".encode() in env):
+        if f"TORCHELASTIC_RUN_ID={run_id}".encode() in env and f"RANK={rank}".encode() in env:
             return int(entry.name)
     return None
 
@@ -74,8 +75,21 @@ def _start(job_dict: dict) -> tuple:
     # pipe would block the agent.
     with open(paths.root / "output.txt", "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "deepfleet", "train", str(paths.root), "--nproc", "2",
-             "--max-restarts", "1"], env=env, stdout=out, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "deepfleet",
+                "train",
+                str(paths.root),
+                "--nproc",
+                "2",
+                "--max-restarts",
+                "1",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     return paths, proc
 
 
@@ -114,5 +128,6 @@ def test_sigkill_mid_epoch_resumes_from_last_checkpoint(tmp_path):
     epochs = {r["epoch"]: r for r in records if r["kind"] == "epoch"}
     ref_epochs = [r for r in read_metrics(ref_paths.metrics) if r["kind"] == "epoch"]
     assert len(ref_epochs) == 3
-    assert [epochs[r["epoch"]]["train_loss"] for r in ref_epochs] == \
-        [r["train_loss"] for r in ref_epochs]
+    assert [epochs[r["epoch"]]["train_loss"] for r in ref_epochs] == [
+        r["train_loss"] for r in ref_epochs
+    ]

@@ -15,9 +15,15 @@ pytestmark = pytest.mark.gpu
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_single_gpu_mixed_precision_learns(precision):
-    config = TrainSection.model_validate({
-        "batch_size": 32, "precision": precision, "tf32": True, "grad_clip": 1.0,
-        "stages": [{"epochs": 5, "lr": 0.01}]})
+    config = TrainSection.model_validate(
+        {
+            "batch_size": 32,
+            "precision": precision,
+            "tf32": True,
+            "grad_clip": 1.0,
+            "stages": [{"epochs": 5, "lr": 0.01}],
+        }
+    )
     trainer = Trainer(config, selftest_model(), torch.device("cuda", 0), env=DistEnv())
     result = trainer.fit(selftest_data(rows=512))
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]

@@ -27,9 +27,23 @@ def test_torchrun_starts_deepfleet_workers_on_a_prepared_run(tmp_path):
     run = Path(made.stdout.strip())
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "deepfleet", "train", str(run)],
-        env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "deepfleet",
+            "train",
+            str(run),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     records = read_metrics(run / "metrics.jsonl")
     [setup] = [r for r in records if r["kind"] == "setup"]

@@ -37,13 +37,15 @@ def test_topology_checks_degrees_against_world_size():
     with pytest.raises(UserError, match="single runs one process"):
         build_topology(_train(strategy="single"), 2, model, CPU)
     with pytest.raises(UserError, match="2 split points make 3 stages"):
-        build_topology(_train(strategy="pipeline", pipeline={"split_points": ["2", "4"]}),
-                       2, model, CPU)
+        build_topology(
+            _train(strategy="pipeline", pipeline={"split_points": ["2", "4"]}), 2, model, CPU
+        )
     with pytest.raises(UserError, match="does not divide"):
         build_topology(_train(strategy="pipeline", batch_size=10), 2, model, CPU)
     with pytest.raises(UserError, match="1f1b needs at least one micro-batch per stage"):
-        build_topology(_train(strategy="pipeline", batch_size=8,
-                              pipeline={"microbatches": 2}), 4, model, CPU)
+        build_topology(
+            _train(strategy="pipeline", batch_size=8, pipeline={"microbatches": 2}), 4, model, CPU
+        )
     with pytest.raises(UserError, match="fp16 is not supported"):
         build_topology(_train(strategy="pipeline", precision="fp16"), 2, model, CPU)
 
@@ -91,8 +93,17 @@ def test_rank_batches_cut_the_same_global_batches():
 
 
 def test_detect_env_reads_torchrun_and_slurm(monkeypatch):
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID",
-                 "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE"):
+    for name in (
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "LOCAL_WORLD_SIZE",
+        "TORCHELASTIC_RUN_ID",
+        "SLURM_PROCID",
+        "SLURM_NTASKS",
+        "SLURM_LOCALID",
+        "SLURM_NTASKS_PER_NODE",
+    ):
         monkeypatch.delenv(name, raising=False)
     assert detect_env() == DistEnv()
     monkeypatch.setenv("SLURM_PROCID", "5")
@@ -137,8 +148,11 @@ def test_lr_scaling_rules():
 
 def test_trainer_matches_a_hand_written_loop():
     """The independent reference: plain PyTorch, the same rows in the same order."""
-    config = _train(batch_size=16, accumulation_steps=2, stages=[
-        {"name": "s", "epochs": 2, "lr": 0.05, "optimizer": "sgd", "momentum": 0.9}])
+    config = _train(
+        batch_size=16,
+        accumulation_steps=2,
+        stages=[{"name": "s", "epochs": 2, "lr": 0.05, "optimizer": "sgd", "momentum": 0.9}],
+    )
     data = selftest_data(rows=96)
     trainer = Trainer(config, selftest_model(), CPU, seed=7)
     trainer.fit(data)
@@ -148,7 +162,7 @@ def test_trainer_matches_a_hand_written_loop():
     for epoch in range(2):
         order = torch.randperm(96, generator=torch.Generator().manual_seed(7 * 1_000_003 + epoch))
         for start in range(0, 96, 32):  # two micro-batches of 16 per step
-            rows = order[start:start + 32]
+            rows = order[start : start + 32]
             loss = nn.functional.cross_entropy(model(data.x[rows]), data.y[rows])
             loss.backward()
             optimizer.step()
@@ -158,8 +172,9 @@ def test_trainer_matches_a_hand_written_loop():
 
 
 def test_channels_last_and_bf16_autocast_train_on_cpu():
-    config = _train(batch_size=32, precision="bf16", channels_last=True,
-                    stages=[{"epochs": 1, "lr": 0.01}])
+    config = _train(
+        batch_size=32, precision="bf16", channels_last=True, stages=[{"epochs": 1, "lr": 0.01}]
+    )
     from deepfleet.models import cnn
 
     model = cnn((1, 8, 8), 4, channels=[8], hidden=16)
@@ -169,8 +184,6 @@ def test_channels_last_and_bf16_autocast_train_on_cpu():
     result = Trainer(config, model, CPU).fit(data)
     assert result.history[0]["train_loss"] > 0
     assert model[0][0].weight.is_contiguous(memory_format=torch.channels_last)
-
-
 
 
 def test_cli_refuses_bad_launch_options_and_selftest_of_one(tmp_path, capsys):

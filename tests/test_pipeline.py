@@ -41,10 +41,17 @@ def test_prepared_digits_manifest(digits_data):
 
 
 def test_run_folder_layout(trained_run):
-    for path in (trained_run.job_file, trained_run.metrics, trained_run.checkpoints / BEST,
-                 trained_run.report / "metrics.json", trained_run.report / "report.md",
-                 trained_run.report / "confusion.png", trained_run.report / "curves.png",
-                 trained_run.bundle / "model.json", trained_run.bundle / "weights.safetensors"):
+    for path in (
+        trained_run.job_file,
+        trained_run.metrics,
+        trained_run.checkpoints / BEST,
+        trained_run.report / "metrics.json",
+        trained_run.report / "report.md",
+        trained_run.report / "confusion.png",
+        trained_run.report / "curves.png",
+        trained_run.bundle / "model.json",
+        trained_run.bundle / "weights.safetensors",
+    ):
         assert path.is_file(), path
     lines = [json.loads(x) for x in trained_run.metrics.read_text().splitlines()]
     epochs = [r for r in lines if r["kind"] == "epoch"]
@@ -68,7 +75,8 @@ def test_bundle_round_trip_gives_identical_predictions(trained_run, digits_data,
     result = predict_dataset(bundle, trained_run.data_dir(), tmp_path / "pred", splits=["test"])
     table = pq.read_table(tmp_path / "pred" / result["files"][0]["file"])
     assert {"id", "label", "label_name", "confidence", "prob_0", "prob_9"} <= set(
-        table.column_names)
+        table.column_names
+    )
     frames = [pq.read_table(tmp_path / "pred" / f["file"]) for f in result["files"]]
     ids = np.concatenate([f.column("id").to_numpy() for f in frames])
     labels = np.concatenate([f.column("label").to_numpy() for f in frames])

@@ -19,8 +19,9 @@ def test_a_model_that_refuses_the_data_is_a_user_error_and_marks_the_run(tmp_pat
     job = _job_file(tmp_path, model={"name": "gpt", "params": {}})
     assert run_cli(["train", str(job)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: model gpt: cannot be built for samples of shape [1, 8, 8] "
-                          "and 10 classes"), err
+    assert err.startswith(
+        "error: model gpt: cannot be built for samples of shape [1, 8, 8] and 10 classes"
+    ), err
     (run,) = (tmp_path / "runs").iterdir()
     assert (run / "status.json").is_file()
     assert run_cli(["evaluate", str(run)]) == 2

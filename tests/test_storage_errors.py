@@ -18,8 +18,11 @@ from deepfleet.config import dump_job, job_from_dict
 
 def _mount(target: Path, options: str) -> None:
     target.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
 
@@ -76,9 +79,12 @@ def test_prepare_into_a_full_disk(mounts, capsys):
 def test_train_checkpoint_on_a_full_disk(mounts, tmp_path, digits_data, capsys):
     """The run folder fits, the first checkpoint (weights + Adam state, ~1 MB) does not."""
     full = mounts("full")
-    job = tiny_job_dict(tmp_path, run={"runs_dir": str(full / "runs")},
-                        data={"prepared": str(digits_data)},
-                        model={"name": "mlp", "params": {"hidden": [1024]}})
+    job = tiny_job_dict(
+        tmp_path,
+        run={"runs_dir": str(full / "runs")},
+        data={"prepared": str(digits_data)},
+        model={"name": "mlp", "params": {"hidden": [1024]}},
+    )
     job_file = tmp_path / "job.toml"
     job_file.write_text(dump_job(job_from_dict(job)))
     assert run_cli(["train", str(job_file)]) == 2
@@ -104,16 +110,36 @@ def test_train_checkpoint_write_refused(monkeypatch, tmp_path, digits_data, caps
 
 def test_predict_into_a_read_only_folder(mounts, trained_run, capsys):
     ro = mounts("readonly")
-    assert run_cli(["predict", str(trained_run.bundle), str(trained_run.data_dir()),
-                    "--out", str(ro / "preds")]) == 2
+    assert (
+        run_cli(
+            [
+                "predict",
+                str(trained_run.bundle),
+                str(trained_run.data_dir()),
+                "--out",
+                str(ro / "preds"),
+            ]
+        )
+        == 2
+    )
     _one_line(capsys, str(ro / "preds"), "Read-only file system")
 
 
 def test_predict_into_a_full_disk(mounts, trained_run, capsys):
     full = mounts("full")
     _fill(full, leave_kib=8)  # the folders fit, the outputs do not
-    assert run_cli(["predict", str(trained_run.bundle), str(trained_run.data_dir()),
-                    "--out", str(full / "preds")]) == 2
+    assert (
+        run_cli(
+            [
+                "predict",
+                str(trained_run.bundle),
+                str(trained_run.data_dir()),
+                "--out",
+                str(full / "preds"),
+            ]
+        )
+        == 2
+    )
     _one_line(capsys, str(full / "preds"), "No space left on device")
     assert _leftovers(full) == []
 
@@ -128,8 +154,7 @@ def test_keys_new_into_a_read_only_folder(mounts, capsys):
 
 def test_cluster_into_a_read_only_folder(mounts, capsys):
     ro = mounts("readonly")
-    assert run_cli(["cluster", "k8s", "digits", "--image", "img:1", "--out",
-                    str(ro / "k8s")]) == 2
+    assert run_cli(["cluster", "k8s", "digits", "--image", "img:1", "--out", str(ro / "k8s")]) == 2
     _one_line(capsys, str(ro), "Read-only file system")
     assert run_cli(["cluster", "slurm", "digits", "--out", str(ro / "job.sbatch")]) == 2
     _one_line(capsys, str(ro), "Read-only file system")
@@ -137,8 +162,25 @@ def test_cluster_into_a_read_only_folder(mounts, capsys):
 
 def test_bench_into_a_read_only_folder(mounts, capsys):
     ro = mounts("readonly")
-    assert run_cli(["bench", "--workload", "mlp", "--steps", "1", "--repeats", "1",
-                    "--warmup", "0", "--no-infer", "--out", str(ro / "bench")]) == 2
+    assert (
+        run_cli(
+            [
+                "bench",
+                "--workload",
+                "mlp",
+                "--steps",
+                "1",
+                "--repeats",
+                "1",
+                "--warmup",
+                "0",
+                "--no-infer",
+                "--out",
+                str(ro / "bench"),
+            ]
+        )
+        == 2
+    )
     _one_line(capsys, str(ro), "Read-only file system")
 
 

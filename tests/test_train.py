@@ -87,7 +87,8 @@ def test_best_and_last_weights_are_written(tmp_path):
     model = mlp((1, 4, 4), 2, hidden=[16])
     config = TrainSection(batch_size=32, stages=[StageSection(epochs=3, lr=0.05)])
     result = Trainer(config, model, torch.device("cpu"), checkpoint_dir=tmp_path).fit(
-        toy_split(), toy_split(64, seed=1))
+        toy_split(), toy_split(64, seed=1)
+    )
     assert 1 <= result.best_epoch <= 3
     assert result.best_val_accuracy == max(r["val_accuracy"] for r in result.history)
     restored = load_weights(mlp((1, 4, 4), 2, hidden=[16]), tmp_path / LAST)

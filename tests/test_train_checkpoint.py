@@ -41,20 +41,32 @@ class CrashAt(NullProgress):
 
 
 def _config(every: int = 4) -> TrainSection:
-    return TrainSection.model_validate({
-        "batch_size": 128, "log_every": 1,
-        "checkpoint": {"every_steps": every, "keep": 2},
-        "stages": [
-            {"name": "a", "epochs": 2, "lr": 0.01, "schedule": "cosine", "warmup_steps": 3},
-            {"name": "b", "epochs": 1, "lr": 0.05, "optimizer": "sgd", "freeze": ["1"]},
-        ]})
+    return TrainSection.model_validate(
+        {
+            "batch_size": 128,
+            "log_every": 1,
+            "checkpoint": {"every_steps": every, "keep": 2},
+            "stages": [
+                {"name": "a", "epochs": 2, "lr": 0.01, "schedule": "cosine", "warmup_steps": 3},
+                {"name": "b", "epochs": 1, "lr": 0.05, "optimizer": "sgd", "freeze": ["1"]},
+            ],
+        }
+    )
 
 
 def _trainer(folder, progress=None, resume=False, every=4) -> Trainer:
     seed_everything(0)
     model = mlp((1, 8, 8), 10, hidden=[32], dropout=0.2)  # dropout: the RNG must be restored
-    return Trainer(_config(every), model, CPU, seed=0, checkpoint_dir=folder, resume=resume,
-                   progress=progress, log=MetricsLog(folder / "metrics.jsonl"))
+    return Trainer(
+        _config(every),
+        model,
+        CPU,
+        seed=0,
+        checkpoint_dir=folder,
+        resume=resume,
+        progress=progress,
+        log=MetricsLog(folder / "metrics.jsonl"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +97,7 @@ def test_resume_after_crash_equals_uninterrupted(splits, uninterrupted, tmp_path
     result = resumed.fit(*splits)
     expected_state, expected = uninterrupted
     _assert_same(resumed.model.state_dict(), expected_state)
-    assert [r["train_loss"] for r in result.history] == \
-        [r["train_loss"] for r in expected.history]
+    assert [r["train_loss"] for r in result.history] == [r["train_loss"] for r in expected.history]
     assert result.best_epoch == expected.best_epoch
     setups = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["kind"] == "setup"]
     assert setups[-1]["resumed_from"] == latest.name

@@ -23,13 +23,17 @@ from deepfleet.train import LAST, find_latest, read_metrics
 
 
 def _digests(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _trained(tmp_path: Path, **train) -> RunPaths:
-    job_dict = tiny_job_dict(tmp_path, model={"name": "cnn", "params": {
-        "channels": [8], "hidden": 16}})
+    job_dict = tiny_job_dict(
+        tmp_path, model={"name": "cnn", "params": {"channels": [8], "hidden": 16}}
+    )
     job_dict["train"].update(train)
     job = job_from_dict(job_dict)
     paths = create_run(job)
@@ -81,10 +85,12 @@ def _worker_env() -> dict:
 def test_batchnorm_dropout_resumed_by_hand_is_bitwise_equal(tmp_path, strategy):
     """A 2-rank CNN (BatchNorm + dropout) resumed from a mid-epoch checkpoint ends with the
     uninterrupted run's weights, buffers and validation figures, bit for bit."""
-    job_dict = tiny_job_dict(tmp_path, model={"name": "cnn", "params": {
-        "channels": [8], "hidden": 16, "dropout": 0.3}})
-    job_dict["train"].update(strategy=strategy, batch_size=32,
-                             checkpoint={"every_steps": 7, "keep": 20})
+    job_dict = tiny_job_dict(
+        tmp_path, model={"name": "cnn", "params": {"channels": [8], "hidden": 16, "dropout": 0.3}}
+    )
+    job_dict["train"].update(
+        strategy=strategy, batch_size=32, checkpoint={"every_steps": 7, "keep": 20}
+    )
     job = job_from_dict(job_dict)
     paths = create_run(job)
     stage_prepare(paths, job)
@@ -102,8 +108,13 @@ def test_batchnorm_dropout_resumed_by_hand_is_bitwise_equal(tmp_path, strategy):
     (train_dir / "latest").write_text("step-000000028\n")
     (copy.checkpoints / LAST).unlink()
     (copy.checkpoints / "state.json").unlink()
-    resumed = subprocess.run([*args[:4], str(copy.root), "--nproc", "2", "--resume"],
-                             env=_worker_env(), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [*args[:4], str(copy.root), "--nproc", "2", "--resume"],
+        env=_worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     setups = [r for r in read_metrics(copy.metrics) if r["kind"] == "setup"]
@@ -113,8 +124,6 @@ def test_batchnorm_dropout_resumed_by_hand_is_bitwise_equal(tmp_path, strategy):
     assert set(got) == set(expected)
     differ = sorted(k for k in expected if not torch.equal(got[k], expected[k]))
     assert differ == []
-    ref = {r["epoch"]: r["val_loss"] for r in read_metrics(paths.metrics)
-           if r["kind"] == "epoch"}
-    again = {r["epoch"]: r["val_loss"] for r in read_metrics(copy.metrics)
-             if r["kind"] == "epoch"}
+    ref = {r["epoch"]: r["val_loss"] for r in read_metrics(paths.metrics) if r["kind"] == "epoch"}
+    again = {r["epoch"]: r["val_loss"] for r in read_metrics(copy.metrics) if r["kind"] == "epoch"}
     assert again == ref

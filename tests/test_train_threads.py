@@ -50,6 +50,7 @@ def test_same_threads_same_metrics(tmp_path):
     first, _ = _train(tmp_path, "a", threads=1)
     again, _ = _train(tmp_path, "b", threads=1)
     keys = ("train_loss", "val_loss", "val_accuracy")
-    assert [[e[k] for k in keys] for e in first.history] == \
-        [[e[k] for k in keys] for e in again.history]
+    assert [[e[k] for k in keys] for e in first.history] == [
+        [e[k] for k in keys] for e in again.history
+    ]
     assert first.best_epoch == again.best_epoch

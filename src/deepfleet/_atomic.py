@@ -52,7 +52,7 @@ def _refusal(err: BaseException, final: Path, tmp: Path | None) -> StorageError 
         return None
     path = refusal.path or str(final)
     if tmp is not None and path.startswith(str(tmp)):
-        path = str(final) + path[len(str(tmp)):]
+        path = str(final) + path[len(str(tmp)) :]
     elif path.startswith(str(final.parent / f".{final.name}.")):  # the temporary's own name
         path = str(final)
     return StorageError(path, refusal.cause)

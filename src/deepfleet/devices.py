@@ -25,8 +25,10 @@ def choose_device(preference: str = "auto", local_rank: int | None = None) -> to
             local_rank = int(os.environ.get("LOCAL_RANK", torch.cuda.current_device()))
         count = torch.cuda.device_count()
         if local_rank >= count:
-            raise UserError(f"local rank {local_rank} has no GPU: this node shows {count} "
-                            "CUDA device(s); start at most one process per GPU")
+            raise UserError(
+                f"local rank {local_rank} has no GPU: this node shows {count} "
+                "CUDA device(s); start at most one process per GPU"
+            )
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
 
@@ -64,12 +66,14 @@ def describe_machine() -> dict[str, Any]:
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(i)
-            cuda_devices.append({
-                "index": i,
-                "name": props.name,
-                "memory_gib": round(props.total_memory / 2**30, 1),
-                "compute_capability": f"{props.major}.{props.minor}",
-            })
+            cuda_devices.append(
+                {
+                    "index": i,
+                    "name": props.name,
+                    "memory_gib": round(props.total_memory / 2**30, 1),
+                    "compute_capability": f"{props.major}.{props.minor}",
+                }
+            )
     device = choose_device("auto")
     return {
         "python": platform.python_version(),

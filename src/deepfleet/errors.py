@@ -32,10 +32,21 @@ class StorageError(UserError):
 
 # Refusals that the user's environment causes and the user can fix; anything else (EIO, a
 # bad file descriptor) stays an internal error.
-_STORAGE_ERRNOS = frozenset({
-    errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT,
-    errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.EFBIG,
-})
+_STORAGE_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.EEXIST,
+        errno.ENAMETOOLONG,
+        errno.EFBIG,
+    }
+)
 
 
 def storage_error(err: BaseException, path: str | Path | None = None) -> StorageError | None:

@@ -71,8 +71,9 @@ def _model_for(job: JobConfig, manifest: Manifest) -> torch.nn.Module:
     return build_model(job.model, manifest.sample_shape, len(manifest.class_names))
 
 
-def stage_train(paths: RunPaths, progress: ProgressSink | None = None, *,
-                resume: bool = False) -> FitResult:
+def stage_train(
+    paths: RunPaths, progress: ProgressSink | None = None, *, resume: bool = False
+) -> FitResult:
     """Train in this process: alone, or as one rank of a job (torchrun, srun, a PyTorchJob
     or `deepfleet train --nproc N` set the rank variables). A restarted worker resumes."""
     job = paths.load_job()
@@ -88,36 +89,61 @@ def stage_train(paths: RunPaths, progress: ProgressSink | None = None, *,
         model = _model_for(job, manifest)  # the same initial weights on every rank
         if env.world_size > 1:  # but each rank its own dropout masks
             torch.manual_seed(job.run.seed + env.rank)
-        train = _train_stream(job, manifest, build_topology(job.train, env.world_size, model,
-                                                           device), env.rank, device)
+        train = _train_stream(
+            job,
+            manifest,
+            build_topology(job.train, env.world_size, model, device),
+            env.rank,
+            device,
+        )
         data = job.data
-        val = (read_split(manifest, "val", key=data.key)
-               if "val" in manifest.splits else None)
+        val = read_split(manifest, "val", key=data.key) if "val" in manifest.splits else None
         log = MetricsLog(paths.metrics if env.is_main else None)
         try:
-            trainer = Trainer(job.train, model, device, seed=job.run.seed, env=env, log=log,
-                              progress=progress, checkpoint_dir=paths.checkpoints,
-                              resume=resume or env.restart_count > 0)
+            trainer = Trainer(
+                job.train,
+                model,
+                device,
+                seed=job.run.seed,
+                env=env,
+                log=log,
+                progress=progress,
+                checkpoint_dir=paths.checkpoints,
+                resume=resume or env.restart_count > 0,
+            )
             return trainer.fit(train, val)
         finally:
             log.close()
 
 
-def _train_stream(job: JobConfig, manifest: Manifest, topology, rank: int,
-                  device: torch.device) -> StreamLoader:
+def _train_stream(
+    job: JobConfig, manifest: Manifest, topology, rank: int, device: torch.device
+) -> StreamLoader:
     """This rank's share of the training shards. Ranks of one pipeline read the same
     batches, so the stream is cut by data-parallel rank, not by global rank."""
     data = job.data
-    stream = ShardStream(manifest, "train", batch_size=job.train.batch_size, seed=job.run.seed,
-                         rank=topology.dp_rank(rank), world_size=topology.dp,
-                         uneven=data.uneven, shuffle_buffer=data.shuffle_buffer,
-                         cache=data.cache, key=data.key)
-    return StreamLoader(stream, num_workers=job.train.num_workers,
-                        pin_memory=device.type == "cuda")
+    stream = ShardStream(
+        manifest,
+        "train",
+        batch_size=job.train.batch_size,
+        seed=job.run.seed,
+        rank=topology.dp_rank(rank),
+        world_size=topology.dp,
+        uneven=data.uneven,
+        shuffle_buffer=data.shuffle_buffer,
+        cache=data.cache,
+        key=data.key,
+    )
+    return StreamLoader(stream, num_workers=job.train.num_workers, pin_memory=device.type == "cuda")
 
 
-def train_job(paths: RunPaths, options: LaunchOptions | None = None,
-              progress: ProgressSink | None = None, *, resume: bool = False) -> FitResult:
+def train_job(
+    paths: RunPaths,
+    options: LaunchOptions | None = None,
+    progress: ProgressSink | None = None,
+    *,
+    resume: bool = False,
+) -> FitResult:
     """Train a run folder: in this process, or on options.world_size ranks through the
     elastic agent (restarted up to options.max_restarts times, resuming each time)."""
     options = options or LaunchOptions()
@@ -127,8 +153,7 @@ def train_job(paths: RunPaths, options: LaunchOptions | None = None,
         job = paths.load_job()
         if resume and is_finished(paths.checkpoints, job.train):
             return _fit_on_disk(paths, already_finished=True)
-        preflight(job.train, _model_for(job, read_manifest(paths.data_dir())),
-                  options.world_size)
+        preflight(job.train, _model_for(job, read_manifest(paths.data_dir())), options.world_size)
         launch(paths.root, options, resume=resume)
         return _fit_on_disk(paths)
 
@@ -150,8 +175,10 @@ def _recorded(paths: RunPaths, stage: str) -> Iterator[None]:
 def _check_not_failed(paths: RunPaths) -> None:
     failure = paths.failure()
     if failure:
-        raise UserError(f"{paths.root}: the run failed ({failure}); train it again or resume "
-                        "it before evaluating or exporting it")
+        raise UserError(
+            f"{paths.root}: the run failed ({failure}); train it again or resume "
+            "it before evaluating or exporting it"
+        )
 
 
 def _fit_on_disk(paths: RunPaths, already_finished: bool = False) -> FitResult:
@@ -159,11 +186,14 @@ def _fit_on_disk(paths: RunPaths, already_finished: bool = False) -> FitResult:
     since a restarted worker repeats the lines written after its checkpoint)."""
     state = json.loads((paths.checkpoints / STATE).read_text(encoding="utf-8"))
     epochs = {r["epoch"]: r for r in read_metrics(paths.metrics) if r.get("kind") == "epoch"}
-    return FitResult(epochs=state["epochs"], seconds=state["seconds"],
-                     best_epoch=state["best_epoch"],
-                     best_val_accuracy=state["best_val_accuracy"],
-                     history=[epochs[k] for k in sorted(epochs)],
-                     already_finished=already_finished)
+    return FitResult(
+        epochs=state["epochs"],
+        seconds=state["seconds"],
+        best_epoch=state["best_epoch"],
+        best_val_accuracy=state["best_val_accuracy"],
+        history=[epochs[k] for k in sorted(epochs)],
+        already_finished=already_finished,
+    )
 
 
 def _trained_model(paths: RunPaths, job: JobConfig, manifest: Manifest) -> torch.nn.Module:
@@ -183,8 +213,9 @@ def stage_evaluate(paths: RunPaths) -> dict[str, Any]:
     model = _trained_model(paths, job, manifest).to(device)
     split = read_split(manifest, job.evaluate.split, key=job.data.key)
     probs = predict_proba(model, split.x, device, job.evaluate.batch_size)
-    metrics = classification_metrics(split.y, probs.argmax(1), len(manifest.class_names),
-                                     manifest.class_names)
+    metrics = classification_metrics(
+        split.y, probs.argmax(1), len(manifest.class_names), manifest.class_names
+    )
     metrics["split"] = job.evaluate.split
     epochs = [r for r in read_metrics(paths.metrics) if r.get("kind") == "epoch"]
     write_report(metrics, epochs, paths.report, title=f"{job.run.name}: {job.evaluate.split} split")
@@ -199,10 +230,17 @@ def stage_export(paths: RunPaths) -> Path:
     if (paths.report / "metrics.json").is_file():
         extra["metrics.json"] = paths.report / "metrics.json"
     bundle = export_bundle(
-        model, paths.bundle, name=job.run.name, model_section=job.model,
-        input_shape=manifest.sample_shape, class_names=manifest.class_names,
-        extra_files=extra, extra_spec={"data_manifest_sha256": manifest.digest()},
-        onnx=job.export.onnx, preprocessing=manifest.preprocessing)
+        model,
+        paths.bundle,
+        name=job.run.name,
+        model_section=job.model,
+        input_shape=manifest.sample_shape,
+        class_names=manifest.class_names,
+        extra_files=extra,
+        extra_spec={"data_manifest_sha256": manifest.digest()},
+        onnx=job.export.onnx,
+        preprocessing=manifest.preprocessing,
+    )
     if job.export.signing_key:
         sign_bundle(bundle, job.export.signing_key)
     return bundle
@@ -211,9 +249,15 @@ def stage_export(paths: RunPaths) -> Path:
 def stage_predict(paths: RunPaths, splits: list[str] | None = None) -> dict[str, Any]:
     job = paths.load_job()
     bundle: LoadedBundle = load_bundle(paths.bundle)
-    return predict_dataset(bundle, paths.data_dir(), paths.predictions,
-                           splits=splits or [job.evaluate.split], device="cpu",
-                           key=job.data.key, threads=job.run.threads)
+    return predict_dataset(
+        bundle,
+        paths.data_dir(),
+        paths.predictions,
+        splits=splits or [job.evaluate.split],
+        device="cpu",
+        key=job.data.key,
+        threads=job.run.threads,
+    )
 
 
 @dataclass

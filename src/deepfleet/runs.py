@@ -68,9 +68,14 @@ class RunPaths:
     def mark_failed(self, stage: str, error: BaseException) -> None:
         """Record that `stage` failed, so no later stage takes this folder for a result."""
         lines = str(error).strip().splitlines()
-        write_json_atomic(self.status, {"status": "failed", "stage": stage,
-                                        "error": f"{type(error).__name__}: "
-                                                 f"{lines[0] if lines else ''}"})
+        write_json_atomic(
+            self.status,
+            {
+                "status": "failed",
+                "stage": stage,
+                "error": f"{type(error).__name__}: {lines[0] if lines else ''}",
+            },
+        )
 
     def mark_succeeded(self) -> None:
         self.status.unlink(missing_ok=True)

@@ -34,8 +34,9 @@ def selftest_model(seed: int = 0) -> nn.Module:
     """Four layers so a pipeline of up to four stages can be cut from it; no dropout, so
     every strategy must give the same numbers."""
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.Tanh(),
-                         nn.Linear(32, 4))
+    return nn.Sequential(
+        nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 4)
+    )
 
 
 def selftest_data(rows: int = 128, seed: int = 0) -> SplitArrays:
@@ -46,13 +47,30 @@ def selftest_data(rows: int = 128, seed: int = 0) -> SplitArrays:
     return SplitArrays(ids=torch.arange(rows), x=x, y=y)
 
 
-def selftest_config(strategy: str, world_size: int, divisor: int | None = 1,
-                    accumulation: int = 1, schedule: str | None = None) -> TrainSection:
+def selftest_config(
+    strategy: str,
+    world_size: int,
+    divisor: int | None = 1,
+    accumulation: int = 1,
+    schedule: str | None = None,
+) -> TrainSection:
     """The [train] table of one case; the global batch is GLOBAL_BATCH in every case."""
-    stage = {"name": "check", "epochs": 1, "lr": 0.01, "optimizer": "adamw",
-             "weight_decay": 0.01, "schedule": "cosine", "warmup_steps": 2}
-    table: dict[str, Any] = {"strategy": strategy, "grad_clip": 1.0, "log_every": 1000,
-                             "stages": [stage], "accumulation_steps": accumulation}
+    stage = {
+        "name": "check",
+        "epochs": 1,
+        "lr": 0.01,
+        "optimizer": "adamw",
+        "weight_decay": 0.01,
+        "schedule": "cosine",
+        "warmup_steps": 2,
+    }
+    table: dict[str, Any] = {
+        "strategy": strategy,
+        "grad_clip": 1.0,
+        "log_every": 1000,
+        "stages": [stage],
+        "accumulation_steps": accumulation,
+    }
     if strategy == "pipeline":
         table["batch_size"] = GLOBAL_BATCH
         table["pipeline"] = {"schedule": schedule, "microbatches": max(4, world_size)}
@@ -78,9 +96,13 @@ def _all_reduce_row(device: torch.device, world: int) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     expected = world * (world + 1) / 2
     ok = bool(torch.all(values == expected))
-    return {"check": "all-reduce 4 MiB", "ok": ok, "seconds": seconds,
-            "detail": f"sum {values[0].item():g}, expected {expected:g}; "
-                      f"{4 / max(seconds, 1e-9):.0f} MiB/s"}
+    return {
+        "check": "all-reduce 4 MiB",
+        "ok": ok,
+        "seconds": seconds,
+        "detail": f"sum {values[0].item():g}, expected {expected:g}; "
+        f"{4 / max(seconds, 1e-9):.0f} MiB/s",
+    }
 
 
 def selftest_worker(keep_weights: bool = False) -> dict[str, Any]:
@@ -100,15 +122,23 @@ def selftest_worker(keep_weights: bool = False) -> dict[str, Any]:
                 single = selftest_config("single", 1)
                 reference = train_case(single, type(env)(), device)
             # fsdp gathers the full weights on rank 0 only; rank 0 makes the report
-            diff = max(((got[k] - reference[k]).abs().max().item() for k in got),
-                       default=0.0)
-            rows.append({"check": f"{name}: {len(selftest_data()) // GLOBAL_BATCH} steps",
-                         "ok": diff < 1e-4, "seconds": seconds,
-                         "detail": f"max |weights - one process| = {diff:.1e}"})
+            diff = max(((got[k] - reference[k]).abs().max().item() for k in got), default=0.0)
+            rows.append(
+                {
+                    "check": f"{name}: {len(selftest_data()) // GLOBAL_BATCH} steps",
+                    "ok": diff < 1e-4,
+                    "seconds": seconds,
+                    "detail": f"max |weights - one process| = {diff:.1e}",
+                }
+            )
             if keep_weights:
                 weights[name] = got
-        report = {"world_size": env.world_size, "device": str(device),
-                  "backend": dist.get_backend(), "rows": rows}
+        report = {
+            "world_size": env.world_size,
+            "device": str(device),
+            "backend": dist.get_backend(),
+            "rows": rows,
+        }
         if keep_weights:
             report["weights"] = weights
         return report
@@ -119,8 +149,15 @@ def run_selftest(nproc: int, keep_weights: bool = False) -> dict[str, Any]:
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc,
-                          run_id=f"selftest-{os.getpid()}", rdzv_backend="c10d",
-                          rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=0.2,
-                          start_method="spawn")
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=f"selftest-{os.getpid()}",
+        rdzv_backend="c10d",
+        rdzv_endpoint="127.0.0.1:0",
+        max_restarts=0,
+        monitor_interval=0.2,
+        start_method="spawn",
+    )
     return elastic_launch(config, selftest_worker)(keep_weights)[0]

@@ -23,8 +23,9 @@ def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None =
     save_tensors(model.state_dict(), path, metadata)
 
 
-def save_tensors(tensors: dict[str, torch.Tensor], path: Path,
-                 metadata: dict[str, str] | None = None) -> None:
+def save_tensors(
+    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
+) -> None:
     write_bytes_atomic(Path(path), save_bytes(cpu_tensors(tensors), metadata=metadata))
 
 

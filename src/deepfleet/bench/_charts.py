@@ -16,7 +16,8 @@ def throughput_chart(report: dict[str, Any], path: Path) -> Path | None:
     series: dict[str, list[tuple[int, float]]] = {}
     for row in report["infer"]:
         series.setdefault(f"{row['device']} {row['backend']}", []).append(
-            (row["batch_size"], row["samples_per_s"]))
+            (row["batch_size"], row["samples_per_s"])
+        )
     if not series:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -9,8 +9,16 @@ from deepfleet._atomic import read_json
 from deepfleet.errors import UserError
 
 # metric suffix -> True when higher is better (used to say which side won)
-_HIGHER_IS_BETTER = {"samples/s": True, "tokens/s": True, "MFU": True, "step ms": False,
-                     "J/sample": False, "p50 ms": False, "p99 ms": False, "efficiency": True}
+_HIGHER_IS_BETTER = {
+    "samples/s": True,
+    "tokens/s": True,
+    "MFU": True,
+    "step ms": False,
+    "J/sample": False,
+    "p50 ms": False,
+    "p99 ms": False,
+    "efficiency": True,
+}
 
 
 def load_report(path: str | Path) -> dict[str, Any]:
@@ -19,7 +27,8 @@ def load_report(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path}: benchmark report not found")
     report = read_json(path, "a JSON benchmark report")
     if not isinstance(report, dict) or not str(report.get("schema", "")).startswith(
-            "deepfleet.bench/"):
+        "deepfleet.bench/"
+    ):
         raise UserError(f"{path}: not a deepfleet bench report (no deepfleet.bench schema)")
     return report
 
@@ -56,8 +65,7 @@ def compare_reports(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]
         ratio = fb[key] / fa[key] if fa[key] else None
         higher = next((v for k, v in _HIGHER_IS_BETTER.items() if key.endswith(k)), True)
         better = None if ratio is None or ratio == 1 else ("B" if (ratio > 1) == higher else "A")
-        rows.append({"figure": key, "a": fa[key], "b": fb[key], "ratio": ratio,
-                     "better": better})
+        rows.append({"figure": key, "a": fa[key], "b": fb[key], "ratio": ratio, "better": better})
     if not rows:
         raise UserError("the two reports have no figure in common (different workloads?)")
     return rows

@@ -74,8 +74,11 @@ def _gpu_meter(index: int) -> EnergyMeter:
         # Older GPUs only have a power reading; integrating samples is not what we report.
         return NoMeter(f"not measured: GPU {index} has no NVML total-energy counter")
     monitor = ZeusMonitor(gpu_indices=[index], cpu_indices=[])
-    return ZeusMeter(monitor, f"zeus: NVML total-energy counter, GPU {index}",
-                     "the whole GPU board; other work on the same GPU is included")
+    return ZeusMeter(
+        monitor,
+        f"zeus: NVML total-energy counter, GPU {index}",
+        "the whole GPU board; other work on the same GPU is included",
+    )
 
 
 def _cpu_meter() -> EnergyMeter:
@@ -92,8 +95,11 @@ def _cpu_meter() -> EnergyMeter:
     if len(cpus) == 0:
         return NoMeter("not measured: no RAPL energy counter is readable on this machine")
     monitor = ZeusMonitor(gpu_indices=[], cpu_indices=list(range(len(cpus))))
-    return ZeusMeter(monitor, f"zeus: RAPL package (+DRAM where present), {len(cpus)} package(s)",
-                     "whole CPU packages: every process on the machine is included")
+    return ZeusMeter(
+        monitor,
+        f"zeus: RAPL package (+DRAM where present), {len(cpus)} package(s)",
+        "whole CPU packages: every process on the machine is included",
+    )
 
 
 def meter_for(device: torch.device) -> EnergyMeter:
@@ -109,5 +115,9 @@ def meter_for(device: torch.device) -> EnergyMeter:
 
 
 def meter_info(meter: EnergyMeter) -> dict:
-    return {"source": meter.source, "available": meter.available, "note": meter.note,
-            "fake": meter.fake}
+    return {
+        "source": meter.source,
+        "available": meter.available,
+        "note": meter.note,
+        "fake": meter.fake,
+    }

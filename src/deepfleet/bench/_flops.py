@@ -25,15 +25,20 @@ def _register_cpu_attention() -> None:
     forward = getattr(_aten, "_scaled_dot_product_flash_attention_for_cpu", None)
     backward = getattr(_aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
     if forward is not None and forward not in flop_counter.flop_registry:
+
         @flop_counter.register_flop_formula(forward)
         def _forward(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
             return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
     if backward is not None and backward not in flop_counter.flop_registry:
+
         @flop_counter.register_flop_formula(backward)
-        def _backward(grad_out_shape, query_shape, key_shape, value_shape, *args,
-                      out_shape=None, **kwargs):
+        def _backward(
+            grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs
+        ):
             return flop_counter.sdpa_backward_flop_count(
-                grad_out_shape, query_shape, key_shape, value_shape)
+                grad_out_shape, query_shape, key_shape, value_shape
+            )
 
 
 _register_cpu_attention()
@@ -46,8 +51,12 @@ def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     return int(counter.get_total_flops())
 
 
-def train_step_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> int:
+def train_step_flops(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> int:
     """FLOPs of one forward and backward pass; gradients are cleared afterwards."""
 
     def step() -> None:

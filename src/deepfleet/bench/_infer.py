@@ -35,8 +35,9 @@ class InferOptions:
         return asdict(self)
 
 
-def _time_calls(call: Callable[[], None], device: torch.device, iterations: int,
-                warmup: int) -> list[float]:
+def _time_calls(
+    call: Callable[[], None], device: torch.device, iterations: int, warmup: int
+) -> list[float]:
     for _ in range(warmup):
         call()
     latencies = []
@@ -49,11 +50,17 @@ def _time_calls(call: Callable[[], None], device: torch.device, iterations: int,
     return latencies
 
 
-def _row(backend: str, device: torch.device, batch: int, latencies: list[float],
-         note: str) -> dict[str, Any]:
-    return {"backend": backend, "device": str(device), "batch_size": batch,
-            **latency_summary(latencies),
-            "samples_per_s": batch * len(latencies) / sum(latencies), "note": note}
+def _row(
+    backend: str, device: torch.device, batch: int, latencies: list[float], note: str
+) -> dict[str, Any]:
+    return {
+        "backend": backend,
+        "device": str(device),
+        "batch_size": batch,
+        **latency_summary(latencies),
+        "samples_per_s": batch * len(latencies) / sum(latencies),
+        "note": note,
+    }
 
 
 def _torch_caller(workload: Workload, device: torch.device, opts: InferOptions):
@@ -69,7 +76,9 @@ def _torch_caller(workload: Workload, device: torch.device, opts: InferOptions):
         def call() -> None:
             with autocast():
                 model(x)
+
         return call
+
     return make, "inputs already on the device"
 
 
@@ -83,22 +92,35 @@ def _ort_caller(workload: Workload, device: torch.device, folder: Path, threads:
         from deepfleet.deploy._onnx import export_onnx
 
         # not checked against PyTorch: this graph is only timed (the tests compare it)
-        export_onnx(prepare_model(workload, torch.device("cpu"), TrainOptions()), path,
-                    tuple(workload.input_shape), input_name=INPUT, check=False,
-                    vocab=workload.num_classes if workload.is_tokens else None)
+        export_onnx(
+            prepare_model(workload, torch.device("cpu"), TrainOptions()),
+            path,
+            tuple(workload.input_shape),
+            input_name=INPUT,
+            check=False,
+            vocab=workload.num_classes if workload.is_tokens else None,
+        )
     session = ort_session(path, providers, threads)
     name = session.get_inputs()[0].name
 
     def make(x: torch.Tensor) -> Callable[[], None]:
         feed = {name: x.numpy().astype(np.int64 if workload.is_tokens else np.float32)}
         return lambda: session.run(None, feed)
+
     note = "fp32 ONNX graph; inputs from host memory" + (
-        " (host-to-device copy included)" if device.type == "cuda" else "")
+        " (host-to-device copy included)" if device.type == "cuda" else ""
+    )
     return make, note
 
 
-def bench_infer(workload: Workload, device: torch.device, opts: InferOptions, folder: Path, *,
-                progress: BenchProgress | None = None) -> tuple[list[dict], list[str]]:
+def bench_infer(
+    workload: Workload,
+    device: torch.device,
+    opts: InferOptions,
+    folder: Path,
+    *,
+    progress: BenchProgress | None = None,
+) -> tuple[list[dict], list[str]]:
     """Rows per (backend, batch size), and notes on backends that could not run."""
     progress = progress or silent_progress()
     rows: list[dict[str, Any]] = []

@@ -17,8 +17,7 @@ def ort_providers(device: torch.device) -> list[str] | None:
     if device.type == "cpu":
         return ["CPUExecutionProvider"]
     if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-        return [("CUDAExecutionProvider", {"device_id": device.index or 0}),
-                "CPUExecutionProvider"]
+        return [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
     return None
 
 

@@ -52,12 +52,17 @@ def table_peak(device_name: str, precision: str) -> Peak | None:
     return None
 
 
-_DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16,
-           "fp16": torch.float16}
+_DTYPES = {
+    "fp32": torch.float32,
+    "tf32": torch.float32,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
 
 
-def measure_matmul_peak(device: torch.device, precision: str = "fp32", size: int | None = None,
-                        repeats: int = 5) -> Peak:
+def measure_matmul_peak(
+    device: torch.device, precision: str = "fp32", size: int | None = None, repeats: int = 5
+) -> Peak:
     """The best rate of size x size matmuls (2 n^3 FLOPs each) over a few timed repeats."""
     from deepfleet.bench._timer import synchronize
 
@@ -105,8 +110,12 @@ class PeakProbe:
             self.probe()
         best = max(self.probes, key=lambda p: p.flops_per_s)
         size = "1024x1024" if self.device.type == "cpu" else "8192x8192"
-        return Peak(best.flops_per_s, f"measured: best {size} {self.precision} matmul of "
-                    f"{len(self.probes)} probes taken between the timed repeats", True)
+        return Peak(
+            best.flops_per_s,
+            f"measured: best {size} {self.precision} matmul of "
+            f"{len(self.probes)} probes taken between the timed repeats",
+            True,
+        )
 
 
 def device_peak(device: torch.device, precision: str) -> Peak:

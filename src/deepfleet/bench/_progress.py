@@ -12,9 +12,14 @@ class BenchProgress:
     def __init__(self, console: Console | None = None, enabled: bool | None = None) -> None:
         console = console or Console(stderr=True)
         self.enabled = console.is_terminal if enabled is None else enabled
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                  MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-                                  disable=not self.enabled)
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not self.enabled,
+        )
         self._task = None
         self._progress.start()
 

@@ -26,9 +26,11 @@ from deepfleet.pipeline import stage_prepare
 from deepfleet.runs import create_run
 
 SCHEMA = "deepfleet.bench/1"
-NOISE_NOTE = ("timings are medians of the repeats; min/max show the spread. On a machine shared "
-              "with other work, compare devices or runs only within one report or with "
-              "`deepfleet bench compare`, and expect the spread to be wide")
+NOISE_NOTE = (
+    "timings are medians of the repeats; min/max show the spread. On a machine shared "
+    "with other work, compare devices or runs only within one report or with "
+    "`deepfleet bench compare`, and expect the spread to be wide"
+)
 
 
 @dataclass
@@ -98,19 +100,27 @@ def comparison(train: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
         energy, base_energy = result["energy"], base["energy"]
         energy_ratio = None
         if energy["measured"] and base_energy["measured"]:
-            energy_ratio = (base_energy["joules_per_sample"]["median"]
-                            / energy["joules_per_sample"]["median"])
-        rows.append({"device": device,
-                     "speed_ratio": result["samples_per_s"]["median"]
-                     / base["samples_per_s"]["median"],
-                     "energy_ratio": energy_ratio})
-    return {"baseline": baseline, "rows": rows,
-            "meaning": "speed_ratio = samples/s over the baseline's; energy_ratio = baseline "
-                       "J/sample over this device's (both > 1: better than the baseline)"}
+            energy_ratio = (
+                base_energy["joules_per_sample"]["median"] / energy["joules_per_sample"]["median"]
+            )
+        rows.append(
+            {
+                "device": device,
+                "speed_ratio": result["samples_per_s"]["median"] / base["samples_per_s"]["median"],
+                "energy_ratio": energy_ratio,
+            }
+        )
+    return {
+        "baseline": baseline,
+        "rows": rows,
+        "meaning": "speed_ratio = samples/s over the baseline's; energy_ratio = baseline "
+        "J/sample over this device's (both > 1: better than the baseline)",
+    }
 
 
-def run_bench(request: BenchRequest, progress: BenchProgress | None = None
-              ) -> tuple[dict[str, Any], Path]:
+def run_bench(
+    request: BenchRequest, progress: BenchProgress | None = None
+) -> tuple[dict[str, Any], Path]:
     """Measure, then write bench.json, bench.md and the charts; returns (report, folder)."""
     progress = progress or silent_progress()
     devices, notes = parse_devices(request.devices)
@@ -126,15 +136,27 @@ def run_bench(request: BenchRequest, progress: BenchProgress | None = None
         raise UserError(f"{out}: output folder exists and is not empty")
     report: dict[str, Any] = {
         "schema": SCHEMA,
-        "workload": {"name": workload.name, "description": workload.description,
-                     "model": workload.model.model_dump(), "input_shape":
-                     list(workload.input_shape), "num_classes": workload.num_classes,
-                     "tokens_per_sample": workload.tokens_per_sample, "spec": workload.spec},
-        "settings": {"train": request.train.to_dict(), "infer": request.infer.to_dict(),
-                     "devices": request.devices, "nproc": request.nproc,
-                     "torch_cpu_threads": torch.get_num_threads()},
+        "workload": {
+            "name": workload.name,
+            "description": workload.description,
+            "model": workload.model.model_dump(),
+            "input_shape": list(workload.input_shape),
+            "num_classes": workload.num_classes,
+            "tokens_per_sample": workload.tokens_per_sample,
+            "spec": workload.spec,
+        },
+        "settings": {
+            "train": request.train.to_dict(),
+            "infer": request.infer.to_dict(),
+            "devices": request.devices,
+            "nproc": request.nproc,
+            "torch_cpu_threads": torch.get_num_threads(),
+        },
         "environment": environment(),
-        "train": {}, "infer": [], "comparison": None, "scaling": None,
+        "train": {},
+        "infer": [],
+        "comparison": None,
+        "scaling": None,
         "notes": [NOISE_NOTE, *notes],
     }
     try:
@@ -143,22 +165,31 @@ def run_bench(request: BenchRequest, progress: BenchProgress | None = None
                 meter = (request.meters or {}).get(str(device)) or meter_for(device)
                 if request.run_train:
                     report["train"][str(device)] = bench_train(
-                        workload, device, request.train, meter=meter, progress=progress)
+                        workload, device, request.train, meter=meter, progress=progress
+                    )
                 if request.run_infer:
-                    rows, infer_notes = bench_infer(workload, device, request.infer, Path(tmp),
-                                                    progress=progress)
+                    rows, infer_notes = bench_infer(
+                        workload, device, request.infer, Path(tmp), progress=progress
+                    )
                     report["infer"] += rows
                     report["notes"] += infer_notes
         report["comparison"] = comparison(report["train"])
         if request.nproc:
             device = devices[0]
             measured = report["train"].get(str(device))
-            peak = Peak(**measured["peak"]) if measured else device_peak(
-                device, request.train.precision or workload.precision)
-            flops = measured["flops_per_step"] if measured else step_flops(
-                workload, device, request.train)
-            report["scaling"] = bench_scaling(workload, device.type, request.nproc,
-                                              request.train, peak, flops, progress=progress)
+            peak = (
+                Peak(**measured["peak"])
+                if measured
+                else device_peak(device, request.train.precision or workload.precision)
+            )
+            flops = (
+                measured["flops_per_step"]
+                if measured
+                else step_flops(workload, device, request.train)
+            )
+            report["scaling"] = bench_scaling(
+                workload, device.type, request.nproc, request.train, peak, flops, progress=progress
+            )
     finally:
         progress.stop()
     with atomic_dir(out, replace=out.exists()) as folder:

@@ -23,8 +23,18 @@ LAUNCHER = "torch.distributed.run --standalone (c10d rendezvous on this host)"
 
 
 def _launch(nproc: int, spec: Path, out: Path, timeout: float) -> None:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
-               f"--nproc-per-node={nproc}", "-m", "deepfleet.bench._worker", str(spec), str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nnodes=1",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "deepfleet.bench._worker",
+        str(spec),
+        str(out),
+    ]
     # torchrun sets OMP_NUM_THREADS=1 for >1 process; the worker picks its own thread count.
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
@@ -40,9 +50,17 @@ def efficiencies(throughputs: dict[int, float]) -> dict[int, float]:
     return {n: (t / n) / per_process for n, t in sorted(throughputs.items())}
 
 
-def bench_scaling(workload: Workload, device_type: str, nprocs: list[int], opts: TrainOptions,
-                  peak: Peak, flops_per_step: int, *, progress: BenchProgress | None = None,
-                  timeout: float = 1800) -> dict[str, Any]:
+def bench_scaling(
+    workload: Workload,
+    device_type: str,
+    nprocs: list[int],
+    opts: TrainOptions,
+    peak: Peak,
+    flops_per_step: int,
+    *,
+    progress: BenchProgress | None = None,
+    timeout: float = 1800,
+) -> dict[str, Any]:
     """Weak scaling: every process keeps the per-process batch size; returns rows per count."""
     progress = progress or silent_progress()
     if any(n < 1 for n in nprocs):
@@ -61,16 +79,25 @@ def bench_scaling(workload: Workload, device_type: str, nprocs: list[int], opts:
         threads = max(1, cores // max(nprocs))
         notes.append(f"{threads} intra-op thread(s) per process at every count ({cores} cores)")
         if cores < max(nprocs):
-            notes.append(f"{max(nprocs)} processes on {cores} CPU cores: the cores are "
-                         "oversubscribed, so efficiency falls")
+            notes.append(
+                f"{max(nprocs)} processes on {cores} CPU cores: the cores are "
+                "oversubscribed, so efficiency falls"
+            )
     results: dict[int, dict[str, Any]] = {}
     progress.start(f"scaling on {device_type}", len(nprocs))
     with tempfile.TemporaryDirectory(prefix="deepfleet-scaling-") as tmp:
         spec = Path(tmp) / "spec.json"
-        write_json_atomic(spec, {"workload": workload.spec, "device": device_type,
-                                 "train": opts.to_dict(), "peak": peak.to_dict(),
-                                 "flops_per_step": flops_per_step,
-                                 "threads_per_rank": threads})
+        write_json_atomic(
+            spec,
+            {
+                "workload": workload.spec,
+                "device": device_type,
+                "train": opts.to_dict(),
+                "peak": peak.to_dict(),
+                "flops_per_step": flops_per_step,
+                "threads_per_rank": threads,
+            },
+        )
         for n in sorted(set(nprocs)):
             out = Path(tmp) / f"result-{n}.json"
             try:
@@ -83,10 +110,24 @@ def bench_scaling(workload: Workload, device_type: str, nprocs: list[int], opts:
             results[n] = json.loads(out.read_text())
             progress.advance()
     eff = efficiencies({n: r["samples_per_s"]["median"] for n, r in results.items()})
-    rows = [{"nproc": n, "samples_per_s": r["samples_per_s"], "step_seconds": r["step_seconds"],
-             "phases": r["phases"], "efficiency": eff[n], "mfu": r["mfu"], "threads_per_rank":
-             r["threads_per_rank"], "rank_samples_per_s": r["rank_samples_per_s"]}
-            for n, r in sorted(results.items())]
-    return {"device": device_type, "launcher": LAUNCHER, "baseline_nproc": min(results) if
-            results else None, "per_process_batch_size": opts.batch_size or workload.batch_size,
-            "rows": rows, "notes": notes}
+    rows = [
+        {
+            "nproc": n,
+            "samples_per_s": r["samples_per_s"],
+            "step_seconds": r["step_seconds"],
+            "phases": r["phases"],
+            "efficiency": eff[n],
+            "mfu": r["mfu"],
+            "threads_per_rank": r["threads_per_rank"],
+            "rank_samples_per_s": r["rank_samples_per_s"],
+        }
+        for n, r in sorted(results.items())
+    ]
+    return {
+        "device": device_type,
+        "launcher": LAUNCHER,
+        "baseline_nproc": min(results) if results else None,
+        "per_process_batch_size": opts.batch_size or workload.batch_size,
+        "rows": rows,
+        "notes": notes,
+    }

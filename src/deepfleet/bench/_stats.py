@@ -35,5 +35,10 @@ def summarize(values: Sequence[float]) -> dict[str, Any]:
 def latency_summary(seconds: Sequence[float]) -> dict[str, Any]:
     """Latency percentiles in milliseconds."""
     ms = [s * 1e3 for s in seconds]
-    return {"p50_ms": percentile(ms, 50), "p90_ms": percentile(ms, 90),
-            "p99_ms": percentile(ms, 99), "mean_ms": statistics.fmean(ms), "n": len(ms)}
+    return {
+        "p50_ms": percentile(ms, 50),
+        "p90_ms": percentile(ms, 90),
+        "p99_ms": percentile(ms, 99),
+        "mean_ms": statistics.fmean(ms),
+        "n": len(ms),
+    }

@@ -66,7 +66,10 @@ class PhaseTimer:
             self._marks[-1][1].synchronize()  # type: ignore[attr-defined]
         out: dict[str, float] = {}
         for (_, start), (phase, end) in zip(self._marks, self._marks[1:], strict=False):
-            seconds = (start.elapsed_time(end) / 1e3 if self.cuda  # type: ignore[attr-defined]
-                       else end - start)  # type: ignore[operator]
+            seconds = (
+                start.elapsed_time(end) / 1e3
+                if self.cuda  # type: ignore[attr-defined]
+                else end - start
+            )  # type: ignore[operator]
             out[phase] = out.get(phase, 0.0) + seconds
         return out

@@ -38,7 +38,6 @@ class TrainOptions:
     seed: int = 0
     data_on_device: bool = False  # synthetic data: keep the random pool on the device
 
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -64,26 +63,37 @@ def prepare_model(workload: Workload, device: torch.device, opts: TrainOptions) 
 
 def _peak_memory(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
-        return {"bytes": torch.cuda.max_memory_allocated(device),
-                "what": "torch.cuda.max_memory_allocated (tensors on the GPU)"}
+        return {
+            "bytes": torch.cuda.max_memory_allocated(device),
+            "what": "torch.cuda.max_memory_allocated (tensors on the GPU)",
+        }
     # ru_maxrss is KiB on Linux, bytes on macOS; it covers the whole process's lifetime.
     scale = 1 if sys.platform == "darwin" else 1024
-    return {"bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale,
-            "what": "process peak resident set size (ru_maxrss), whole process lifetime"}
+    return {
+        "bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale,
+        "what": "process peak resident set size (ru_maxrss), whole process lifetime",
+    }
 
 
 class StepRunner:
     """One training step with phase marks; `grad_sync` adds a timed communication phase."""
 
-    def __init__(self, workload: Workload, model: nn.Module, device: torch.device,
-                 opts: TrainOptions, precision: str,
-                 grad_sync: Callable[[nn.Module], None] | None = None) -> None:
+    def __init__(
+        self,
+        workload: Workload,
+        model: nn.Module,
+        device: torch.device,
+        opts: TrainOptions,
+        precision: str,
+        grad_sync: Callable[[nn.Module], None] | None = None,
+    ) -> None:
         self.workload, self.device, self.opts = workload, device, opts
         self.model = model
         self.optimizer = workload.optimizer(model)
         self.autocast = configure_precision(device, precision)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16"
-                                           and device.type == "cuda")
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=precision == "fp16" and device.type == "cuda"
+        )
         self.grad_sync = grad_sync
 
     def to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,11 +154,19 @@ def step_flops(workload: Workload, device: torch.device, opts: TrainOptions) -> 
     return train_step_flops(model, *runner.to_device(x, y), workload.loss_fn)
 
 
-def bench_train(workload: Workload, device: torch.device, opts: TrainOptions, *,
-                meter: EnergyMeter | None = None, progress: BenchProgress | None = None,
-                peak: Peak | None = None, grad_sync: Callable[[nn.Module], None] | None = None,
-                world_size: int = 1, seed_offset: int = 0,
-                flops_per_step: int | None = None) -> dict[str, Any]:
+def bench_train(
+    workload: Workload,
+    device: torch.device,
+    opts: TrainOptions,
+    *,
+    meter: EnergyMeter | None = None,
+    progress: BenchProgress | None = None,
+    peak: Peak | None = None,
+    grad_sync: Callable[[nn.Module], None] | None = None,
+    world_size: int = 1,
+    seed_offset: int = 0,
+    flops_per_step: int | None = None,
+) -> dict[str, Any]:
     """Measure training on one device (one process of `world_size`); returns a result dict.
 
     flops_per_step (one process's) is counted here unless given: scaling workers get it from
@@ -162,8 +180,9 @@ def bench_train(workload: Workload, device: torch.device, opts: TrainOptions, *,
     batch_size = opts.batch_size or workload.batch_size
     model = prepare_model(workload, device, opts)
     runner = StepRunner(workload, model, device, opts, precision, grad_sync)
-    data = workload.batches(batch_size, seed=opts.seed + seed_offset,
-                            prepare=runner.host_preparation())
+    data = workload.batches(
+        batch_size, seed=opts.seed + seed_offset, prepare=runner.host_preparation()
+    )
     flops = flops_per_step
     if flops is None:  # counted eagerly: the counter does not see inside compiled graphs
         flops = train_step_flops(model, *runner.to_device(*next(data)), workload.loss_fn)
@@ -220,27 +239,34 @@ def bench_train(workload: Workload, device: torch.device, opts: TrainOptions, *,
         "peak_memory": _peak_memory(device),
     }
     if workload.is_tokens:
-        result["tokens_per_s"] = summarize([samples * workload.tokens_per_sample / s
-                                            for s in seconds])
+        result["tokens_per_s"] = summarize(
+            [samples * workload.tokens_per_sample / s for s in seconds]
+        )
     peak = peak or probe.best()
     result["peak"] = peak.to_dict()
     # Whole-world figures: every process does `flops` per step on its own device.
     result["achieved_flops_per_s"] = flops * world_size / step_s["median"]
     result["mfu"] = mfu(flops * world_size, step_s["median"], peak.flops_per_s * world_size)
     if result["mfu"] > 1:
-        result["mfu_note"] = ("above 100 %: the measured peak is lower than what the workload "
-                              "reached, so the machine was busier while probing; distrust it")
+        result["mfu_note"] = (
+            "above 100 %: the measured peak is lower than what the workload "
+            "reached, so the machine was busier while probing; distrust it"
+        )
     result["energy"] = energy_summary(meter, joules, seconds, samples)
     return result
 
 
-def energy_summary(meter: EnergyMeter, joules: list[float], seconds: list[float],
-                   samples_per_repeat: int) -> dict[str, Any]:
+def energy_summary(
+    meter: EnergyMeter, joules: list[float], seconds: list[float], samples_per_repeat: int
+) -> dict[str, Any]:
     """Joules per sample and average watts over the timed repeats, or why there are none."""
     info = meter_info(meter)
     if not meter.available or not joules:
         return {**info, "measured": False}
-    return {**info, "measured": True,
-            "joules_per_sample": summarize([j / samples_per_repeat for j in joules]),
-            "watts": summarize([j / s for j, s in zip(joules, seconds, strict=True)]),
-            "joules_per_repeat": joules}
+    return {
+        **info,
+        "measured": True,
+        "joules_per_sample": summarize([j / samples_per_repeat for j in joules]),
+        "watts": summarize([j / s for j, s in zip(joules, seconds, strict=True)]),
+        "joules_per_repeat": joules,
+    }

@@ -34,7 +34,7 @@ def allreduce_gradients(model: nn.Module) -> None:
     flat /= dist.get_world_size()
     offset = 0
     for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
         offset += g.numel()
 
 
@@ -50,10 +50,16 @@ def main(spec_path: str, out_path: str) -> None:
         rank, world = env.rank, env.world_size
         workload = load_workload(spec["workload"])
         result = bench_train(
-            workload, device, TrainOptions(**spec["train"]),
-            meter=NoMeter("not measured in scaling runs"), peak=Peak(**spec["peak"]),
-            grad_sync=allreduce_gradients, world_size=world, seed_offset=rank,
-            flops_per_step=spec["flops_per_step"])
+            workload,
+            device,
+            TrainOptions(**spec["train"]),
+            meter=NoMeter("not measured in scaling runs"),
+            peak=Peak(**spec["peak"]),
+            grad_sync=allreduce_gradients,
+            world_size=world,
+            seed_offset=rank,
+            flops_per_step=spec["flops_per_step"],
+        )
         per_rank = [None] * world
         dist.all_gather_object(per_rank, result["samples_per_s"]["median"])
         result["rank_samples_per_s"] = per_rank

@@ -74,8 +74,13 @@ class Workload:
         x = torch.randn(batch_size, *self.input_shape, generator=generator)
         return x, torch.randint(0, self.num_classes, (batch_size,), generator=generator)
 
-    def batches(self, batch_size: int, seed: int = 0, pool: int = 8,
-                prepare: Callable[[Batch], Batch] | None = None) -> Iterator[Batch]:
+    def batches(
+        self,
+        batch_size: int,
+        seed: int = 0,
+        pool: int = 8,
+        prepare: Callable[[Batch], Batch] | None = None,
+    ) -> Iterator[Batch]:
         """Batches forever: shuffled real data for a job, else a cycled pool of random ones.
 
         `prepare` is applied to each real batch as it is drawn, and once to each pooled batch
@@ -88,51 +93,116 @@ class Workload:
             while True:
                 order = torch.randperm(len(y), generator=generator)
                 for start in range(0, len(y) - batch_size + 1, batch_size):
-                    index = order[start:start + batch_size]
+                    index = order[start : start + batch_size]
                     yield prepare((x[index], y[index]))
         made = [prepare(self.random_batch(batch_size, generator)) for _ in range(pool)]
         while True:
             yield from made
 
 
-def _synthetic(name: str, description: str, model: str, params: dict[str, Any],
-               input_shape: tuple[int, ...], num_classes: int, batch_size: int,
-               **extra: Any) -> Callable[[], Workload]:
+def _synthetic(
+    name: str,
+    description: str,
+    model: str,
+    params: dict[str, Any],
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    batch_size: int,
+    **extra: Any,
+) -> Callable[[], Workload]:
     def make() -> Workload:
-        return Workload(name=name, description=description,
-                        model=ModelSection(name=model, params=params), input_shape=input_shape,
-                        num_classes=num_classes, batch_size=batch_size,
-                        spec={"kind": "synthetic", "name": name}, **extra)
+        return Workload(
+            name=name,
+            description=description,
+            model=ModelSection(name=model, params=params),
+            input_shape=input_shape,
+            num_classes=num_classes,
+            batch_size=batch_size,
+            spec={"kind": "synthetic", "name": name},
+            **extra,
+        )
+
     return make
 
 
 SYNTHETIC: dict[str, Callable[[], Workload]] = {
-    "mlp": _synthetic("mlp", "MLP 784-1024-1024-10 on random 28x28 inputs", "mlp",
-                      {"hidden": [1024, 1024], "dropout": 0.0}, (1, 28, 28), 10, 256),
-    "cnn": _synthetic("cnn", "zoo CNN on random 3x32x32 images", "cnn", {}, (3, 32, 32), 10,
-                      128),
-    "resnet18-32": _synthetic("resnet18-32", "ResNet-18 (CIFAR stem) on random 3x32x32 images",
-                              "resnet18", {"stem": "cifar"}, (3, 32, 32), 10, 128),
-    "resnet18-224": _synthetic("resnet18-224", "ResNet-18 on random 3x224x224 images",
-                               "resnet18", {}, (3, 224, 224), 1000, 64),
-    "resnet50-32": _synthetic("resnet50-32", "ResNet-50 (CIFAR stem) on random 3x32x32 images",
-                              "resnet50", {"stem": "cifar"}, (3, 32, 32), 10, 128),
-    "resnet50-224": _synthetic("resnet50-224", "ResNet-50 on random 3x224x224 images",
-                               "resnet50", {}, (3, 224, 224), 1000, 64),
-    "gpt": _synthetic("gpt", "GPT-style decoder, 4 layers, dim 256, context 128, vocab 4096",
-                      "gpt", {"dim": 256, "layers": 4, "heads": 4}, (128,), 4096, 16,
-                      loss_fn=next_token_loss, tokens_per_sample=128),
-    "gpt-large": _synthetic("gpt-large", "GPT-style decoder, 24 layers, dim 1024, context "
-                            "1024, vocab 50304 (about 350 M parameters; for GPUs)", "gpt",
-                            {"dim": 1024, "layers": 24, "heads": 16}, (1024,), 50304, 8,
-                            loss_fn=next_token_loss, tokens_per_sample=1024),
+    "mlp": _synthetic(
+        "mlp",
+        "MLP 784-1024-1024-10 on random 28x28 inputs",
+        "mlp",
+        {"hidden": [1024, 1024], "dropout": 0.0},
+        (1, 28, 28),
+        10,
+        256,
+    ),
+    "cnn": _synthetic("cnn", "zoo CNN on random 3x32x32 images", "cnn", {}, (3, 32, 32), 10, 128),
+    "resnet18-32": _synthetic(
+        "resnet18-32",
+        "ResNet-18 (CIFAR stem) on random 3x32x32 images",
+        "resnet18",
+        {"stem": "cifar"},
+        (3, 32, 32),
+        10,
+        128,
+    ),
+    "resnet18-224": _synthetic(
+        "resnet18-224",
+        "ResNet-18 on random 3x224x224 images",
+        "resnet18",
+        {},
+        (3, 224, 224),
+        1000,
+        64,
+    ),
+    "resnet50-32": _synthetic(
+        "resnet50-32",
+        "ResNet-50 (CIFAR stem) on random 3x32x32 images",
+        "resnet50",
+        {"stem": "cifar"},
+        (3, 32, 32),
+        10,
+        128,
+    ),
+    "resnet50-224": _synthetic(
+        "resnet50-224",
+        "ResNet-50 on random 3x224x224 images",
+        "resnet50",
+        {},
+        (3, 224, 224),
+        1000,
+        64,
+    ),
+    "gpt": _synthetic(
+        "gpt",
+        "GPT-style decoder, 4 layers, dim 256, context 128, vocab 4096",
+        "gpt",
+        {"dim": 256, "layers": 4, "heads": 4},
+        (128,),
+        4096,
+        16,
+        loss_fn=next_token_loss,
+        tokens_per_sample=128,
+    ),
+    "gpt-large": _synthetic(
+        "gpt-large",
+        "GPT-style decoder, 24 layers, dim 1024, context "
+        "1024, vocab 50304 (about 350 M parameters; for GPUs)",
+        "gpt",
+        {"dim": 1024, "layers": 24, "heads": 16},
+        (1024,),
+        50304,
+        8,
+        loss_fn=next_token_loss,
+        tokens_per_sample=1024,
+    ),
 }
 
 
 def synthetic_workload(name: str) -> Workload:
     if name not in SYNTHETIC:
-        raise UserError(f"--workload: unknown workload {name!r} "
-                        f"(choose from {', '.join(SYNTHETIC)})")
+        raise UserError(
+            f"--workload: unknown workload {name!r} (choose from {', '.join(SYNTHETIC)})"
+        )
     return SYNTHETIC[name]()
 
 
@@ -148,17 +218,23 @@ def job_workload(job_file: str | Path, data_dir: str | Path) -> Workload:
     stage = job.train.stages[0]
     shape = tuple(manifest.sample_shape)
     if len(train) < job.train.batch_size:
-        raise UserError(f"train.batch_size {job.train.batch_size} is larger than the training "
-                        f"split ({len(train)} samples)")
+        raise UserError(
+            f"train.batch_size {job.train.batch_size} is larger than the training "
+            f"split ({len(train)} samples)"
+        )
     return Workload(
         name=f"job:{job.run.name}",
         description=f"job {job.run.name}: model {job.model.name} on {math.prod(shape)}-value "
-                    f"samples of {job.data.source}, {len(train)} training samples",
-        model=job.model, input_shape=shape, num_classes=len(manifest.class_names),
-        batch_size=job.train.batch_size, precision=job.train.precision,
+        f"samples of {job.data.source}, {len(train)} training samples",
+        model=job.model,
+        input_shape=shape,
+        num_classes=len(manifest.class_names),
+        batch_size=job.train.batch_size,
+        precision=job.train.precision,
         spec={"kind": "job", "job_file": str(job_file), "data_dir": str(data_dir)},
         make_optimizer=lambda model: build_optimizer(stage, model),
-        real_data=(train.x, train.y))
+        real_data=(train.x, train.y),
+    )
 
 
 def load_workload(spec: dict[str, Any]) -> Workload:

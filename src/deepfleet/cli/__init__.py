@@ -54,8 +54,7 @@ def run_cli(argv: list[str] | None = None) -> int:
 def _internal(err: Exception) -> int:
     if os.environ.get("DEEPFLEET_DEBUG"):
         raise err
-    _say(f"internal error: {type(err).__name__}: {err} "
-         "(set DEEPFLEET_DEBUG=1 for the traceback)")
+    _say(f"internal error: {type(err).__name__}: {err} (set DEEPFLEET_DEBUG=1 for the traceback)")
     return 1
 
 

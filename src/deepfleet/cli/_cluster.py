@@ -10,13 +10,16 @@ from deepfleet.cli._app import app, console
 
 # The generators are imported by the commands that run them, not by `deepfleet --help`.
 
-cluster = typer.Typer(help="Kubernetes manifests and Slurm scripts for running on clusters.",
-                      no_args_is_help=True)
+cluster = typer.Typer(
+    help="Kubernetes manifests and Slurm scripts for running on clusters.", no_args_is_help=True
+)
 app.add_typer(cluster, name="cluster")
 
 JOB_HELP = "Job file, or a shipped example's name."
-RESUME_HELP = ("Restart failed nodes and continue from the latest checkpoint (every start "
-               "passes --resume to deepfleet train); without it a failed node fails the job.")
+RESUME_HELP = (
+    "Restart failed nodes and continue from the latest checkpoint (every start "
+    "passes --resume to deepfleet train); without it a failed node fails the job."
+)
 
 
 @cluster.command("k8s")
@@ -28,20 +31,27 @@ def k8s(
     out: Path = typer.Option(Path("k8s"), "--out", help="Folder for the YAML files."),
     namespace: str = typer.Option("default", "--namespace", help="Kubernetes namespace."),
     storage: str = typer.Option("50Gi", "--storage", help="Size of the shared volume."),
-    storage_class: str = typer.Option(None, "--storage-class",
-                                      help="StorageClass of the shared volume (ReadWriteMany)."),
+    storage_class: str = typer.Option(
+        None, "--storage-class", help="StorageClass of the shared volume (ReadWriteMany)."
+    ),
     resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
-    max_restarts: int = typer.Option(3, "--max-restarts",
-                                     help="Worker restarts per node, and pod restarts."),
+    max_restarts: int = typer.Option(
+        3, "--max-restarts", help="Worker restarts per node, and pod restarts."
+    ),
     port: int = typer.Option(29500, "--port", help="Rendezvous port."),
-    data_key_secret: str = typer.Option(None, "--data-key-secret",
-                                        help="Secret holding the data key (item `key`)."),
-    serve: str = typer.Option(None, "--serve", help="Instead: serve this bundle (a path on "
-                              "the shared volume, or absolute in the image)."),
+    data_key_secret: str = typer.Option(
+        None, "--data-key-secret", help="Secret holding the data key (item `key`)."
+    ),
+    serve: str = typer.Option(
+        None,
+        "--serve",
+        help="Instead: serve this bundle (a path on the shared volume, or absolute in the image).",
+    ),
     replicas: int = typer.Option(2, "--replicas", help="--serve: minimum replicas."),
     max_replicas: int = typer.Option(8, "--max-replicas", help="--serve: autoscaler maximum."),
-    token_secret: str = typer.Option(None, "--token-secret",
-                                     help="--serve: Secret holding the API token (item `token`)."),
+    token_secret: str = typer.Option(
+        None, "--token-secret", help="--serve: Secret holding the API token (item `token`)."
+    ),
 ) -> None:
     """Kubernetes manifests: a PyTorchJob and an Indexed Job for training, or with --serve a
     Deployment, Service and HorizontalPodAutoscaler for the server."""
@@ -56,14 +66,37 @@ def k8s(
 
     name = k8s_name(job_name(job))
     if serve:
-        written = write_serve(ServeSpec(
-            name=name, bundle=serve, image=image, namespace=namespace, gpus=gpus_per_node,
-            replicas=replicas, max_replicas=max_replicas, token_secret=token_secret), out)
+        written = write_serve(
+            ServeSpec(
+                name=name,
+                bundle=serve,
+                image=image,
+                namespace=namespace,
+                gpus=gpus_per_node,
+                replicas=replicas,
+                max_replicas=max_replicas,
+                token_secret=token_secret,
+            ),
+            out,
+        )
     else:
-        written = write_k8s(job, ClusterSpec(
-            name=name, nodes=nodes, gpus_per_node=gpus_per_node, image=image,
-            namespace=namespace, storage=storage, storage_class=storage_class, resume=resume,
-            max_restarts=max_restarts, rdzv_port=port, data_key_secret=data_key_secret), out)
+        written = write_k8s(
+            job,
+            ClusterSpec(
+                name=name,
+                nodes=nodes,
+                gpus_per_node=gpus_per_node,
+                image=image,
+                namespace=namespace,
+                storage=storage,
+                storage_class=storage_class,
+                resume=resume,
+                max_restarts=max_restarts,
+                rdzv_port=port,
+                data_key_secret=data_key_secret,
+            ),
+            out,
+        )
     for path in written:
         console.print(f"wrote {path}")
 
@@ -80,18 +113,32 @@ def slurm(
     resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
     max_restarts: int = typer.Option(3, "--max-restarts", help="Worker restarts per node."),
     port: int = typer.Option(29500, "--port", help="Rendezvous port on the first node."),
-    run_dir: Path = typer.Option(None, "--run-dir", help="The shared run folder (default "
-                                 "runs/NAME in the folder sbatch is run from)."),
+    run_dir: Path = typer.Option(
+        None,
+        "--run-dir",
+        help="The shared run folder (default runs/NAME in the folder sbatch is run from).",
+    ),
 ) -> None:
     """An sbatch script running one `deepfleet train` launcher per node with srun."""
     from deepfleet.cluster import SlurmSpec, write_sbatch
     from deepfleet.config import load_job, resolve_job_path
 
-    path = write_sbatch(SlurmSpec(
-        name=load_job(job).run.name, job_file=str(resolve_job_path(job)),
-        run_dir=str(run_dir.resolve()) if run_dir else None, nodes=nodes,
-        gpus_per_node=gpus_per_node, cpus_per_task=cpus_per_task, time=time,
-        partition=partition, resume=resume, max_restarts=max_restarts, rdzv_port=port), out)
+    path = write_sbatch(
+        SlurmSpec(
+            name=load_job(job).run.name,
+            job_file=str(resolve_job_path(job)),
+            run_dir=str(run_dir.resolve()) if run_dir else None,
+            nodes=nodes,
+            gpus_per_node=gpus_per_node,
+            cpus_per_task=cpus_per_task,
+            time=time,
+            partition=partition,
+            resume=resume,
+            max_restarts=max_restarts,
+            rdzv_port=port,
+        ),
+        out,
+    )
     console.print(f"wrote {path}")
 
 

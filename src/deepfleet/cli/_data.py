@@ -25,33 +25,51 @@ def _data_section(**values) -> DataSection:
     try:
         return DataSection(**{k: v for k, v in values.items() if v is not None})
     except ValidationError as err:
-        raise UserError("; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'data'}: {e['msg'].removeprefix('Value error, ')}"
-            for e in err.errors())) from None
+        raise UserError(
+            "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'data'}: "
+                f"{e['msg'].removeprefix('Value error, ')}"
+                for e in err.errors()
+            )
+        ) from None
 
 
 @app.command()
 def prepare(
-    source: str = typer.Argument(..., help="digits, a path (IDX folder, CIFAR-10 binary folder "
-                                 "or archive, image folder, .npz, .npy, .parquet, .csv), or "
-                                 "KIND:PATH (mnist, fashion-mnist, cifar10, images, npz, npy, "
-                                 "table)."),
+    source: str = typer.Argument(
+        ...,
+        help="digits, a path (IDX folder, CIFAR-10 binary folder "
+        "or archive, image folder, .npz, .npy, .parquet, .csv), or "
+        "KIND:PATH (mnist, fashion-mnist, cifar10, images, npz, npy, "
+        "table).",
+    ),
     out: Path = typer.Option(..., "--out", help="New folder for shards and manifest.json."),
     shards: int = typer.Option(4, "--shards", min=1, help="Number of training shards."),
     val_fraction: float = typer.Option(0.1, "--val", help="Share of samples for validation."),
     test_fraction: float = typer.Option(0.2, "--test", help="Share of samples for testing."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split."),
-    key: str = typer.Option(None, "--key", help="Encrypt with this data key (a key file from "
-                            "`deepfleet keys new`, or env:NAME)."),
+    key: str = typer.Option(
+        None,
+        "--key",
+        help="Encrypt with this data key (a key file from `deepfleet keys new`, or env:NAME).",
+    ),
     label_column: str = typer.Option(None, "--label-column", help="Tables: the label column."),
-    image_size: tuple[int, int] = typer.Option(None, "--image-size", help="Image folders: "
-                                               "resize to HEIGHT WIDTH."),
+    image_size: tuple[int, int] = typer.Option(
+        None, "--image-size", help="Image folders: resize to HEIGHT WIDTH."
+    ),
     workers: int = typer.Option(None, "--workers", min=1, help="Shard-writing processes."),
 ) -> None:
     """Split a data set into verified Parquet shards with a manifest."""
-    data = _data_section(source=source, shards=shards, val_fraction=val_fraction,
-                         test_fraction=test_fraction, key=key, label_column=label_column,
-                         image_size=list(image_size) if image_size else None, workers=workers)
+    data = _data_section(
+        source=source,
+        shards=shards,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        key=key,
+        label_column=label_column,
+        image_size=list(image_size) if image_size else None,
+        workers=workers,
+    )
     from deepfleet.data import prepare_from_config
 
     manifest = prepare_from_config(data, out, seed)
@@ -63,20 +81,28 @@ def prepare(
 @app.command("verify-data")
 def verify_data(
     folder: Path = typer.Argument(..., help="A prepared data set."),
-    key: str = typer.Option(None, "--key", help="Data key of encrypted shards (a key file, or "
-                            "env:NAME; default $DEEPFLEET_DATA_KEY): also checks the "
-                            "manifest's authentication."),
+    key: str = typer.Option(
+        None,
+        "--key",
+        help="Data key of encrypted shards (a key file, or "
+        "env:NAME; default $DEEPFLEET_DATA_KEY): also checks the "
+        "manifest's authentication.",
+    ),
 ) -> None:
     """Check manifest.json against its own digest and every shard against its sha256 and row
     count; names the first problem."""
     from deepfleet.data import dataset_key, load_data_key, verify_dataset
 
     manifest = verify_dataset(folder)
-    parts = [f"{s} {len(manifest.shards(s))} shards / {manifest.rows(s)} rows"
-             for s in manifest.splits]
+    parts = [
+        f"{s} {len(manifest.shards(s))} shards / {manifest.rows(s)} rows" for s in manifest.splits
+    ]
     sealed = ""
     if manifest.encryption:
         checked = load_data_key(key) is not None and dataset_key(manifest, key) is not None
-        sealed = ("; manifest authenticated by the data key" if checked else
-                  "; encrypted: give --key to check the manifest's authentication")
+        sealed = (
+            "; manifest authenticated by the data key"
+            if checked
+            else "; encrypted: give --key to check the manifest's authentication"
+        )
     console.print(f"ok {folder}: {', '.join(parts)}{sealed}")

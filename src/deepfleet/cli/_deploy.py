@@ -9,8 +9,10 @@ import typer
 from deepfleet.cli._app import app, console
 
 PUBLIC_KEY_ENV = "DEEPFLEET_PUBLIC_KEY"
-PUBLIC_KEY_HELP = (f"Verify the bundle's signature with this EC public key first "
-                   f"(default ${PUBLIC_KEY_ENV} when set).")
+PUBLIC_KEY_HELP = (
+    f"Verify the bundle's signature with this EC public key first "
+    f"(default ${PUBLIC_KEY_ENV} when set)."
+)
 
 
 @app.command()
@@ -41,30 +43,37 @@ def serve(
     bundle: Path = typer.Argument(..., help="A bundle folder."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
-    backend: str = typer.Option("auto", "--backend",
-                                help="auto (onnxruntime when the bundle has ONNX), torch or "
-                                     "onnxruntime."),
+    backend: str = typer.Option(
+        "auto",
+        "--backend",
+        help="auto (onnxruntime when the bundle has ONNX), torch or onnxruntime.",
+    ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
     compiled: bool = typer.Option(False, "--compile", help="torch backend: torch.compile."),
-    batching: bool = typer.Option(True, "--batching/--no-batching",
-                                  help="Dynamic micro-batching of concurrent requests."),
-    max_batch_size: int = typer.Option(64, "--max-batch-size",
-                                       help="Rows per model call (and per request)."),
-    max_delay_ms: float = typer.Option(2.0, "--max-delay-ms",
-                                       help="Longest a batch waits for more requests."),
+    batching: bool = typer.Option(
+        True, "--batching/--no-batching", help="Dynamic micro-batching of concurrent requests."
+    ),
+    max_batch_size: int = typer.Option(
+        64, "--max-batch-size", help="Rows per model call (and per request)."
+    ),
+    max_delay_ms: float = typer.Option(
+        2.0, "--max-delay-ms", help="Longest a batch waits for more requests."
+    ),
     max_queue: int = typer.Option(256, "--max-queue", help="Queued requests before 503."),
     max_body_kb: int = typer.Option(8192, "--max-body-kb", help="Body limit (413 above)."),
     timeout: float = typer.Option(10.0, "--timeout", help="Per-request timeout in seconds."),
     replicas: int = typer.Option(1, "--replicas", help="Model copies per worker process."),
     workers: int = typer.Option(1, "--workers", help="uvicorn worker processes."),
-    max_connections: int = typer.Option(1024, "--max-connections",
-                                        help="Concurrent connections before 503."),
-    token_file: Path = typer.Option(None, "--token-file",
-                                    help="File holding the bearer token (default "
-                                         "$DEEPFLEET_SERVE_TOKEN)."),
+    max_connections: int = typer.Option(
+        1024, "--max-connections", help="Concurrent connections before 503."
+    ),
+    token_file: Path = typer.Option(
+        None, "--token-file", help="File holding the bearer token (default $DEEPFLEET_SERVE_TOKEN)."
+    ),
     no_auth: bool = typer.Option(False, "--no-auth", help="Serve without a bearer token."),
-    public_key: Path = typer.Option(None, "--public-key", envvar=PUBLIC_KEY_ENV,
-                                    help=PUBLIC_KEY_HELP),
+    public_key: Path = typer.Option(
+        None, "--public-key", envvar=PUBLIC_KEY_ENV, help=PUBLIC_KEY_HELP
+    ),
     access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
 ) -> None:
     """Serve a bundle over HTTP: Open Inference Protocol v2, /predict, /metrics."""
@@ -72,10 +81,23 @@ def serve(
     from deepfleet.deploy.serve import serve as run_server
 
     config = ServeConfig(
-        bundle=str(bundle), host=host, port=port, backend=backend, device=device,
-        compiled=compiled, batching=batching, max_batch_size=max_batch_size,
-        max_delay_ms=max_delay_ms, max_queue=max_queue, max_body_bytes=max_body_kb * 1024,
-        timeout_s=timeout, replicas=replicas, workers=workers, max_connections=max_connections,
-        token=read_token(token_file, no_auth), public_key=str(public_key) if public_key else None,
-        access_log=access_log)
+        bundle=str(bundle),
+        host=host,
+        port=port,
+        backend=backend,
+        device=device,
+        compiled=compiled,
+        batching=batching,
+        max_batch_size=max_batch_size,
+        max_delay_ms=max_delay_ms,
+        max_queue=max_queue,
+        max_body_bytes=max_body_kb * 1024,
+        timeout_s=timeout,
+        replicas=replicas,
+        workers=workers,
+        max_connections=max_connections,
+        token=read_token(token_file, no_auth),
+        public_key=str(public_key) if public_key else None,
+        access_log=access_log,
+    )
     run_server(config)

@@ -12,12 +12,27 @@ def doctor() -> None:
     table = Table(title="deepfleet doctor", show_header=False)
     table.add_column("what")
     table.add_column("value")
-    for key in ("python", "platform", "cpu", "cpu_cores", "torch", "cuda_available", "cuda",
-                "nccl_available", "nccl", "gloo_available", "job_device", "job_backend"):
+    for key in (
+        "python",
+        "platform",
+        "cpu",
+        "cpu_cores",
+        "torch",
+        "cuda_available",
+        "cuda",
+        "nccl_available",
+        "nccl",
+        "gloo_available",
+        "job_device",
+        "job_backend",
+    ):
         table.add_row(key, str(info[key]))
     for dev in info["cuda_devices"]:
-        table.add_row(f"cuda:{dev['index']}", f"{dev['name']}, {dev['memory_gib']} GiB, "
-                      f"compute capability {dev['compute_capability']}")
+        table.add_row(
+            f"cuda:{dev['index']}",
+            f"{dev['name']}, {dev['memory_gib']} GiB, "
+            f"compute capability {dev['compute_capability']}",
+        )
     if not info["cuda_devices"]:
         table.add_row("cuda devices", "none visible")
     console.print(table)

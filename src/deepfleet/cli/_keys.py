@@ -8,17 +8,18 @@ import typer
 
 from deepfleet.cli._app import app, console
 
-keys = typer.Typer(help="Create keys for data encryption and bundle signing.",
-                   no_args_is_help=True)
+keys = typer.Typer(help="Create keys for data encryption and bundle signing.", no_args_is_help=True)
 app.add_typer(keys, name="keys")
 
 
 @keys.command("new")
 def new(
-    out: Path = typer.Option(..., "--out", help="Where to write the key (a file, or a folder "
-                             "for --signing's key pair)."),
-    signing: bool = typer.Option(False, "--signing",
-                                 help="An EC P-256 key pair for signing bundles."),
+    out: Path = typer.Option(
+        ..., "--out", help="Where to write the key (a file, or a folder for --signing's key pair)."
+    ),
+    signing: bool = typer.Option(
+        False, "--signing", help="An EC P-256 key pair for signing bundles."
+    ),
 ) -> None:
     """Create a new key; existing files are never overwritten."""
     if signing:

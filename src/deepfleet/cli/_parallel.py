@@ -19,13 +19,16 @@ def selftest(
     from deepfleet.selftest import run_selftest  # torch and the trainer: only when running
 
     report = run_selftest(nproc)
-    table = Table(title=f"selftest: {report['world_size']} processes, {report['backend']} "
-                        f"on {report['device']}")
+    table = Table(
+        title=f"selftest: {report['world_size']} processes, {report['backend']} "
+        f"on {report['device']}"
+    )
     for column in ("check", "result", "seconds", "detail"):
         table.add_column(column, justify="right" if column == "seconds" else "left")
     for row in report["rows"]:
-        table.add_row(row["check"], "ok" if row["ok"] else "FAILED", f"{row['seconds']:.3f}",
-                      row["detail"])
+        table.add_row(
+            row["check"], "ok" if row["ok"] else "FAILED", f"{row['seconds']:.3f}", row["detail"]
+        )
     console.print(table)
     if not all(row["ok"] for row in report["rows"]):
         raise typer.Exit(1)

@@ -25,10 +25,12 @@ def _print_summary(summary) -> None:
     results = {
         "prepare": str(summary.paths.data_dir()),
         "train": f"{fit.epochs} epochs, best val accuracy {fit.best_val_accuracy or 0:.4f} "
-                 f"(epoch {fit.best_epoch})" if fit else "",
+        f"(epoch {fit.best_epoch})"
+        if fit
+        else "",
         "evaluate": f"{summary.metrics.get('split')} accuracy "
-                    f"{summary.metrics.get('accuracy', 0):.4f}, "
-                    f"F1 macro {summary.metrics.get('f1_macro', 0):.4f}",
+        f"{summary.metrics.get('accuracy', 0):.4f}, "
+        f"F1 macro {summary.metrics.get('f1_macro', 0):.4f}",
         "export": str(summary.paths.bundle),
         "predict": f"{summary.predicted_rows} rows -> {summary.paths.predictions}",
     }
@@ -65,9 +67,11 @@ def _run_for(target: str, overrides: list[str]):
             raise UserError("--set applies to a job file, not to an existing run folder")
         return open_run(target)
     if in_worker():
-        raise UserError(f"{target}: under torchrun, srun or a PyTorchJob every rank must get "
-                        "the same run folder; make one with `deepfleet train JOB "
-                        "--prepare-only` and pass its path")
+        raise UserError(
+            f"{target}: under torchrun, srun or a PyTorchJob every rank must get "
+            "the same run folder; make one with `deepfleet train JOB "
+            "--prepare-only` and pass its path"
+        )
     config = load_job(target, overrides)
     paths = create_run(config)
     try:
@@ -84,15 +88,23 @@ def train(
     set_: list[str] = typer.Option([], "--set", help=OVERRIDES_HELP),
     nproc: int = typer.Option(1, "--nproc", help="Processes per node (one per GPU)."),
     nnodes: int = typer.Option(1, "--nnodes", help="Nodes in the job."),
-    node_rank: int = typer.Option(None, "--node-rank", help="This node's rank (0 hosts the "
-                                  "rendezvous store)."),
+    node_rank: int = typer.Option(
+        None, "--node-rank", help="This node's rank (0 hosts the rendezvous store)."
+    ),
     rdzv: str = typer.Option(None, "--rdzv", help="Rendezvous HOST:PORT every node reaches."),
-    max_restarts: int = typer.Option(0, "--max-restarts", help="Restart failed workers this "
-                                     "many times; they resume from the last checkpoint."),
-    resume: bool = typer.Option(False, "--resume", help="Continue a run folder from its "
-                                "latest committed checkpoint."),
-    prepare_only: bool = typer.Option(False, "--prepare-only", help="Only create and prepare "
-                                      "the run folder (for torchrun/srun), print its path."),
+    max_restarts: int = typer.Option(
+        0,
+        "--max-restarts",
+        help="Restart failed workers this many times; they resume from the last checkpoint.",
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue a run folder from its latest committed checkpoint."
+    ),
+    prepare_only: bool = typer.Option(
+        False,
+        "--prepare-only",
+        help="Only create and prepare the run folder (for torchrun/srun), print its path.",
+    ),
 ) -> None:
     """Train a model; writes checkpoints/ and metrics.jsonl in the run folder."""
     from deepfleet import pipeline
@@ -108,13 +120,18 @@ def train(
     fit = pipeline.train_job(paths, options, default_progress(), resume=resume)
     if fit.already_finished:
         if detect_env().is_main:
-            console.print(f"nothing left to train: {paths.root} finished all {fit.epochs} "
-                          f"epochs (best epoch {fit.best_epoch}); no file was changed",
-                          soft_wrap=True)
+            console.print(
+                f"nothing left to train: {paths.root} finished all {fit.epochs} "
+                f"epochs (best epoch {fit.best_epoch}); no file was changed",
+                soft_wrap=True,
+            )
         return
     if detect_env().is_main and not must_launch(options):  # rank 0 of the workers says it
-        console.print(f"trained {fit.epochs} epochs in {fit.seconds:.1f}s; best epoch "
-                      f"{fit.best_epoch}; run folder {paths.root}", soft_wrap=True)
+        console.print(
+            f"trained {fit.epochs} epochs in {fit.seconds:.1f}s; best epoch "
+            f"{fit.best_epoch}; run folder {paths.root}",
+            soft_wrap=True,
+        )
 
 
 @app.command()
@@ -153,16 +170,28 @@ def predict(
     out: Path = typer.Option(Path("predictions"), "--out", help="Folder for Parquet outputs."),
     split: list[str] = typer.Option([], "--split", help="Splits to predict (default all)."),
     nproc: int = typer.Option(1, "--nproc", help="Worker processes (one per GPU on CUDA)."),
-    backend: str = typer.Option("auto", "--backend", help="auto (onnxruntime when the bundle "
-                                "has ONNX, else torch), torch or onnxruntime."),
-    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads per process "
-                                "(default: the cores divided among the processes)."),
+    backend: str = typer.Option(
+        "auto",
+        "--backend",
+        help="auto (onnxruntime when the bundle has ONNX, else torch), torch or onnxruntime.",
+    ),
+    threads: int = typer.Option(
+        None,
+        "--threads",
+        min=1,
+        help="CPU threads per process (default: the cores divided among the processes).",
+    ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
     batch_size: int = typer.Option(512, "--batch-size", min=1, help="Rows per model call."),
-    public_key: Path = typer.Option(None, "--public-key", envvar=PUBLIC_KEY_ENV,
-                                    help=PUBLIC_KEY_HELP),
-    key: str = typer.Option(None, "--key", help="Data key for encrypted shards (a key file, "
-                            "or env:NAME; default $DEEPFLEET_DATA_KEY)."),
+    public_key: Path = typer.Option(
+        None, "--public-key", envvar=PUBLIC_KEY_ENV, help=PUBLIC_KEY_HELP
+    ),
+    key: str = typer.Option(
+        None,
+        "--key",
+        help="Data key for encrypted shards (a key file, "
+        "or env:NAME; default $DEEPFLEET_DATA_KEY).",
+    ),
 ) -> None:
     """Predict with a bundle over prepared shards; Parquet keyed by each input's id.
 
@@ -176,9 +205,20 @@ def predict(
     if (data / "job.toml").is_file():
         data = open_run(data).data_dir()
     loaded = open_bundle(bundle, public_key)
-    result = predict_dataset(loaded, data, out, splits=split or None, nproc=nproc,
-                             backend=backend, device=device, batch_size=batch_size, key=key,
-                             threads=threads)
-    console.print(f"predicted {result['rows']} rows into {out} ({len(result['files'])} files, "
-                  f"{result['skipped']} already done, {result['nproc']} processes, backend "
-                  f"{result['backend']})")
+    result = predict_dataset(
+        loaded,
+        data,
+        out,
+        splits=split or None,
+        nproc=nproc,
+        backend=backend,
+        device=device,
+        batch_size=batch_size,
+        key=key,
+        threads=threads,
+    )
+    console.print(
+        f"predicted {result['rows']} rows into {out} ({len(result['files'])} files, "
+        f"{result['skipped']} already done, {result['nproc']} processes, backend "
+        f"{result['backend']})"
+    )

@@ -38,8 +38,16 @@ def prepare_args(job: str, run_folder: str) -> list[str]:
     return ["cluster", "prepare", job, "--run-dir", run_folder]
 
 
-def train_args(run_folder: str, *, nproc: int, nnodes: int, node_rank: str, rdzv: str,
-               max_restarts: int, resume: bool) -> list[str]:
+def train_args(
+    run_folder: str,
+    *,
+    nproc: int,
+    nnodes: int,
+    node_rank: str,
+    rdzv: str,
+    max_restarts: int,
+    resume: bool,
+) -> list[str]:
     """Arguments after `deepfleet` for one node's launcher."""
     args = ["train", run_folder, "--nproc", str(nproc)]
     if nnodes > 1:
@@ -53,8 +61,7 @@ def train_args(run_folder: str, *, nproc: int, nnodes: int, node_rank: str, rdzv
 def serve_args(bundle: str, *, port: int, token_file: str, gpu: bool) -> list[str]:
     """Arguments after `deepfleet` for one server replica: all interfaces (it is in a pod),
     the bearer token read from the mounted Secret file."""
-    args = ["serve", bundle, "--host", "0.0.0.0", "--port", str(port),
-            "--token-file", token_file]
+    args = ["serve", bundle, "--host", "0.0.0.0", "--port", str(port), "--token-file", token_file]
     if gpu:
         args += ["--device", "cuda"]
     return args

@@ -82,8 +82,10 @@ def train_volumes(name: str, data_key_secret: str | None) -> tuple[list, list]:
         {"name": "dshm", "mountPath": "/dev/shm"},
     ]
     if data_key_secret:
-        volumes += [secret_volume("data-key", data_key_secret, DATA_KEY_ITEM),
-                    {"name": "keys", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}]
+        volumes += [
+            secret_volume("data-key", data_key_secret, DATA_KEY_ITEM),
+            {"name": "keys", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+        ]
         mounts.append({"name": "keys", "mountPath": KEYS_DIR, "readOnly": True})
     return volumes, mounts
 
@@ -106,8 +108,14 @@ def copy_key_container(image: str) -> dict[str, Any]:
 
 def secret_volume(volume: str, secret: str, item: str) -> dict[str, Any]:
     """A Secret as a file readable by the pod's group only: the value is never in a manifest."""
-    return {"name": volume, "secret": {"secretName": secret, "defaultMode": 0o440,
-                                       "items": [{"key": item, "path": item}]}}
+    return {
+        "name": volume,
+        "secret": {
+            "secretName": secret,
+            "defaultMode": 0o440,
+            "items": [{"key": item, "path": item}],
+        },
+    }
 
 
 def train_env() -> list[dict[str, Any]]:

@@ -33,21 +33,34 @@ def _container(spec: ServeSpec) -> dict[str, Any]:
         "image": spec.image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["deepfleet"],
-        "args": serve_args(bundle_path(spec), port=spec.port, token_file=token_file,
-                           gpu=spec.gpus > 0),
-        "env": [{"name": "PYTHONUNBUFFERED", "value": "1"},
-                # The root file system is read-only; caches go to the /tmp volume.
-                {"name": "HOME", "value": "/tmp"}],
+        "args": serve_args(
+            bundle_path(spec), port=spec.port, token_file=token_file, gpu=spec.gpus > 0
+        ),
+        "env": [
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+            # The root file system is read-only; caches go to the /tmp volume.
+            {"name": "HOME", "value": "/tmp"},
+        ],
         "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
         # Ready only once the bundle is loaded (and its signature checked), so no request
         # reaches a replica that cannot answer; live as long as the event loop answers.
-        "readinessProbe": {"httpGet": {"path": READY, **probe}, "initialDelaySeconds": 5,
-                           "periodSeconds": 5, "failureThreshold": 3},
-        "livenessProbe": {"httpGet": {"path": LIVE, **probe}, "initialDelaySeconds": 15,
-                          "periodSeconds": 10, "failureThreshold": 3},
+        "readinessProbe": {
+            "httpGet": {"path": READY, **probe},
+            "initialDelaySeconds": 5,
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": LIVE, **probe},
+            "initialDelaySeconds": 15,
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
         # The autoscaler divides CPU use by this request.
-        "resources": {"requests": {"cpu": "1", "memory": "2Gi"},
-                      "limits": {"memory": "4Gi", **({pod.GPU: spec.gpus} if spec.gpus else {})}},
+        "resources": {
+            "requests": {"cpu": "1", "memory": "2Gi"},
+            "limits": {"memory": "4Gi", **({pod.GPU: spec.gpus} if spec.gpus else {})},
+        },
         "volumeMounts": [
             {"name": "workspace", "mountPath": WORKSPACE, "readOnly": True},
             {"name": "api-token", "mountPath": TOKEN_DIR, "readOnly": True},
@@ -65,8 +78,13 @@ def deployment(spec: ServeSpec) -> dict[str, Any]:
         "automountServiceAccountToken": False,
         "containers": [_container(spec)],
         "volumes": [
-            {"name": "workspace", "persistentVolumeClaim": {
-                "claimName": pod.workspace_claim(spec.name), "readOnly": True}},
+            {
+                "name": "workspace",
+                "persistentVolumeClaim": {
+                    "claimName": pod.workspace_claim(spec.name),
+                    "readOnly": True,
+                },
+            },
             pod.secret_volume("api-token", spec.token_secret_name, TOKEN_ITEM),
             {"name": "tmp", "emptyDir": {}},
         ],
@@ -95,8 +113,7 @@ def service(spec: ServeSpec) -> dict[str, Any]:
         "spec": {
             "type": "ClusterIP",
             "selector": pod.labels(spec.name, "serve"),
-            "ports": [{"name": "http", "port": spec.port, "targetPort": "http",
-                       "protocol": "TCP"}],
+            "ports": [{"name": "http", "port": spec.port, "targetPort": "http", "protocol": "TCP"}],
         },
     }
 
@@ -111,9 +128,17 @@ def autoscaler(spec: ServeSpec) -> dict[str, Any]:
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
             "minReplicas": spec.replicas,
             "maxReplicas": spec.max_replicas,
-            "metrics": [{"type": "Resource", "resource": {
-                "name": "cpu",
-                "target": {"type": "Utilization",
-                           "averageUtilization": spec.target_cpu_percent}}}],
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": spec.target_cpu_percent,
+                        },
+                    },
+                }
+            ],
         },
     }

@@ -13,8 +13,9 @@ def job_configmap(spec: ClusterSpec, job_toml: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": pod.metadata(pod.job_config_name(spec.name), spec.namespace, spec.name,
-                                 "train"),
+        "metadata": pod.metadata(
+            pod.job_config_name(spec.name), spec.namespace, spec.name, "train"
+        ),
         "data": {"job.toml": job_toml},
     }
 
@@ -34,7 +35,8 @@ def workspace_pvc(spec: ClusterSpec) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": pod.metadata(pod.workspace_claim(spec.name), spec.namespace, spec.name,
-                                 "storage"),
+        "metadata": pod.metadata(
+            pod.workspace_claim(spec.name), spec.namespace, spec.name, "storage"
+        ),
         "spec": body,
     }

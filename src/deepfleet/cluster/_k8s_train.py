@@ -37,8 +37,9 @@ def _node_rank_env(field_path: str) -> list[dict[str, Any]]:
     return [{"name": "NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": field_path}}}]
 
 
-def _pod_spec(spec: ClusterSpec, rdzv: str, port_name: str, index_field: str,
-              **extra: Any) -> dict[str, Any]:
+def _pod_spec(
+    spec: ClusterSpec, rdzv: str, port_name: str, index_field: str, **extra: Any
+) -> dict[str, Any]:
     volumes, mounts = pod.train_volumes(spec.name, spec.data_key_secret)
     folder = run_dir(spec.name)
     env = pod.train_env()
@@ -59,9 +60,15 @@ def _pod_spec(spec: ClusterSpec, rdzv: str, port_name: str, index_field: str,
         "image": spec.image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["deepfleet"],
-        "args": train_args(folder, nproc=spec.nproc, nnodes=spec.nodes,
-                           node_rank="$(NODE_RANK)", rdzv=rdzv,
-                           max_restarts=spec.max_restarts, resume=spec.resume),
+        "args": train_args(
+            folder,
+            nproc=spec.nproc,
+            nnodes=spec.nodes,
+            node_rank="$(NODE_RANK)",
+            rdzv=rdzv,
+            max_restarts=spec.max_restarts,
+            resume=spec.resume,
+        ),
         "env": _node_rank_env(index_field) + env,
         "ports": [{"name": port_name, "containerPort": spec.rdzv_port, "protocol": "TCP"}],
         "volumeMounts": mounts,
@@ -74,8 +81,8 @@ def _pod_spec(spec: ClusterSpec, rdzv: str, port_name: str, index_field: str,
         **extra,
         "restartPolicy": _restart_policy(spec),
         "securityContext": pod.pod_security(),
-        "initContainers": ([pod.copy_key_container(spec.image)] if spec.data_key_secret
-                           else []) + [prepare],
+        "initContainers": ([pod.copy_key_container(spec.image)] if spec.data_key_secret else [])
+        + [prepare],
         "containers": [train],
         "volumes": volumes,
     }
@@ -134,8 +141,14 @@ def rdzv_service(spec: ClusterSpec) -> dict[str, Any]:
             # Launchers look each other up before any of them is Ready.
             "publishNotReadyAddresses": True,
             "selector": pod.labels(spec.name, "train"),
-            "ports": [{"name": "rdzv", "port": spec.rdzv_port, "targetPort": spec.rdzv_port,
-                       "protocol": "TCP"}],
+            "ports": [
+                {
+                    "name": "rdzv",
+                    "port": spec.rdzv_port,
+                    "targetPort": spec.rdzv_port,
+                    "protocol": "TCP",
+                }
+            ],
         },
     }
 
@@ -155,8 +168,9 @@ def indexed_job(spec: ClusterSpec) -> dict[str, Any]:
             "template": {
                 "metadata": {"labels": pod.labels(spec.name, "train")},
                 # subdomain + the Service above = DNS names for the pods.
-                "spec": _pod_spec(spec, rdzv, "rdzv", COMPLETION_INDEX,
-                                  subdomain=rdzv_service_name(spec)),
+                "spec": _pod_spec(
+                    spec, rdzv, "rdzv", COMPLETION_INDEX, subdomain=rdzv_service_name(spec)
+                ),
             },
         },
     }

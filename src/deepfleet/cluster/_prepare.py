@@ -19,8 +19,10 @@ from deepfleet.runs import RunPaths, open_run
 
 def _same_job(paths: RunPaths, text: str) -> RunPaths:
     if paths.job_file.read_text(encoding="utf-8") != text:
-        raise UserError(f"{paths.root}: holds a different job; pass another --run-dir or "
-                        "remove the old run folder")
+        raise UserError(
+            f"{paths.root}: holds a different job; pass another --run-dir or "
+            "remove the old run folder"
+        )
     return paths
 
 

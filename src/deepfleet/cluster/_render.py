@@ -42,8 +42,14 @@ _Dumper.add_representer(str, _str)
 def to_yaml(docs: list[dict[str, Any]], header: list[str]) -> str:
     """Several objects as one multi-document YAML file, keys in the order they were built."""
     comment = "".join(f"# {line}\n" if line else "#\n" for line in header)
-    return comment + yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False,
-                                   default_flow_style=False, width=100, explicit_start=True)
+    return comment + yaml.dump_all(
+        docs,
+        Dumper=_Dumper,
+        sort_keys=False,
+        default_flow_style=False,
+        width=100,
+        explicit_start=True,
+    )
 
 
 def cluster_job_toml(job: str | Path, data_key: bool = False) -> str:
@@ -60,8 +66,10 @@ def cluster_job_toml(job: str | Path, data_key: bool = False) -> str:
     if data_key:
         raw.setdefault("data", {})["key"] = DATA_KEY_FILE
     elif raw.get("data", {}).get("key"):
-        raise UserError(f"{path}: data.key is set (encrypted shards); pass --data-key-secret "
-                        "NAME, a Secret holding the key as item `key`")
+        raise UserError(
+            f"{path}: data.key is set (encrypted shards); pass --data-key-secret "
+            "NAME, a Secret holding the key as item `key`"
+        )
     job_from_dict(raw)
     return tomli_w.dumps(raw)
 
@@ -76,28 +84,44 @@ def render_k8s(spec: ClusterSpec, job_toml: str) -> dict[str, str]:
     return {
         COMMON: to_yaml(
             [_k8s_shared.workspace_pvc(spec), _k8s_shared.job_configmap(spec, job_toml)],
-            ["Written by `deepfleet cluster k8s`: the shared volume and the job file.",
-             "Apply before either training manifest."]),
+            [
+                "Written by `deepfleet cluster k8s`: the shared volume and the job file.",
+                "Apply before either training manifest.",
+            ],
+        ),
         PYTORCHJOB: to_yaml(
             [_k8s_train.pytorchjob(spec)],
-            ["Written by `deepfleet cluster k8s`: training under the Kubeflow training operator.",
-             f"Run: {apply} {PYTORCHJOB}"]),
+            [
+                "Written by `deepfleet cluster k8s`: training under the Kubeflow training "
+                "operator.",
+                f"Run: {apply} {PYTORCHJOB}",
+            ],
+        ),
         INDEXED_JOB: to_yaml(
             [_k8s_train.rdzv_service(spec), _k8s_train.indexed_job(spec)],
-            ["Written by `deepfleet cluster k8s`: training without the operator",
-             "(an Indexed Job; pod 0 hosts the c10d rendezvous).",
-             f"Run: {apply} {INDEXED_JOB}"]),
+            [
+                "Written by `deepfleet cluster k8s`: training without the operator",
+                "(an Indexed Job; pod 0 hosts the c10d rendezvous).",
+                f"Run: {apply} {INDEXED_JOB}",
+            ],
+        ),
     }
 
 
 def render_serve(spec: ServeSpec) -> dict[str, str]:
     token = spec.token_secret_name
-    return {SERVE: to_yaml(
-        [_k8s_serve.deployment(spec), _k8s_serve.service(spec), _k8s_serve.autoscaler(spec)],
-        ["Written by `deepfleet cluster k8s --serve`: the server, its Service and autoscaler.",
-         "The bearer token comes from a Secret you create (never from this file):",
-         f"  kubectl create secret generic {token} --from-file=token=./token",
-         f"Run: kubectl apply -f {SERVE}"])}
+    return {
+        SERVE: to_yaml(
+            [_k8s_serve.deployment(spec), _k8s_serve.service(spec), _k8s_serve.autoscaler(spec)],
+            [
+                "Written by `deepfleet cluster k8s --serve`: the server, its Service and "
+                "autoscaler.",
+                "The bearer token comes from a Secret you create (never from this file):",
+                f"  kubectl create secret generic {token} --from-file=token=./token",
+                f"Run: kubectl apply -f {SERVE}",
+            ],
+        )
+    }
 
 
 def write_files(out: Path, files: dict[str, str]) -> list[Path]:

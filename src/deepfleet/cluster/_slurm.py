@@ -52,8 +52,11 @@ def sbatch_script(spec: SlurmSpec) -> str:
         "",
         _assign("export DEEPFLEET_JOB", spec.job_file),
         # Every node trains this one run folder; resubmitting (or a requeue) reuses it.
-        (_assign("export RUN_DIR", spec.run_dir) if spec.run_dir
-         else f'export RUN_DIR="${{SLURM_SUBMIT_DIR}}/runs/{spec.name}"'),
+        (
+            _assign("export RUN_DIR", spec.run_dir)
+            if spec.run_dir
+            else f'export RUN_DIR="${{SLURM_SUBMIT_DIR}}/runs/{spec.name}"'
+        ),
         "# The first node of the allocation hosts the c10d rendezvous.",
         'head_node="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"',
         f'export RDZV_ENDPOINT="${{head_node}}:{spec.rdzv_port}"',
@@ -64,9 +67,15 @@ def sbatch_script(spec: SlurmSpec) -> str:
     ]
     # Strings are references to variables exported above, expanded by each task's shell;
     # the counts are plain numbers.
-    argv = train_args('"$RUN_DIR"', nproc=spec.nproc, nnodes=spec.nodes,
-                      node_rank='"$SLURM_NODEID"', rdzv='"$RDZV_ENDPOINT"',
-                      max_restarts=spec.max_restarts, resume=spec.resume)
+    argv = train_args(
+        '"$RUN_DIR"',
+        nproc=spec.nproc,
+        nnodes=spec.nodes,
+        node_rank='"$SLURM_NODEID"',
+        rdzv='"$RDZV_ENDPOINT"',
+        max_restarts=spec.max_restarts,
+        resume=spec.resume,
+    )
     # srun marks each task as a rank (SLURM_PROCID); here the task is the node's launcher,
     # which starts the per-GPU ranks itself, so that mark is removed from its environment.
     inner = "unset SLURM_PROCID; exec deepfleet " + " ".join(argv)
@@ -77,4 +86,3 @@ def sbatch_script(spec: SlurmSpec) -> str:
         "",
     ]
     return "\n".join(lines)
-

@@ -26,8 +26,10 @@ def k8s_name(text: str) -> str:
 
 def check_name(name: str, what: str) -> str:
     if len(name) > MAX_NAME or not _LABEL.match(name):
-        raise UserError(f"{what} {name!r}: expected lowercase letters, digits and '-', "
-                        f"starting with a letter, at most {MAX_NAME} characters")
+        raise UserError(
+            f"{what} {name!r}: expected lowercase letters, digits and '-', "
+            f"starting with a letter, at most {MAX_NAME} characters"
+        )
     return name
 
 
@@ -55,8 +57,10 @@ class ClusterSpec:
         if self.gpus_per_node < 0:
             raise UserError(f"--gpus-per-node must be >= 0, got {self.gpus_per_node}")
         if not self.image or any(c.isspace() for c in self.image):
-            raise UserError(f"--image {self.image!r}: expected an image reference, e.g. "
-                            "registry.example.com/deepfleet:0.1.0")
+            raise UserError(
+                f"--image {self.image!r}: expected an image reference, e.g. "
+                "registry.example.com/deepfleet:0.1.0"
+            )
         if not _QUANTITY.match(self.storage):
             raise UserError(f"--storage {self.storage!r}: expected a size such as 50Gi")
         if self.max_restarts < 0:
@@ -95,8 +99,10 @@ class ServeSpec:
         if self.gpus < 0:
             raise UserError(f"--gpus-per-node must be >= 0, got {self.gpus}")
         if not 1 <= self.replicas <= self.max_replicas:
-            raise UserError(f"--replicas must be in 1..--max-replicas ({self.max_replicas}), "
-                            f"got {self.replicas}")
+            raise UserError(
+                f"--replicas must be in 1..--max-replicas ({self.max_replicas}), "
+                f"got {self.replicas}"
+            )
         if not 1 <= self.target_cpu_percent <= 100:
             raise UserError(f"target CPU must be in 1..100 percent, got {self.target_cpu_percent}")
         if self.token_secret is not None:

@@ -9,32 +9,49 @@ class DataSection(Section):
     """[data]: where samples come from, how they are split into shards, and how they are read."""
 
     source: str = Field(
-        "digits", description="Built-in source name (digits), a path (MNIST/Fashion-MNIST IDX "
+        "digits",
+        description="Built-in source name (digits), a path (MNIST/Fashion-MNIST IDX "
         "folder, CIFAR-10 binary folder or archive, image folder, .npz, .npy, .parquet, .csv), "
-        "or KIND:PATH to name the kind.")
+        "or KIND:PATH to name the kind.",
+    )
     prepared: str | None = Field(
-        None, description="A folder already written by `deepfleet prepare`; used as is.")
+        None, description="A folder already written by `deepfleet prepare`; used as is."
+    )
     shards: int = Field(4, gt=0, description="Number of training shards to write.")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="Share of samples for validation.")
     test_fraction: float = Field(
-        0.2, ge=0, lt=1,
-        description="Share of samples for testing (ignored when the source has its own test set).")
-    label_column: str = Field("label", min_length=1,
-                              description="Table sources: the column holding the labels.")
+        0.2,
+        ge=0,
+        lt=1,
+        description="Share of samples for testing (ignored when the source has its own test set).",
+    )
+    label_column: str = Field(
+        "label", min_length=1, description="Table sources: the column holding the labels."
+    )
     image_size: list[int] | None = Field(
-        None, min_length=2, max_length=2,
-        description="Image folders: resize every image to [height, width].")
+        None,
+        min_length=2,
+        max_length=2,
+        description="Image folders: resize every image to [height, width].",
+    )
     workers: int | None = Field(
-        None, gt=0,
-        description="Processes writing shards (default: one per core; one below 16 MiB).")
+        None,
+        gt=0,
+        description="Processes writing shards (default: one per core; one below 16 MiB).",
+    )
     key: str | None = Field(
-        None, description="Data key for encryption at rest: a key file (from `deepfleet keys "
-        "new`) or env:NAME. prepare encrypts the shards with it; training reads them with it.")
+        None,
+        description="Data key for encryption at rest: a key file (from `deepfleet keys "
+        "new`) or env:NAME. prepare encrypts the shards with it; training reads them with it.",
+    )
     uneven: Literal["pad", "drop"] = Field(
-        "pad", description="When samples do not divide among ranks: pad repeats a few, drop "
-        "skips the tail; every rank gets the same number of batches either way.")
+        "pad",
+        description="When samples do not divide among ranks: pad repeats a few, drop "
+        "skips the tail; every rank gets the same number of batches either way.",
+    )
     shuffle_buffer: int = Field(
-        8192, gt=0, description="Samples shuffled together while streaming (whole batches).")
+        8192, gt=0, description="Samples shuffled together while streaming (whole batches)."
+    )
     cache: bool = Field(False, description="Keep decoded shards in memory (small data sets).")
 
     @model_validator(mode="after")
@@ -42,7 +59,8 @@ class DataSection(Section):
         if self.val_fraction + self.test_fraction >= 1:
             raise ValueError(
                 "val_fraction + test_fraction must be < 1, got "
-                f"{self.val_fraction} + {self.test_fraction}")
+                f"{self.val_fraction} + {self.test_fraction}"
+            )
         if self.image_size is not None and min(self.image_size) <= 0:
             raise ValueError(f"image_size must be two sizes > 0, got {self.image_size}")
         return self

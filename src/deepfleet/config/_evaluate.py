@@ -18,5 +18,7 @@ class ExportSection(Section):
     checkpoint: Literal["best", "last"] = Field("best", description="Weights to export.")
     onnx: bool = Field(True, description="Also write model.onnx, checked against PyTorch.")
     signing_key: str | None = Field(
-        None, description="EC private key (deepfleet keys new --signing) that signs the "
-                          "bundle; relative to the job file.")
+        None,
+        description="EC private key (deepfleet keys new --signing) that signs the "
+        "bundle; relative to the job file.",
+    )

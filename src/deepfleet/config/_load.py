@@ -35,7 +35,8 @@ def resolve_job_path(spec: str | Path | None) -> Path:
     if str(spec) in examples:
         return examples[str(spec)]
     raise UserError(
-        f"{spec}: job file not found (shipped examples: {', '.join(examples) or 'none'})")
+        f"{spec}: job file not found (shipped examples: {', '.join(examples) or 'none'})"
+    )
 
 
 def _parse_value(text: str) -> Any:
@@ -103,7 +104,7 @@ def format_validation_error(err: ValidationError) -> str:
         ctx = item.get("ctx") or {}
         msg = template.format(**ctx) if template else item["msg"]
         if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
+            msg = msg[len("Value error, ") :]
         if item["type"] in ("missing", "model_type"):
             lines.append(f"{loc}: {msg}")
         else:

@@ -10,6 +10,8 @@ class ModelSection(Section):
 
     name: str = Field("mlp", min_length=1, description="Zoo name or module.path:factory.")
     path: str | None = Field(
-        None, description="Folder searched first for a user's module; the job file's by default.")
+        None, description="Folder searched first for a user's module; the job file's by default."
+    )
     params: dict[str, Any] = Field(
-        default_factory=dict, description="Keyword arguments for the model factory.")
+        default_factory=dict, description="Keyword arguments for the model factory."
+    )

@@ -11,17 +11,22 @@ class PipelineSection(Section):
     split_points: list[str] = Field(
         default_factory=list,
         description="Names of top-level children where a new pipeline stage begins, in order; "
-                    "one fewer than the number of stages. Empty: an even cut by parameter count.")
+        "one fewer than the number of stages. Empty: an even cut by parameter count.",
+    )
     schedule: Literal["gpipe", "1f1b"] = Field(
-        "1f1b", description="gpipe (all forwards, then all backwards) or 1f1b (interleaved, "
-                            "less activation memory).")
+        "1f1b",
+        description="gpipe (all forwards, then all backwards) or 1f1b (interleaved, "
+        "less activation memory).",
+    )
     microbatches: int = Field(
-        4, gt=0, description="Micro-batches each batch is cut into; batch_size must divide.")
+        4, gt=0, description="Micro-batches each batch is cut into; batch_size must divide."
+    )
 
 
 class CheckpointSection(Section):
     """[train.checkpoint]: sharded training checkpoints for resume and restarts."""
 
     every_steps: int = Field(
-        0, ge=0, description="Also checkpoint every N optimizer steps (0: only at stage ends).")
+        0, ge=0, description="Also checkpoint every N optimizer steps (0: only at stage ends)."
+    )
     keep: int = Field(2, gt=0, description="Committed checkpoints kept; older ones are deleted.")

@@ -31,8 +31,14 @@ def _type(field) -> str:
 
 def _table(prefix: str, model: type[BaseModel], lines: list[str]) -> None:
     nested = []
-    lines += [f"## [{prefix}]", "", (model.__doc__ or "").strip(), "",
-              "| key | type | default | meaning |", "|---|---|---|---|"]
+    lines += [
+        f"## [{prefix}]",
+        "",
+        (model.__doc__ or "").strip(),
+        "",
+        "| key | type | default | meaning |",
+        "|---|---|---|---|",
+    ]
     for name, field in model.model_fields.items():
         annotation = field.annotation
         inner = getattr(annotation, "__args__", (None,))[0]
@@ -43,22 +49,28 @@ def _table(prefix: str, model: type[BaseModel], lines: list[str]) -> None:
         if isinstance(inner, type) and issubclass(inner, BaseModel):
             nested.append((f"[{prefix}.{name}]", inner))
             type_text = "array of tables"
-        lines.append(f"| `{name}` | {type_text} | `{_default(field)}` | "
-                     f"{field.description or ''} |")
+        lines.append(
+            f"| `{name}` | {type_text} | `{_default(field)}` | {field.description or ''} |"
+        )
     lines.append("")
     for sub_prefix, sub in nested:
         _table(sub_prefix, sub, lines)
 
 
 def reference_markdown() -> str:
-    lines = ["# Job file reference", "",
-             "Generated from `deepfleet.config` (`python -m deepfleet.config.reference`); "
-             "a test keeps it in step with the code.", "",
-             "A job file is TOML with one table per stage of the pipeline. Unknown keys are "
-             "errors; errors name the key path and the bad value. Any key can be overridden "
-             "from the command line with `--set table.key=value` (list items by index: "
-             "`--set train.stages.0.lr=0.01`); values are TOML values, bare words are strings. "
-             "Relative paths are relative to the job file.", ""]
+    lines = [
+        "# Job file reference",
+        "",
+        "Generated from `deepfleet.config` (`python -m deepfleet.config.reference`); "
+        "a test keeps it in step with the code.",
+        "",
+        "A job file is TOML with one table per stage of the pipeline. Unknown keys are "
+        "errors; errors name the key path and the bad value. Any key can be overridden "
+        "from the command line with `--set table.key=value` (list items by index: "
+        "`--set train.stages.0.lr=0.01`); values are TOML values, bare words are strings. "
+        "Relative paths are relative to the job file.",
+        "",
+    ]
     for name, field in JobConfig.model_fields.items():
         _table(name, field.annotation, lines)
     return "\n".join(lines).rstrip() + "\n"

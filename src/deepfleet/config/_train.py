@@ -16,39 +16,52 @@ class StageSection(Section):
     weight_decay: float = Field(0.0, ge=0, description="Decoupled (adamw) or L2 (sgd) decay.")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
     schedule: Literal["constant", "cosine", "step"] = Field(
-        "constant", description="LR shape after warm-up, stepped every optimizer step.")
+        "constant", description="LR shape after warm-up, stepped every optimizer step."
+    )
     warmup_steps: int = Field(0, ge=0, description="Linear warm-up from 0 to lr.")
     step_epochs: int = Field(1, gt=0, description="step schedule: epochs between decays.")
     gamma: float = Field(0.1, gt=0, le=1, description="step schedule: decay factor.")
     freeze: list[str] = Field(
-        default_factory=list,
-        description="Parameter-name prefixes kept frozen during this stage.")
+        default_factory=list, description="Parameter-name prefixes kept frozen during this stage."
+    )
 
 
 class TrainSection(Section):
     """[train]: batch, precision and the list of stages."""
 
     batch_size: int = Field(
-        64, gt=0, description="Per data-parallel rank batch size; global batch = batch_size x "
-                              "data-parallel ranks x accumulation_steps.")
+        64,
+        gt=0,
+        description="Per data-parallel rank batch size; global batch = batch_size x "
+        "data-parallel ranks x accumulation_steps.",
+    )
     stages: list[StageSection] = Field(
-        default_factory=lambda: [StageSection()], description="Run in order.")
+        default_factory=lambda: [StageSection()], description="Run in order."
+    )
     strategy: Literal["auto", "single", "ddp", "fsdp", "pipeline"] = Field(
-        "auto", description="single, ddp, fsdp, pipeline, or auto (chosen from the number of "
-                            "processes and the model size; the reason is logged).")
+        "auto",
+        description="single, ddp, fsdp, pipeline, or auto (chosen from the number of "
+        "processes and the model size; the reason is logged).",
+    )
     pipeline: PipelineSection = Field(
-        default_factory=PipelineSection, description="Settings of the pipeline strategy.")
+        default_factory=PipelineSection, description="Settings of the pipeline strategy."
+    )
     checkpoint: CheckpointSection = Field(
-        default_factory=CheckpointSection, description="Training checkpoints (resume, restarts).")
+        default_factory=CheckpointSection, description="Training checkpoints (resume, restarts)."
+    )
     precision: Literal["fp32", "bf16", "fp16"] = Field(
-        "fp32", description="fp32, or bf16/fp16 autocast (fp16 adds a gradient scaler on CUDA).")
+        "fp32", description="fp32, or bf16/fp16 autocast (fp16 adds a gradient scaler on CUDA)."
+    )
     tf32: bool = Field(True, description="Allow TF32 matmuls and convolutions on Ampere+ GPUs.")
     compile: bool = Field(False, description="torch.compile the model before training.")
     channels_last: bool = Field(
-        False, description="Keep conv-net weights and 4-D inputs in channels_last layout.")
+        False, description="Keep conv-net weights and 4-D inputs in channels_last layout."
+    )
     lr_scaling: Literal["none", "linear", "sqrt"] = Field(
-        "none", description="Scale each stage's lr by (global batch / batch_size): none, linear "
-                            "or sqrt of that ratio.")
+        "none",
+        description="Scale each stage's lr by (global batch / batch_size): none, linear "
+        "or sqrt of that ratio.",
+    )
     grad_clip: float | None = Field(None, gt=0, description="Clip the global grad norm.")
     accumulation_steps: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")

@@ -22,8 +22,10 @@ def _load(path: Path):
 
 def _samples(x: np.ndarray, labels: np.ndarray, where: str) -> Samples:
     if x.ndim < 2 or len(x) != len(labels):
-        raise UserError(f"{where}: x has shape {list(x.shape)} and y {list(labels.shape)}; "
-                        "expected N x ... features and N labels")
+        raise UserError(
+            f"{where}: x has shape {list(x.shape)} and y {list(labels.shape)}; "
+            "expected N x ... features and N labels"
+        )
     if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
         raise UserError(f"{where}: x must be numeric, got {x.dtype}")
     y, names = encode_labels(labels, where)
@@ -31,8 +33,13 @@ def _samples(x: np.ndarray, labels: np.ndarray, where: str) -> Samples:
     scale = 1.0 / 255.0 if x.dtype == np.uint8 else 1.0
     if x.dtype not in (np.uint8, np.int8, np.int16, np.int32, np.float16, np.float32):
         x = x.astype(np.float32)
-    return Samples(x=np.ascontiguousarray(x), y=y, class_names=names, scale=scale,
-                   description=f"NumPy arrays {where}: {len(y)} samples of {list(x.shape[1:])}")
+    return Samples(
+        x=np.ascontiguousarray(x),
+        y=y,
+        class_names=names,
+        scale=scale,
+        description=f"NumPy arrays {where}: {len(y)} samples of {list(x.shape[1:])}",
+    )
 
 
 def load_npz(path: str | Path) -> Samples:

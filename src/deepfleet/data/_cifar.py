@@ -16,8 +16,7 @@ from deepfleet.data._samples import Samples
 from deepfleet.errors import UserError
 
 RECORD = 1 + 3 * 32 * 32
-CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-           "truck"]
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 BINARY_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 _TRAIN = re.compile(r"data_batch_\d+\.bin$")
 _PICKLED = re.compile(r"(data_batch_\d+|test_batch|batches\.meta)$")
@@ -25,9 +24,11 @@ _MAX_MEMBER = 512 << 20  # a CIFAR-10 batch is 30 MB; refuse anything wildly lar
 
 
 def _refuse_pickled(where: str) -> UserError:
-    return UserError(f"{where}: this is the pickled 'python version' of CIFAR-10, which "
-                     f"deepfleet does not unpickle; use the binary version ({BINARY_URL}: "
-                     "data_batch_*.bin, test_batch.bin)")
+    return UserError(
+        f"{where}: this is the pickled 'python version' of CIFAR-10, which "
+        f"deepfleet does not unpickle; use the binary version ({BINARY_URL}: "
+        "data_batch_*.bin, test_batch.bin)"
+    )
 
 
 def _files_in_folder(folder: Path) -> dict[str, bytes]:
@@ -37,8 +38,11 @@ def _files_in_folder(folder: Path) -> dict[str, bytes]:
     names = {p.name: p for p in folder.iterdir() if p.is_file()}
     if not any(_TRAIN.match(n) for n in names) and any(_PICKLED.match(n) for n in names):
         raise _refuse_pickled(str(folder))
-    return {n: p.read_bytes() for n, p in names.items()
-            if _TRAIN.match(n) or n in ("test_batch.bin", "batches.meta.txt")}
+    return {
+        n: p.read_bytes()
+        for n, p in names.items()
+        if _TRAIN.match(n) or n in ("test_batch.bin", "batches.meta.txt")
+    }
 
 
 def _files_in_tar(path: Path) -> dict[str, bytes]:
@@ -50,7 +54,8 @@ def _files_in_tar(path: Path) -> dict[str, bytes]:
                 name = Path(member.name).name
                 pickled |= bool(_PICKLED.match(name))
                 if not member.isfile() or not (
-                        _TRAIN.match(name) or name in ("test_batch.bin", "batches.meta.txt")):
+                    _TRAIN.match(name) or name in ("test_batch.bin", "batches.meta.txt")
+                ):
                     continue
                 if member.size > _MAX_MEMBER:
                     raise UserError(f"{path}: member {member.name} is too large for CIFAR-10")
@@ -73,8 +78,10 @@ def is_cifar_source(path: Path) -> bool:
 
 def _decode(name: str, data: bytes) -> tuple[np.ndarray, np.ndarray]:
     if len(data) % RECORD:
-        raise UserError(f"{name}: {len(data)} bytes is not a whole number of CIFAR-10 "
-                        f"records ({RECORD} bytes each)")
+        raise UserError(
+            f"{name}: {len(data)} bytes is not a whole number of CIFAR-10 "
+            f"records ({RECORD} bytes each)"
+        )
     rows = np.frombuffer(data, np.uint8).reshape(-1, RECORD)
     return rows[:, 1:].reshape(-1, 3, 32, 32), rows[:, 0].astype(np.int64)
 
@@ -83,8 +90,9 @@ def load_cifar10(path: str | Path) -> Samples:
     """A folder (or the .tar.gz) of the binary version; test_batch.bin becomes the test split."""
     path = Path(path)
     files = _files_in_tar(path) if path.is_file() else _files_in_folder(path)
-    train_names = sorted((n for n in files if _TRAIN.match(n)),
-                         key=lambda n: int(re.findall(r"\d+", n)[0]))
+    train_names = sorted(
+        (n for n in files if _TRAIN.match(n)), key=lambda n: int(re.findall(r"\d+", n)[0])
+    )
     if not train_names:
         raise UserError(f"{path}: no CIFAR-10 data_batch_*.bin files")
     parts = [_decode(n, files[n]) for n in train_names]
@@ -95,14 +103,20 @@ def load_cifar10(path: str | Path) -> Samples:
     y = np.concatenate([p[1] for p in parts])
     names = CLASSES
     if "batches.meta.txt" in files:
-        listed = [n.strip() for n in files["batches.meta.txt"].decode("utf-8", "replace")
-                  .splitlines() if n.strip()]
+        listed = [
+            n.strip()
+            for n in files["batches.meta.txt"].decode("utf-8", "replace").splitlines()
+            if n.strip()
+        ]
         names = listed or CLASSES
     if y.max() >= len(names):
         raise UserError(f"{path}: label {int(y.max())} but only {len(names)} class names")
     return Samples(
-        x=x, y=y, class_names=names, scale=1.0 / 255.0,
+        x=x,
+        y=y,
+        class_names=names,
+        scale=1.0 / 255.0,
         description=f"CIFAR-10 binary ({path.name}): {train_rows} train + "
-                    f"{len(y) - train_rows} test RGB 32x32 images",
+        f"{len(y) - train_rows} test RGB 32x32 images",
         test_rows=np.arange(train_rows, len(y)) if len(y) > train_rows else None,
     )

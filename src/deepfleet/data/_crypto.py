@@ -57,8 +57,10 @@ def _parse_key(text: str, origin: str) -> DataKey:
     except ValueError:
         secret = b""
     if len(secret) != KEY_BYTES:
-        raise UserError(f"{origin}: not a data key (expected {KEY_BYTES * 2} hex characters; "
-                        "create one with `deepfleet keys new --out PATH`)")
+        raise UserError(
+            f"{origin}: not a data key (expected {KEY_BYTES * 2} hex characters; "
+            "create one with `deepfleet keys new --out PATH`)"
+        )
     return DataKey(secret, origin)
 
 
@@ -123,14 +125,16 @@ class LocalKmsClient(pe.KmsClient):
     def wrap_key(self, key_bytes: bytes, master_key_identifier: str) -> str:
         nonce = os.urandom(_NONCE)
         sealed = AESGCM(self._master(master_key_identifier)).encrypt(
-            nonce, key_bytes, master_key_identifier.encode())
+            nonce, key_bytes, master_key_identifier.encode()
+        )
         return base64.b64encode(nonce + sealed).decode("ascii")
 
     def unwrap_key(self, wrapped_key: str, master_key_identifier: str) -> bytes:
         raw = base64.b64decode(wrapped_key)
         try:
             return AESGCM(self._master(master_key_identifier)).decrypt(
-                raw[:_NONCE], raw[_NONCE:], master_key_identifier.encode())
+                raw[:_NONCE], raw[_NONCE:], master_key_identifier.encode()
+            )
         except InvalidTag:
             raise ValueError("the data key does not unwrap this file's keys") from None
 
@@ -143,9 +147,15 @@ def _factory_and_config(key: DataKey) -> tuple[pe.CryptoFactory, pe.KmsConnectio
 def encryption_properties(key: DataKey):
     """Every column and the footer encrypted (AES-GCM) under fresh keys wrapped by `key`."""
     factory, config = _factory_and_config(key)
-    return factory.file_encryption_properties(config, pe.EncryptionConfiguration(
-        footer_key=key.key_id, uniform_encryption=True, encryption_algorithm=ALGORITHM,
-        data_key_length_bits=256))
+    return factory.file_encryption_properties(
+        config,
+        pe.EncryptionConfiguration(
+            footer_key=key.key_id,
+            uniform_encryption=True,
+            encryption_algorithm=ALGORITHM,
+            data_key_length_bits=256,
+        ),
+    )
 
 
 def decryption_properties(key: DataKey):
@@ -158,9 +168,13 @@ def check_key(encryption: dict | None, key: DataKey | None, where: str) -> DataK
     if not encryption:
         return None
     if key is None:
-        raise UserError(f"{where}: the shards are encrypted; give the data key (a key file, "
-                        f"env:NAME, or ${KEY_ENV})")
+        raise UserError(
+            f"{where}: the shards are encrypted; give the data key (a key file, "
+            f"env:NAME, or ${KEY_ENV})"
+        )
     if key.key_id != encryption["key_id"]:
-        raise UserError(f"{where}: wrong data key ({key.origin} is {key.key_id}, the shards "
-                        f"need {encryption['key_id']})")
+        raise UserError(
+            f"{where}: wrong data key ({key.origin} is {key.key_id}, the shards "
+            f"need {encryption['key_id']})"
+        )
     return key

@@ -13,8 +13,18 @@ from deepfleet.errors import UserError
 
 # IDX type byte -> big-endian NumPy dtype.
 _DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                   "Sneaker", "Bag", "Ankle boot"]
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -41,16 +51,21 @@ def read_idx(path: str | Path) -> np.ndarray:
     dtype = np.dtype(_DTYPES[data[2]])
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(data) - header != expected:
-        raise UserError(f"{path}: IDX header promises {expected} bytes of data for shape "
-                        f"{list(shape)}, found {len(data) - header}")
+        raise UserError(
+            f"{path}: IDX header promises {expected} bytes of data for shape "
+            f"{list(shape)}, found {len(data) - header}"
+        )
     array = np.frombuffer(data, dtype, offset=header).reshape(shape)
     return array.astype(dtype.newbyteorder("="))
 
 
 def _find(folder: Path, prefix: str, kind: str) -> Path | None:
     """train-images-idx3-ubyte, train-images.idx3-ubyte, ....gz: the first that exists."""
-    found = sorted(p for p in folder.iterdir()
-                   if p.name.startswith(prefix) and f"idx{3 if kind == 'images' else 1}" in p.name)
+    found = sorted(
+        p
+        for p in folder.iterdir()
+        if p.name.startswith(prefix) and f"idx{3 if kind == 'images' else 1}" in p.name
+    )
     return found[0] if found else None
 
 
@@ -68,8 +83,10 @@ def _pair(folder: Path, prefix: str) -> tuple[np.ndarray, np.ndarray] | None:
         raise UserError(f"{folder}: found {prefix}-{have} but no {prefix}-{missing} IDX file")
     x, y = read_idx(images), read_idx(labels)
     if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-        raise UserError(f"{folder}: {images.name} has shape {list(x.shape)} and {labels.name} "
-                        f"{list(y.shape)}; expected N x H x W images and N labels")
+        raise UserError(
+            f"{folder}: {images.name} has shape {list(x.shape)} and {labels.name} "
+            f"{list(y.shape)}; expected N x H x W images and N labels"
+        )
     return x, y
 
 
@@ -92,8 +109,12 @@ def load_idx_folder(folder: str | Path, fashion: bool | None = None) -> Samples:
         raise UserError(f"{folder}: labels must be 0..{len(names) - 1}, found {y.min()}..{y.max()}")
     kind = "Fashion-MNIST" if fashion else "MNIST"
     return Samples(
-        x=x, y=y, class_names=list(names), scale=1.0 / 255.0,
+        x=x,
+        y=y,
+        class_names=list(names),
+        scale=1.0 / 255.0,
         description=f"{kind} IDX files in {folder.name}: {len(train[1])} train"
-                    + (f" + {len(test[1])} test" if test else "") + " grey 28x28 images",
+        + (f" + {len(test[1])} test" if test else "")
+        + " grey 28x28 images",
         test_rows=np.arange(len(train[1]), len(y)) if test else None,
     )

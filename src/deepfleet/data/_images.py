@@ -64,14 +64,18 @@ def load_image_folder(folder: str | Path, image_size: list[int] | None = None) -
     for _, path in files:
         array = _load(path, mode, size)
         if arrays and array.shape != arrays[0].shape:
-            raise UserError(f"{path}: size {array.shape[1]}x{array.shape[0]} differs from "
-                            f"{arrays[0].shape[1]}x{arrays[0].shape[0]}; set data.image_size "
-                            "(--image-size H W) to resize")
+            raise UserError(
+                f"{path}: size {array.shape[1]}x{array.shape[0]} differs from "
+                f"{arrays[0].shape[1]}x{arrays[0].shape[0]}; set data.image_size "
+                "(--image-size H W) to resize"
+            )
         arrays.append(array)
     x = np.stack(arrays)
     x = x[:, None] if mode == "L" else x.transpose(0, 3, 1, 2)
     return Samples(
-        x=np.ascontiguousarray(x), y=np.array([k for k, _ in files]),
-        class_names=[c.name for c in classes], scale=1.0 / 255.0,
+        x=np.ascontiguousarray(x),
+        y=np.array([k for k, _ in files]),
+        class_names=[c.name for c in classes],
+        scale=1.0 / 255.0,
         description=f"image folder {folder.name}: {len(files)} images in {len(classes)} classes",
     )

@@ -20,8 +20,7 @@ from deepfleet.data._stream import ShardStream, Window
 from deepfleet.errors import UserError
 
 # What must match for a saved position to mean the same samples (num_workers need not).
-_ORDER_KEYS = ("seed", "world_size", "batch_size", "samples", "uneven", "shuffle",
-               "shuffle_buffer")
+_ORDER_KEYS = ("seed", "world_size", "batch_size", "samples", "uneven", "shuffle", "shuffle_buffer")
 
 
 @dataclass
@@ -88,8 +87,13 @@ class StreamLoader:
     `close()` stops them (they also stop when the loader is garbage collected).
     """
 
-    def __init__(self, stream: ShardStream, num_workers: int = 0, pin_memory: bool = False,
-                 prefetch_factor: int = 2) -> None:
+    def __init__(
+        self,
+        stream: ShardStream,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        prefetch_factor: int = 2,
+    ) -> None:
         if num_workers < 0:
             raise UserError(f"num_workers must be >= 0, got {num_workers}")
         if prefetch_factor <= 0:
@@ -116,17 +120,27 @@ class StreamLoader:
 
     def state_dict(self) -> dict[str, Any]:
         s, c = self.stream, self._cursor
-        return {"epoch": c.epoch, "batches": len(self) if c.finished else c.position,
-                "seed": s.seed, "world_size": s.world_size, "batch_size": s.batch_size,
-                "samples": s.num_samples, "uneven": s.uneven, "shuffle": s.shuffle,
-                "shuffle_buffer": s.shuffle_buffer, "rank": s.rank}
+        return {
+            "epoch": c.epoch,
+            "batches": len(self) if c.finished else c.position,
+            "seed": s.seed,
+            "world_size": s.world_size,
+            "batch_size": s.batch_size,
+            "samples": s.num_samples,
+            "uneven": s.uneven,
+            "shuffle": s.shuffle,
+            "shuffle_buffer": s.shuffle_buffer,
+            "rank": s.rank,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         mine = self.state_dict()
         for key in _ORDER_KEYS:
             if state.get(key) != mine[key]:
-                raise UserError(f"cannot resume the data stream: {key} was {state.get(key)!r}, "
-                                f"now {mine[key]!r}")
+                raise UserError(
+                    f"cannot resume the data stream: {key} was {state.get(key)!r}, "
+                    f"now {mine[key]!r}"
+                )
         batches = int(state["batches"])
         if not 0 <= batches <= len(self):
             raise UserError(f"cannot resume the data stream at batch {batches} of {len(self)}")
@@ -141,12 +155,16 @@ class StreamLoader:
             self.stream.fill_cache()  # before workers start, so they inherit the decoded shards
             workers = self.num_workers
             self._loader = DataLoader(
-                _Windows(self.stream), batch_size=None, sampler=_Plan(self.stream, self._cursor),
-                num_workers=workers, persistent_workers=workers > 0,
+                _Windows(self.stream),
+                batch_size=None,
+                sampler=_Plan(self.stream, self._cursor),
+                num_workers=workers,
+                persistent_workers=workers > 0,
                 pin_memory=False,  # the float32 batches are pinned instead (see _model_input)
                 prefetch_factor=self.prefetch_factor if workers else None,
                 # A private generator: starting workers must not draw from the global RNG.
-                generator=torch.Generator().manual_seed(0))
+                generator=torch.Generator().manual_seed(0),
+            )
         return self._loader
 
     def _model_input(self, raw: torch.Tensor) -> torch.Tensor:
@@ -159,8 +177,9 @@ class StreamLoader:
         pin = self.pin_memory and torch.cuda.is_available()
         x = torch.empty(raw.shape, dtype=torch.float32, pin_memory=pin)
         # NumPy, not torch.mul: torch's mixed uint8 -> float32 kernel is several times slower.
-        np.multiply(raw.numpy(), np.float32(self.stream.manifest.scale), out=x.numpy(),
-                    casting="unsafe")
+        np.multiply(
+            raw.numpy(), np.float32(self.stream.manifest.scale), out=x.numpy(), casting="unsafe"
+        )
         return x
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -177,6 +196,6 @@ class StreamLoader:
             x = self._model_input(raw)
             for offset in range(0, len(y), batch):
                 cursor.position = first + offset // batch + 1
-                self.last_ids = ids[offset:offset + batch]
-                yield x[offset:offset + batch], y[offset:offset + batch]
+                self.last_ids = ids[offset : offset + batch]
+                yield x[offset : offset + batch], y[offset : offset + batch]
         cursor.finished = True

@@ -61,8 +61,7 @@ class Manifest:
 
     def shards(self, split: str) -> list[ShardEntry]:
         if split not in self.raw["splits"]:
-            raise UserError(
-                f"{self.root}: no split {split!r} (has {', '.join(self.splits)})")
+            raise UserError(f"{self.root}: no split {split!r} (has {', '.join(self.splits)})")
         return [ShardEntry(**s) for s in self.raw["splits"][split]["shards"]]
 
     @property
@@ -84,8 +83,9 @@ def canonical_bytes(raw: dict[str, Any]) -> bytes:
     """The manifest's content as the digest covers it: every key but the digest itself, in
     one canonical JSON form, so re-indenting the file changes nothing but an edit does."""
     body = {k: v for k, v in raw.items() if k != DIGEST}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False).encode("ascii")
+    return json.dumps(
+        body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode("ascii")
 
 
 def sealed(raw: dict[str, Any], authenticate=None) -> dict[str, Any]:
@@ -101,15 +101,18 @@ def sealed(raw: dict[str, Any], authenticate=None) -> dict[str, Any]:
 def _check_digest(path: Path, raw: dict[str, Any]) -> None:
     digest = raw.get(DIGEST)
     if not isinstance(digest, dict) or not isinstance(digest.get("sha256"), str):
-        raise UserError(f"{path}: has no digest (written by hand or by an older deepfleet); "
-                        "prepare the data set again")
+        raise UserError(
+            f"{path}: has no digest (written by hand or by an older deepfleet); "
+            "prepare the data set again"
+        )
     if hashlib.sha256(canonical_bytes(raw)).hexdigest() != digest["sha256"]:
         raise UserError(f"{path}: does not match its own digest (edited after it was written)")
     for split, part in raw["splits"].items():
         counted = sum(int(s["rows"]) for s in part["shards"])
         if counted != int(part["rows"]):
-            raise UserError(f"{path}: split {split} has {part['rows']} rows but its shards "
-                            f"add up to {counted}")
+            raise UserError(
+                f"{path}: split {split} has {part['rows']} rows but its shards add up to {counted}"
+            )
 
 
 def read_manifest(folder: str | Path) -> Manifest:
@@ -146,8 +149,7 @@ def shard_problem(manifest: Manifest, entry: ShardEntry) -> str | None:
 def rows_problem(entry: ShardEntry, footer_rows: int) -> str | None:
     """A shard whose Parquet footer disagrees with the manifest's row count, or None."""
     if footer_rows != entry.rows:
-        return (f"shard {entry.file} holds {footer_rows} rows but the manifest says "
-                f"{entry.rows}")
+        return f"shard {entry.file} holds {footer_rows} rows but the manifest says {entry.rows}"
     return None
 
 
@@ -164,8 +166,12 @@ def verify_shard(manifest: Manifest, entry: ShardEntry) -> None:
 
 def dataset_problems(manifest: Manifest) -> list[str]:
     """Every shard of every split checked; one line per bad shard."""
-    return [p for split in manifest.splits for e in manifest.shards(split)
-            if (p := shard_problem(manifest, e))]
+    return [
+        p
+        for split in manifest.splits
+        for e in manifest.shards(split)
+        if (p := shard_problem(manifest, e))
+    ]
 
 
 def verify_dataset(folder: str | Path) -> Manifest:

@@ -23,7 +23,8 @@ def prepare_from_config(data: DataSection, out: str | Path, seed: int) -> Manife
         raise UserError(f"data.key: {data.key} gives no key")
     samples = load_source(data.source, SourceOptions(data.label_column, data.image_size))
     return write_dataset(
-        samples, out,
+        samples,
+        out,
         shards=data.shards,
         val_fraction=data.val_fraction,
         test_fraction=data.test_fraction,

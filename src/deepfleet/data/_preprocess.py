@@ -46,8 +46,12 @@ class Preprocessing:
         return cls(str(data["raw_dtype"]), float(data["scale"]), str(data.get("layout", "")))
 
     def to_json(self) -> dict[str, Any]:
-        return {"raw_dtype": self.raw_dtype, "scale": self.scale, "layout": self.layout,
-                "formula": "input = float32(raw) * scale"}
+        return {
+            "raw_dtype": self.raw_dtype,
+            "scale": self.scale,
+            "layout": self.layout,
+            "formula": "input = float32(raw) * scale",
+        }
 
     def apply(self, raw: np.ndarray) -> np.ndarray:
         return scale_features(raw, self.scale)
@@ -62,7 +66,9 @@ class Preprocessing:
         with np.errstate(invalid="ignore"):
             whole = bool(np.all(raw == np.round(raw)))
         if not whole or raw.min() < info.min or raw.max() > info.max:
-            return (f"values must be raw {self.raw_dtype} samples, whole numbers in "
-                    f"{info.min}..{info.max} (the model input is float32(raw) x "
-                    f"{self.scale:g}; send the data unscaled)")
+            return (
+                f"values must be raw {self.raw_dtype} samples, whole numbers in "
+                f"{info.min}..{info.max} (the model input is float32(raw) x "
+                f"{self.scale:g}; send the data unscaled)"
+            )
         return None

@@ -58,14 +58,18 @@ def dataset_key(manifest: Manifest, key: str | Path | bytes | DataKey | None) ->
     assert data_key is not None
     seal = manifest.raw[DIGEST].get("hmac_sha256")
     if not isinstance(seal, str) or not hmac.compare_digest(
-            seal, data_key.authenticate(canonical_bytes(manifest.raw))):
-        raise UserError(f"{manifest.root / MANIFEST_NAME}: not authenticated by the data key "
-                        "(edited after it was written, or sealed with another key)")
+        seal, data_key.authenticate(canonical_bytes(manifest.raw))
+    ):
+        raise UserError(
+            f"{manifest.root / MANIFEST_NAME}: not authenticated by the data key "
+            "(edited after it was written, or sealed with another key)"
+        )
     return data_key
 
 
-def open_shard(manifest: Manifest, entry: ShardEntry, key: DataKey | None = None, *,
-               verify: bool = True) -> pq.ParquetFile:
+def open_shard(
+    manifest: Manifest, entry: ShardEntry, key: DataKey | None = None, *, verify: bool = True
+) -> pq.ParquetFile:
     """A shard's Parquet reader, refused when its bytes do not match the manifest's sha256
     (checked the first time this manifest's reader opens it; `verify=False` skips it) or its
     footer's row count is not the manifest's; encrypted shards need the key returned by
@@ -77,22 +81,29 @@ def open_shard(manifest: Manifest, entry: ShardEntry, key: DataKey | None = None
     try:
         handle = pq.ParquetFile(manifest.root / entry.file, decryption_properties=props)
     except (OSError, ValueError, pa.ArrowException) as err:  # ValueError: the KMS client's
-        raise UserError(f"shard {entry.file}: cannot be read "
-                        f"({str(err).splitlines()[0]})") from None
+        raise UserError(
+            f"shard {entry.file}: cannot be read ({str(err).splitlines()[0]})"
+        ) from None
     problem = rows_problem(entry, handle.metadata.num_rows)
     if problem:
         raise UserError(problem)
     return handle
 
 
-def read_split(data: str | Path | Manifest, split: str, *, verify: bool = True,
-               key: str | Path | bytes | DataKey | None = None) -> SplitArrays:
+def read_split(
+    data: str | Path | Manifest,
+    split: str,
+    *,
+    verify: bool = True,
+    key: str | Path | bytes | DataKey | None = None,
+) -> SplitArrays:
     manifest = data if isinstance(data, Manifest) else read_manifest(data)
     data_key = dataset_key(manifest, key)
     ids, xs, ys = [], [], []
     for entry in manifest.shards(split):
-        i, x, y = decode_batch(open_shard(manifest, entry, data_key, verify=verify).read(),
-                               manifest.scale)
+        i, x, y = decode_batch(
+            open_shard(manifest, entry, data_key, verify=verify).read(), manifest.scale
+        )
         ids.append(i)
         xs.append(x)
         ys.append(y)

@@ -50,8 +50,9 @@ def encode_labels(values: np.ndarray, where: str) -> tuple[np.ndarray, list[str]
     """
     values = np.asarray(values)
     if values.ndim != 1:
-        raise UserError(f"{where}: labels must be one value per sample, got shape "
-                        f"{list(values.shape)}")
+        raise UserError(
+            f"{where}: labels must be one value per sample, got shape {list(values.shape)}"
+        )
     if np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating):
         _refuse_measurements(values, where)
     if np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.bool_):
@@ -73,10 +74,10 @@ def _refuse_measurements(values: np.ndarray, where: str) -> None:
     if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
         raise UserError(f"{where}: labels must be finite (found NaN or Inf)")
     distinct, counts = np.unique(values, return_counts=True)
-    fractional = (np.issubdtype(values.dtype, np.floating)
-                  and not np.all(values == np.round(values)))
+    fractional = np.issubdtype(values.dtype, np.floating) and not np.all(values == np.round(values))
     if fractional or (len(counts) > 20 and counts.mean() < 5 and (counts == 1).mean() >= 0.1):
         raise UserError(
             f"{where}: {len(distinct)} distinct values ({int((counts == 1).sum())} seen once) "
             "look like a regression target; classification needs class labels (integers or "
-            "names, each seen several times)")
+            "names, each seen several times)"
+        )

@@ -58,8 +58,10 @@ def detect_kind(path: Path) -> str:
             return "table"
         if is_cifar_source(path):
             return "cifar10"
-        raise UserError(f"{path}: unknown kind of source file (expected .npz, .npy, .parquet, "
-                        ".csv or a CIFAR-10 archive)")
+        raise UserError(
+            f"{path}: unknown kind of source file (expected .npz, .npy, .parquet, "
+            ".csv or a CIFAR-10 archive)"
+        )
     if is_idx_folder(path):
         return "idx"
     if is_cifar_source(path):
@@ -68,8 +70,10 @@ def detect_kind(path: Path) -> str:
         return "npy"
     if is_image_folder(path):
         return "images"
-    raise UserError(f"{path}: no data recognised (IDX files, CIFAR-10 batches, x.npy/y.npy, or "
-                    "class subfolders of PNG/JPEG images)")
+    raise UserError(
+        f"{path}: no data recognised (IDX files, CIFAR-10 batches, x.npy/y.npy, or "
+        "class subfolders of PNG/JPEG images)"
+    )
 
 
 def _split_kind(spec: str) -> tuple[str | None, str]:
@@ -88,7 +92,8 @@ def load_source(spec: str, options: SourceOptions | None = None) -> Samples:
     if not path.exists():
         raise UserError(
             f"data.source: {spec!r} is neither a built-in source ({', '.join(BUILTIN_SOURCES)}) "
-            f"nor an existing path (kinds: {', '.join(SOURCE_KINDS)})")
+            f"nor an existing path (kinds: {', '.join(SOURCE_KINDS)})"
+        )
     samples = _KINDS[kind or detect_kind(path)](path, options or SourceOptions())
     if len(samples.y) == 0:
         raise UserError(f"{spec}: the source holds no samples")

@@ -14,9 +14,11 @@ def _draw(rows: np.ndarray, labels: np.ndarray, share: float, seed: int, name: s
     if (counts < 2).any():
         rare = classes[counts < 2]
         shown = ", ".join(str(c) for c in rare[:5]) + (" ..." if len(rare) > 5 else "")
-        raise UserError(f"cannot draw a stratified {name} split: {len(rare)} of {len(classes)} "
-                        f"classes have a single sample (class {shown}); each class needs at "
-                        "least 2")
+        raise UserError(
+            f"cannot draw a stratified {name} split: {len(rare)} of {len(classes)} "
+            f"classes have a single sample (class {shown}); each class needs at "
+            "least 2"
+        )
     try:
         return train_test_split(rows, test_size=share, stratify=labels[rows], random_state=seed)
     except ValueError as err:  # e.g. a class with a single sample cannot be stratified
@@ -24,7 +26,10 @@ def _draw(rows: np.ndarray, labels: np.ndarray, share: float, seed: int, name: s
 
 
 def stratified_split(
-    labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int,
+    labels: np.ndarray,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
     test_rows: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Row indices per split; every class keeps its share in every split.

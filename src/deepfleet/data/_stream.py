@@ -37,18 +37,33 @@ from deepfleet.data._reader import dataset_key, decode_raw, open_shard
 from deepfleet.errors import UserError
 
 Window = tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]  # first batch, ids, raw x, y
-_TORCH_DTYPES = {np.dtype(d).str: t for d, t in (
-    (np.uint8, torch.uint8), (np.int8, torch.int8), (np.int16, torch.int16),
-    (np.int32, torch.int32), (np.int64, torch.int64), (np.float16, torch.float16),
-    (np.float32, torch.float32), (np.float64, torch.float64))}
+_TORCH_DTYPES = {
+    np.dtype(d).str: t
+    for d, t in (
+        (np.uint8, torch.uint8),
+        (np.int8, torch.int8),
+        (np.int16, torch.int16),
+        (np.int32, torch.int32),
+        (np.int64, torch.int64),
+        (np.float16, torch.float16),
+        (np.float32, torch.float32),
+        (np.float64, torch.float64),
+    )
+}
 _RAW_GROUPS_KEPT = 4  # decoded row groups kept per process: consecutive windows share one
 
 
 class _ShardRows:
     """Row ranges of shards, decoded a row group at a time (or whole shards when caching)."""
 
-    def __init__(self, manifest: Manifest, files: list[ShardEntry], key: DataKey | None,
-                 cache: bool, verify: bool = True) -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        files: list[ShardEntry],
+        key: DataKey | None,
+        cache: bool,
+        verify: bool = True,
+    ) -> None:
         self.manifest, self.files, self.key, self.cache = manifest, files, key, cache
         self.verify = verify
         self._open: dict[int, Any] = {}
@@ -62,8 +77,7 @@ class _ShardRows:
 
     def _file(self, shard: int):
         if shard not in self._open:
-            handle = open_shard(self.manifest, self.files[shard], self.key,
-                                verify=self.verify)
+            handle = open_shard(self.manifest, self.files[shard], self.key, verify=self.verify)
             meta = handle.metadata
             sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
             self._open[shard] = handle
@@ -142,18 +156,21 @@ class ShardStream(IterableDataset):
         self.shard_rows = np.array([e.rows for e in entries], dtype=np.int64)
         self.num_samples = int(self.shard_rows.sum())
         if self.num_samples < world_size:
-            raise UserError(f"split {split!r} has {self.num_samples} samples, fewer than "
-                            f"the {world_size} ranks")
+            raise UserError(
+                f"split {split!r} has {self.num_samples} samples, fewer than the {world_size} ranks"
+            )
         ceil = uneven == "pad"
-        self.per_rank = -(-self.num_samples // world_size) if ceil else (
-            self.num_samples // world_size)
+        self.per_rank = (
+            -(-self.num_samples // world_size) if ceil else (self.num_samples // world_size)
+        )
         self.num_batches = math.ceil(self.per_rank / batch_size)
         self.window_batches = max(1, math.ceil(shuffle_buffer / batch_size))
         self.num_windows = math.ceil(self.num_batches / self.window_batches)
         self.epoch = 0
         self.start_batch = 0
-        self.rows = _ShardRows(self.manifest, entries,
-                               dataset_key(self.manifest, key), cache, verify)
+        self.rows = _ShardRows(
+            self.manifest, entries, dataset_key(self.manifest, key), cache, verify
+        )
 
     @property
     def shuffle_buffer(self) -> int:
@@ -199,7 +216,7 @@ class ShardStream(IterableDataset):
         ids, x, y = _concat([self.rows.read(*run) for run in self.segments(epoch, lo, hi)])
         if self.shuffle:
             rng = np.random.default_rng([self.seed, epoch, 1, self.rank, index])
-            take = rng.permutation(hi - lo)[skip_batches * self.batch_size:]
+            take = rng.permutation(hi - lo)[skip_batches * self.batch_size :]
         else:
             take = np.arange(skip_batches * self.batch_size, hi - lo)
         features = torch.empty((len(take), *x.shape[1:]), dtype=_TORCH_DTYPES[x.dtype.str])
@@ -207,11 +224,16 @@ class ShardStream(IterableDataset):
             # Gather straight into shared memory: sending it to the loader then copies nothing.
             features.share_memory_()
         np.take(x, take, axis=0, out=features.numpy())
-        return (index * self.window_batches + skip_batches, torch.from_numpy(ids[take]),
-                features, torch.from_numpy(y[take]))
+        return (
+            index * self.window_batches + skip_batches,
+            torch.from_numpy(ids[take]),
+            features,
+            torch.from_numpy(y[take]),
+        )
 
-    def windows(self, epoch: int, start_batch: int = 0, worker: int = 0,
-                num_workers: int = 1) -> Iterator[Window]:
+    def windows(
+        self, epoch: int, start_batch: int = 0, worker: int = 0, num_workers: int = 1
+    ) -> Iterator[Window]:
         """This worker's windows of `epoch`, beginning at batch `start_batch`."""
         first, skip = divmod(start_batch, self.window_batches)
         for index in range(first + worker, self.num_windows, num_workers):
@@ -223,8 +245,9 @@ class ShardStream(IterableDataset):
         return self.windows(self.epoch, self.start_batch, worker, count)
 
 
-def _check_args(batch_size: int, rank: int, world_size: int, seed: int, uneven: str,
-                shuffle_buffer: int) -> None:
+def _check_args(
+    batch_size: int, rank: int, world_size: int, seed: int, uneven: str, shuffle_buffer: int
+) -> None:
     if batch_size <= 0:
         raise UserError(f"batch_size must be > 0, got {batch_size}")
     if world_size <= 0 or not 0 <= rank < world_size:

@@ -29,8 +29,10 @@ def load_table(path: str | Path, label_column: str = "label") -> Samples:
     path = Path(path)
     table = _read(path)
     if label_column not in table.column_names:
-        raise UserError(f"{path}: no label column {label_column!r} (columns: "
-                        f"{', '.join(table.column_names)}); set data.label_column")
+        raise UserError(
+            f"{path}: no label column {label_column!r} (columns: "
+            f"{', '.join(table.column_names)}); set data.label_column"
+        )
     features = [c for c in table.column_names if c not in (label_column, "id")]
     if not features:
         raise UserError(f"{path}: no feature columns besides {label_column!r}")
@@ -38,17 +40,25 @@ def load_table(path: str | Path, label_column: str = "label") -> Samples:
         column = table.column(name)
         if column.null_count:
             raise UserError(f"{path}: column {name!r} has {column.null_count} empty values")
-        if name != label_column and not (pa.types.is_integer(column.type)
-                                         or pa.types.is_floating(column.type)):
+        if name != label_column and not (
+            pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
+        ):
             raise UserError(f"{path}: feature column {name!r} is {column.type}, not numeric")
     x = np.stack([table.column(c).to_numpy().astype(np.float32) for c in features], axis=1)
-    y, names = encode_labels(table.column(label_column).to_numpy(zero_copy_only=False),
-                             f"{path}: column {label_column!r}")
+    y, names = encode_labels(
+        table.column(label_column).to_numpy(zero_copy_only=False),
+        f"{path}: column {label_column!r}",
+    )
     ids = None
     if "id" in table.column_names and pa.types.is_integer(table.column("id").type):
         ids = table.column("id").to_numpy().astype(np.int64)
         if len(np.unique(ids)) != len(ids):
             raise UserError(f"{path}: column 'id' has repeated values")
-    return Samples(x=x, y=y, class_names=names, ids=ids,
-                   description=f"table {path.name}: {len(y)} rows, {len(features)} features "
-                               f"({', '.join(features[:8])}{', ...' if len(features) > 8 else ''})")
+    return Samples(
+        x=x,
+        y=y,
+        class_names=names,
+        ids=ids,
+        description=f"table {path.name}: {len(y)} rows, {len(features)} features "
+        f"({', '.join(features[:8])}{', ...' if len(features) > 8 else ''})",
+    )

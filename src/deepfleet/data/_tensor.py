@@ -25,12 +25,18 @@ def tensor_field_array(x: np.ndarray) -> tuple[pa.Field, pa.Array]:
     shape = list(x.shape[1:])
     width = int(np.prod(shape)) * x.dtype.itemsize
     values = pa.FixedSizeBinaryArray.from_buffers(
-        pa.binary(width), len(x), [None, pa.py_buffer(x.reshape(-1).view(np.uint8))])
-    field = pa.field(COLUMN, pa.binary(width), nullable=False, metadata={
-        "deepfleet.dtype": x.dtype.str.replace("|", ""),  # e.g. u1, <f4 (byte order kept)
-        "deepfleet.shape": json.dumps(shape),
-        "deepfleet.layout": "row-major",
-    })
+        pa.binary(width), len(x), [None, pa.py_buffer(x.reshape(-1).view(np.uint8))]
+    )
+    field = pa.field(
+        COLUMN,
+        pa.binary(width),
+        nullable=False,
+        metadata={
+            "deepfleet.dtype": x.dtype.str.replace("|", ""),  # e.g. u1, <f4 (byte order kept)
+            "deepfleet.shape": json.dumps(shape),
+            "deepfleet.layout": "row-major",
+        },
+    )
     return field, values
 
 
@@ -53,7 +59,8 @@ def tensor_values(table: pa.Table) -> np.ndarray:
     except (KeyError, ValueError, TypeError):
         raise UserError("shard column x has no deepfleet dtype/shape metadata") from None
     width = column.type.byte_width
-    raw = np.frombuffer(column.buffers()[1], np.uint8, count=len(column) * width,
-                        offset=column.offset * width)
+    raw = np.frombuffer(
+        column.buffers()[1], np.uint8, count=len(column) * width, offset=column.offset * width
+    )
     values = raw.view(dtype).reshape(len(column), *shape)
     return values if dtype.isnative else values.astype(dtype.newbyteorder("="))

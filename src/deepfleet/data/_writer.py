@@ -34,10 +34,16 @@ ROW_GROUP_ROWS_MIN, ROW_GROUP_ROWS_MAX = 256, 65536
 def shard_table(ids: np.ndarray, x: np.ndarray, y: np.ndarray) -> pa.Table:
     """id, label, and x: one fixed-shape tensor per row, dtype and shape in the schema."""
     field, values = tensor_field_array(x)
-    schema = pa.schema([pa.field("id", pa.int64(), nullable=False),
-                        pa.field("label", pa.int64(), nullable=False), field])
+    schema = pa.schema(
+        [
+            pa.field("id", pa.int64(), nullable=False),
+            pa.field("label", pa.int64(), nullable=False),
+            field,
+        ]
+    )
     return pa.Table.from_arrays(
-        [pa.array(ids, pa.int64()), pa.array(y, pa.int64()), values], schema=schema)
+        [pa.array(ids, pa.int64()), pa.array(y, pa.int64()), values], schema=schema
+    )
 
 
 def row_group_rows(sample_bytes: int) -> int:
@@ -50,13 +56,26 @@ def _parquet_bytes(table: pa.Table, rows_per_group: int, key: DataKey | None) ->
     sink = pa.BufferOutputStream()
     # zstd and a fixed writer make the bytes a pure function of the table (no timestamps);
     # encryption adds random nonces and data keys, so encrypted shards differ on every write.
-    pq.write_table(table, sink, row_group_size=rows_per_group, compression="zstd",
-                   encryption_properties=encryption_properties(key) if key else None)
+    pq.write_table(
+        table,
+        sink,
+        row_group_size=rows_per_group,
+        compression="zstd",
+        encryption_properties=encryption_properties(key) if key else None,
+    )
     return sink.getvalue().to_pybytes()
 
 
-def _write_shard(folder: Path, split: str, index: int, ids: np.ndarray, x: np.ndarray,
-                 y: np.ndarray, rows_per_group: int, key: DataKey | None) -> dict[str, Any]:
+def _write_shard(
+    folder: Path,
+    split: str,
+    index: int,
+    ids: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    rows_per_group: int,
+    key: DataKey | None,
+) -> dict[str, Any]:
     """One shard file under its content-addressed name; runs in a pool worker."""
     data = _parquet_bytes(shard_table(ids, x, y), rows_per_group, key)
     digest = hashlib.sha256(data).hexdigest()
@@ -80,8 +99,7 @@ def _shard_counts(rows: dict[str, int], train_shards: int) -> dict[str, int]:
 def _pool(workers: int) -> ProcessPoolExecutor:
     # fork shares the parent's arrays without pickling them again; elsewhere spawn is safe.
     method = "fork" if sys.platform.startswith("linux") else "spawn"
-    return ProcessPoolExecutor(max_workers=workers,
-                               mp_context=multiprocessing.get_context(method))
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
 
 
 def write_dataset(
@@ -110,41 +128,64 @@ def write_dataset(
         raise UserError(f"{out}: output folder exists and is not empty")
     if out.exists():
         out.rmdir()
-    parts = stratified_split(samples.y, val_fraction, test_fraction, seed,
-                             test_rows=samples.test_rows)
+    parts = stratified_split(
+        samples.y, val_fraction, test_fraction, seed, test_rows=samples.test_rows
+    )
     counts = _shard_counts({k: len(v) for k, v in parts.items()}, shards)
-    group = rows_per_group or row_group_rows(int(np.prod(samples.sample_shape)) *
-                                             samples.x.dtype.itemsize)
-    jobs = [(split, i, chunk) for split in ("train", "val", "test") if split in parts
-            for i, chunk in enumerate(np.array_split(parts[split], counts[split]))]
+    group = rows_per_group or row_group_rows(
+        int(np.prod(samples.sample_shape)) * samples.x.dtype.itemsize
+    )
+    jobs = [
+        (split, i, chunk)
+        for split in ("train", "val", "test")
+        if split in parts
+        for i, chunk in enumerate(np.array_split(parts[split], counts[split]))
+    ]
     if workers is None:
         workers = (os.cpu_count() or 1) if samples.x.nbytes >= POOL_MIN_BYTES else 1
     workers = min(workers, len(jobs))
     with atomic_dir(out) as tmp:
-        args = [(tmp, split, i, samples.ids[c], samples.x[c], samples.y[c], group, key)
-                for split, i, c in jobs]
+        args = [
+            (tmp, split, i, samples.ids[c], samples.x[c], samples.y[c], group, key)
+            for split, i, c in jobs
+        ]
         if workers > 1:
             with _pool(workers) as pool:
                 entries = list(pool.map(_write_shard, *zip(*args, strict=True)))
         else:
             entries = [_write_shard(*a) for a in args]
-        write_json_atomic(tmp / MANIFEST_NAME, _manifest(samples, parts, jobs, entries, seed,
-                                                         val_fraction, test_fraction, source, key))
+        write_json_atomic(
+            tmp / MANIFEST_NAME,
+            _manifest(
+                samples, parts, jobs, entries, seed, val_fraction, test_fraction, source, key
+            ),
+        )
     return read_manifest(out)
 
 
-def _manifest(samples: Samples, parts: dict[str, np.ndarray], jobs: list, entries: list,
-              seed: int, val_fraction: float, test_fraction: float,
-              source: dict[str, Any] | None, key: DataKey | None) -> dict[str, Any]:
+def _manifest(
+    samples: Samples,
+    parts: dict[str, np.ndarray],
+    jobs: list,
+    entries: list,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    source: dict[str, Any] | None,
+    key: DataKey | None,
+) -> dict[str, Any]:
     num_classes = len(samples.class_names)
     splits: dict[str, Any] = {}
     for (split, _, _), entry in zip(jobs, entries, strict=True):
         rows = parts[split]
-        splits.setdefault(split, {
-            "rows": int(len(rows)),
-            "class_histogram": np.bincount(samples.y[rows], minlength=num_classes).tolist(),
-            "shards": [],
-        })["shards"].append(entry)
+        splits.setdefault(
+            split,
+            {
+                "rows": int(len(rows)),
+                "class_histogram": np.bincount(samples.y[rows], minlength=num_classes).tolist(),
+                "shards": [],
+            },
+        )["shards"].append(entry)
     shape = list(samples.sample_shape)
     manifest = {
         "format": FORMAT,
@@ -159,6 +200,9 @@ def _manifest(samples: Samples, parts: dict[str, np.ndarray], jobs: list, entrie
         "splits": splits,
     }
     if key is not None:
-        manifest["encryption"] = {"algorithm": ALGORITHM, "key_id": key.key_id,
-                                  "scheme": "parquet-modular-encryption"}
+        manifest["encryption"] = {
+            "algorithm": ALGORITHM,
+            "key_id": key.key_id,
+            "scheme": "parquet-modular-encryption",
+        }
     return sealed(manifest, key.authenticate if key is not None else None)

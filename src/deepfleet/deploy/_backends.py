@@ -69,13 +69,20 @@ class TorchBackend:
 class OnnxBackend:
     """The bundle's model.onnx in an onnxruntime session."""
 
-    def __init__(self, bundle: LoadedBundle, device: torch.device, threads: int | None = None,
-                 spin: bool = False):
+    def __init__(
+        self,
+        bundle: LoadedBundle,
+        device: torch.device,
+        threads: int | None = None,
+        spin: bool = False,
+    ):
         import onnxruntime as ort
 
         if bundle.onnx_path is None:
-            raise UserError(f"{bundle.root}: bundle has no model.onnx (exported without ONNX); "
-                            "use the torch backend")
+            raise UserError(
+                f"{bundle.root}: bundle has no model.onnx (exported without ONNX); "
+                "use the torch backend"
+            )
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or 0  # 0: onnxruntime picks (all cores)
         options.inter_op_num_threads = 1
@@ -84,15 +91,18 @@ class OnnxBackend:
         # Spin-waiting between calls only for a process that has its cores to itself: a
         # server shares them with the event loop that parses requests, and several predict
         # workers with each other; spinning threads would take the cores from them.
-        options.add_session_config_entry("session.intra_op.allow_spinning",
-                                         "1" if spin else "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         providers: list = ["CPUExecutionProvider"]
         if device.type == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise UserError("onnxruntime backend on CUDA needs the onnxruntime-gpu build "
-                                "(CUDAExecutionProvider is not available)")
-            providers = [("CUDAExecutionProvider", {"device_id": device.index or 0}),
-                         "CPUExecutionProvider"]
+                raise UserError(
+                    "onnxruntime backend on CUDA needs the onnxruntime-gpu build "
+                    "(CUDAExecutionProvider is not available)"
+                )
+            providers = [
+                ("CUDAExecutionProvider", {"device_id": device.index or 0}),
+                "CPUExecutionProvider",
+            ]
         self._session = ort.InferenceSession(str(bundle.onnx_path), options, providers=providers)
         self.name = "onnxruntime"
         self.device = str(device)
@@ -101,8 +111,9 @@ class OnnxBackend:
         return self._session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
 
 
-def choose_backend(bundle: LoadedBundle, backend: str, device: torch.device,
-                   compiled: bool = False) -> str:
+def choose_backend(
+    bundle: LoadedBundle, backend: str, device: torch.device, compiled: bool = False
+) -> str:
     """The backend `auto` means, for predict and serve alike: onnxruntime when the bundle has
     an ONNX graph and onnxruntime can run it on `device` (its CUDA provider on a GPU), else
     torch; torch too when compilation is asked for."""
@@ -120,9 +131,14 @@ def choose_backend(bundle: LoadedBundle, backend: str, device: torch.device,
     return "onnxruntime" if device.type in ("cpu", "cuda") else "torch"
 
 
-def make_backend(bundle: LoadedBundle, backend: str = "torch", device: str = "cpu",
-                 compiled: bool = False, threads: int | None = None,
-                 spin: bool = False) -> Backend:
+def make_backend(
+    bundle: LoadedBundle,
+    backend: str = "torch",
+    device: str = "cpu",
+    compiled: bool = False,
+    threads: int | None = None,
+    spin: bool = False,
+) -> Backend:
     """Build a backend by name (`auto`: see choose_backend); `threads` caps intra-op threads
     (None: the runtime's default); `spin` lets onnxruntime's threads spin between calls."""
     dev = resolve_device(device)

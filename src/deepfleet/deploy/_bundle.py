@@ -74,12 +74,20 @@ class LoadedBundle:
         return str(self.spec["files"][WEIGHTS])[:12]
 
 
-def export_bundle(model: nn.Module, out: Path, *, name: str, model_section: ModelSection,
-                  input_shape: tuple[int, ...], class_names: list[str],
-                  extra_files: dict[str, Path] | None = None,
-                  extra_spec: dict[str, Any] | None = None, onnx: bool = True,
-                  onnx_tolerance: float = ONNX_TOLERANCE,
-                  preprocessing: Preprocessing | None = None) -> Path:
+def export_bundle(
+    model: nn.Module,
+    out: Path,
+    *,
+    name: str,
+    model_section: ModelSection,
+    input_shape: tuple[int, ...],
+    class_names: list[str],
+    extra_files: dict[str, Path] | None = None,
+    extra_spec: dict[str, Any] | None = None,
+    onnx: bool = True,
+    onnx_tolerance: float = ONNX_TOLERANCE,
+    preprocessing: Preprocessing | None = None,
+) -> Path:
     """Write a bundle folder atomically (replacing an older one) and return its path.
 
     With `onnx` the model is also exported as model.onnx and checked against PyTorch within
@@ -91,8 +99,11 @@ def export_bundle(model: nn.Module, out: Path, *, name: str, model_section: Mode
     model = model.to("cpu").eval()
     with atomic_dir(out, replace=True) as tmp:
         save_weights(model, tmp / WEIGHTS)
-        onnx_record = export_onnx(model, tmp / ONNX_FILE, tuple(input_shape),
-                                  onnx_tolerance) if onnx else None
+        onnx_record = (
+            export_onnx(model, tmp / ONNX_FILE, tuple(input_shape), onnx_tolerance)
+            if onnx
+            else None
+        )
         for target, source in (extra_files or {}).items():
             _check_name(out, target)
             shutil.copyfile(source, tmp / target)
@@ -118,15 +129,27 @@ def _versions() -> dict[str, Any]:
     import onnx
     import onnxruntime
 
-    return {"deepfleet": __version__, "torch": torch.__version__, "cuda": torch.version.cuda,
-            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-            "python": platform.python_version()}
+    return {
+        "deepfleet": __version__,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _check_name(root: Path, name: str) -> None:
     """A bundle file is a plain name inside the folder: no separators, no `..`, no absolute."""
-    if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name
-            or "\\" in name or "\0" in name or Path(name).is_absolute()):
+    if (
+        not isinstance(name, str)
+        or not name
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\0" in name
+        or Path(name).is_absolute()
+    ):
         raise UserError(f"{root}: bundle lists {name!r}, a path that leaves the bundle")
 
 

@@ -29,8 +29,13 @@ ONNX_TOLERANCE = 1e-4
 CHECK_BATCHES = (1, 3, 64)
 
 
-def random_input(batch: int, input_shape: tuple[int, ...], generator: torch.Generator, *,
-                 vocab: int | None = None) -> torch.Tensor:
+def random_input(
+    batch: int,
+    input_shape: tuple[int, ...],
+    generator: torch.Generator,
+    *,
+    vocab: int | None = None,
+) -> torch.Tensor:
     """Random model input: N(0, 1) floats, or token ids in [0, vocab) when `vocab` is given."""
     if vocab is None:
         return torch.randn(batch, *input_shape, generator=generator)
@@ -49,8 +54,14 @@ def _quiet_export(model: nn.Module, example: torch.Tensor, path: Path, input_nam
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                model, (example,), dynamo=True, input_names=[input_name],
-                output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},), verbose=False)
+                model,
+                (example,),
+                dynamo=True,
+                input_names=[input_name],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=({0: batch},),
+                verbose=False,
+            )
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
@@ -65,9 +76,17 @@ def _quiet_export(model: nn.Module, example: torch.Tensor, path: Path, input_nam
         tmp.unlink(missing_ok=True)
 
 
-def export_onnx(model: nn.Module, path: Path, input_shape: tuple[int, ...],
-                tolerance: float = ONNX_TOLERANCE, seed: int = 0, *, vocab: int | None = None,
-                input_name: str = INPUT_NAME, check: bool = True) -> dict[str, Any]:
+def export_onnx(
+    model: nn.Module,
+    path: Path,
+    input_shape: tuple[int, ...],
+    tolerance: float = ONNX_TOLERANCE,
+    seed: int = 0,
+    *,
+    vocab: int | None = None,
+    input_name: str = INPUT_NAME,
+    check: bool = True,
+) -> dict[str, Any]:
     """Write `model` as ONNX at `path` (batch axis dynamic) and return the export record.
 
     Inputs are float features of `input_shape`, or token ids below `vocab` when it is given.
@@ -87,8 +106,12 @@ def export_onnx(model: nn.Module, path: Path, input_shape: tuple[int, ...],
     except Exception as err:  # the exporter raises many types; the user needs the first line
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"the model cannot be exported to ONNX: {first}") from None
-    record: dict[str, Any] = {"file": path.name, "input": input_name, "output": OUTPUT_NAME,
-                              "opset": _opset(path)}
+    record: dict[str, Any] = {
+        "file": path.name,
+        "input": input_name,
+        "output": OUTPUT_NAME,
+        "opset": _opset(path),
+    }
     if not check:
         return record
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -99,14 +122,21 @@ def export_onnx(model: nn.Module, path: Path, input_shape: tuple[int, ...],
             expected = model(x).numpy()
         got = session.run([OUTPUT_NAME], {input_name: x.numpy()})[0]
         if got.shape != expected.shape:
-            raise UserError(f"ONNX graph returns shape {list(got.shape)} for batch {batch}, "
-                            f"PyTorch {list(expected.shape)}")
+            raise UserError(
+                f"ONNX graph returns shape {list(got.shape)} for batch {batch}, "
+                f"PyTorch {list(expected.shape)}"
+            )
         worst = max(worst, float(np.max(np.abs(got - expected))))
     if not worst <= tolerance:
-        raise UserError(f"ONNX graph disagrees with PyTorch: max |diff| {worst:.3g} > "
-                        f"tolerance {tolerance:g}")
-    return {**record, "checked_batches": list(CHECK_BATCHES), "max_abs_diff": worst,
-            "tolerance": tolerance}
+        raise UserError(
+            f"ONNX graph disagrees with PyTorch: max |diff| {worst:.3g} > tolerance {tolerance:g}"
+        )
+    return {
+        **record,
+        "checked_batches": list(CHECK_BATCHES),
+        "max_abs_diff": worst,
+        "tolerance": tolerance,
+    }
 
 
 def _opset(path: Path) -> int:

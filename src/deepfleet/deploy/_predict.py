@@ -66,17 +66,27 @@ def _preprocessing(bundle: LoadedBundle, manifest: Manifest) -> Preprocessing:
 
 def _check_compatible(bundle: LoadedBundle, manifest: Manifest) -> None:
     if tuple(manifest.sample_shape) != bundle.input_shape:
-        raise UserError(f"data has samples of shape {list(manifest.sample_shape)} but the "
-                        f"model expects {list(bundle.input_shape)}")
+        raise UserError(
+            f"data has samples of shape {list(manifest.sample_shape)} but the "
+            f"model expects {list(bundle.input_shape)}"
+        )
     data, model = manifest.preprocessing, _preprocessing(bundle, manifest)
     if (data.raw_dtype, data.scale) != (model.raw_dtype, model.scale):
-        raise UserError(f"data holds {data.raw_dtype} samples scaled by {data.scale:g} but the "
-                        f"bundle was trained on {model.raw_dtype} scaled by {model.scale:g}")
+        raise UserError(
+            f"data holds {data.raw_dtype} samples scaled by {data.scale:g} but the "
+            f"bundle was trained on {model.raw_dtype} scaled by {model.scale:g}"
+        )
 
 
-def predict_shard(bundle: LoadedBundle, manifest: Manifest, entry: ShardEntry,
-                  device: torch.device | str = "cpu", batch_size: int = 512,
-                  backend: Backend | None = None, key: DataKey | None = None) -> pa.Table:
+def predict_shard(
+    bundle: LoadedBundle,
+    manifest: Manifest,
+    entry: ShardEntry,
+    device: torch.device | str = "cpu",
+    batch_size: int = 512,
+    backend: Backend | None = None,
+    key: DataKey | None = None,
+) -> pa.Table:
     """Predictions for one input shard (the bundle's torch model unless a backend is given).
 
     Encrypted shards need the key that deepfleet.data.dataset_key checked for the manifest.
@@ -84,8 +94,9 @@ def predict_shard(bundle: LoadedBundle, manifest: Manifest, entry: ShardEntry,
     ids, raw, _ = decode_raw(open_shard(manifest, entry, key).read())
     x = _preprocessing(bundle, manifest).apply(raw)
     run = backend or make_backend(bundle, "torch", str(device))
-    logits = [run(np.ascontiguousarray(x[i:i + batch_size]))
-              for i in range(0, len(x), batch_size)]
+    logits = [
+        run(np.ascontiguousarray(x[i : i + batch_size])) for i in range(0, len(x), batch_size)
+    ]
     probs = softmax(np.concatenate(logits)) if logits else np.zeros((0, len(bundle.class_names)))
     return predictions_table(ids, probs.astype(np.float32), bundle.class_names)
 
@@ -114,8 +125,12 @@ def _finished(task: _Task, bundle_id: str) -> dict[str, Any] | None:
     try:
         record = json.loads(_record_path(out, task.file).read_text(encoding="utf-8"))
         target = out / record["file"]
-        fresh = (record["input_sha256"] == task.sha256 and record["bundle"] == bundle_id
-                 and target.is_file() and sha256_file(target) == record["sha256"])
+        fresh = (
+            record["input_sha256"] == task.sha256
+            and record["bundle"] == bundle_id
+            and target.is_file()
+            and sha256_file(target) == record["sha256"]
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return record if fresh else None
@@ -125,35 +140,51 @@ def _finished(task: _Task, bundle_id: str) -> dict[str, Any] | None:
 _WORKER: dict[str, Any] = {}
 
 
-def _setup(bundle: LoadedBundle, backend: Backend, batch_size: int,
-           key: DataKey | None) -> None:
-    _WORKER.update(bundle=bundle, backend=backend, batch_size=batch_size,
-                   bundle_id=_bundle_id(bundle.root), key=key)
+def _setup(bundle: LoadedBundle, backend: Backend, batch_size: int, key: DataKey | None) -> None:
+    _WORKER.update(
+        bundle=bundle,
+        backend=backend,
+        batch_size=batch_size,
+        bundle_id=_bundle_id(bundle.root),
+        key=key,
+    )
 
 
-def _init_worker(bundle_root: str, backend: str, devices, threads: int, batch_size: int,
-                 key: DataKey | None) -> None:
+def _init_worker(
+    bundle_root: str, backend: str, devices, threads: int, batch_size: int, key: DataKey | None
+) -> None:
     torch.set_num_threads(threads)
     bundle = load_bundle(bundle_root)
     # Workers share the machine's cores: onnxruntime's threads must not spin.
-    _setup(bundle, make_backend(bundle, backend, devices.get(), threads=threads), batch_size,
-           key)
+    _setup(bundle, make_backend(bundle, backend, devices.get(), threads=threads), batch_size, key)
 
 
 def _run_task(task: _Task) -> dict[str, Any]:
     bundle: LoadedBundle = _WORKER["bundle"]
     manifest = read_manifest(task.data)
     entry = next(e for e in manifest.shards(task.split) if e.file == task.file)
-    table = predict_shard(bundle, manifest, entry, batch_size=_WORKER["batch_size"],
-                          backend=_WORKER["backend"], key=_WORKER["key"])
+    table = predict_shard(
+        bundle,
+        manifest,
+        entry,
+        batch_size=_WORKER["batch_size"],
+        backend=_WORKER["backend"],
+        key=_WORKER["key"],
+    )
     out = Path(task.out)
     target = out / f"pred-{Path(entry.file).stem}.parquet"
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     write_bytes_atomic(target, sink.getvalue().to_pybytes())
-    record = {"file": target.name, "input": entry.file, "split": task.split,
-              "rows": table.num_rows, "sha256": sha256_file(target),
-              "input_sha256": entry.sha256, "bundle": _WORKER["bundle_id"]}
+    record = {
+        "file": target.name,
+        "input": entry.file,
+        "split": task.split,
+        "rows": table.num_rows,
+        "sha256": sha256_file(target),
+        "input_sha256": entry.sha256,
+        "bundle": _WORKER["bundle_id"],
+    }
     # The record is written after the output: a crash in between only repeats this shard.
     write_json_atomic(_record_path(out, entry.file), record)
     return record
@@ -170,11 +201,19 @@ def _devices(device: str, nproc: int):
     return queue
 
 
-def predict_dataset(bundle: LoadedBundle, data: str | Path, out: str | Path, *,
-                    splits: list[str] | None = None, device: torch.device | str = "cpu",
-                    batch_size: int = 512, backend: str = "auto", nproc: int = 1,
-                    key: str | Path | DataKey | None = None,
-                    threads: int | None = None) -> dict:
+def predict_dataset(
+    bundle: LoadedBundle,
+    data: str | Path,
+    out: str | Path,
+    *,
+    splits: list[str] | None = None,
+    device: torch.device | str = "cpu",
+    batch_size: int = 512,
+    backend: str = "auto",
+    nproc: int = 1,
+    key: str | Path | DataKey | None = None,
+    threads: int | None = None,
+) -> dict:
     """Predict every shard of the chosen splits; one output Parquet file per input shard.
 
     `backend` auto picks onnxruntime when the bundle has an ONNX graph (the rule serve uses,
@@ -193,8 +232,11 @@ def predict_dataset(bundle: LoadedBundle, data: str | Path, out: str | Path, *,
     out = Path(out)
     (out / PARTS).mkdir(parents=True, exist_ok=True)
     bundle_id = _bundle_id(bundle.root)
-    tasks = [_Task(str(manifest.root), split, e.file, e.sha256, e.rows, str(out))
-             for split in splits or manifest.splits for e in manifest.shards(split)]
+    tasks = [
+        _Task(str(manifest.root), split, e.file, e.sha256, e.rows, str(out))
+        for split in splits or manifest.splits
+        for e in manifest.shards(split)
+    ]
     done = {t.file: r for t in tasks if (r := _finished(t, bundle_id)) is not None}
     todo = [t for t in tasks if t.file not in done]
     workers = min(nproc, len(todo))
@@ -203,22 +245,40 @@ def predict_dataset(bundle: LoadedBundle, data: str | Path, out: str | Path, *,
     if todo and workers <= 1:
         torch.set_num_threads(threads)
         # One process alone on its cores: onnxruntime's threads may spin between batches.
-        _setup(bundle, make_backend(bundle, chosen, str(device), threads=threads, spin=True),
-               batch_size, data_key)
+        _setup(
+            bundle,
+            make_backend(bundle, chosen, str(device), threads=threads, spin=True),
+            batch_size,
+            data_key,
+        )
         done.update((t.file, _run_task(t)) for t in todo)
     elif todo:
         ctx = multiprocessing.get_context("spawn")
-        init = (str(bundle.root), chosen, _devices(str(device), workers), threads, batch_size,
-                data_key)
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=init) as pool:
-            done.update((t.file, r) for t, r in zip(todo, pool.map(_run_task, todo),
-                                                     strict=True))
-    entries = [{k: done[t.file][k] for k in ("file", "input", "split", "rows", "sha256")}
-               for t in tasks]
-    result = {"bundle": str(bundle.root), "bundle_sha256": bundle_id,
-              "data": str(manifest.root), "data_manifest_sha256": manifest.digest(),
-              "backend": chosen, "nproc": max(1, workers), "files": entries,
-              "rows": sum(e["rows"] for e in entries), "skipped": len(tasks) - len(todo)}
+        init = (
+            str(bundle.root),
+            chosen,
+            _devices(str(device), workers),
+            threads,
+            batch_size,
+            data_key,
+        )
+        with ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_init_worker, initargs=init
+        ) as pool:
+            done.update((t.file, r) for t, r in zip(todo, pool.map(_run_task, todo), strict=True))
+    entries = [
+        {k: done[t.file][k] for k in ("file", "input", "split", "rows", "sha256")} for t in tasks
+    ]
+    result = {
+        "bundle": str(bundle.root),
+        "bundle_sha256": bundle_id,
+        "data": str(manifest.root),
+        "data_manifest_sha256": manifest.digest(),
+        "backend": chosen,
+        "nproc": max(1, workers),
+        "files": entries,
+        "rows": sum(e["rows"] for e in entries),
+        "skipped": len(tasks) - len(todo),
+    }
     write_json_atomic(out / "manifest.json", result)
     return result

@@ -39,27 +39,38 @@ def new_signing_key(out: str | Path) -> tuple[Path, Path]:
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder (--signing writes a key pair "
-                        "into a folder)")
+        raise UserError(
+            f"{out}: exists and is not a folder (--signing writes a key pair into a folder)"
+        )
     private, public = out / PRIVATE_KEY, out / PUBLIC_KEY
     for path in (private, public):
         if path.exists() or path.is_symlink():
             raise UserError(f"{path}: already exists; refusing to overwrite a key")
     out.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
-    _write_new(private, key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()), 0o600)
-    _write_new(public, key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo), 0o644)
+    _write_new(
+        private,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        0o600,
+    )
+    _write_new(
+        public,
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+        0o644,
+    )
     return private, public
 
 
 def _hashing_config(bundle: Path):
     from model_signing import hashing
 
-    return hashing.Config().set_ignored_paths(paths=[bundle / SIGNATURE],
-                                              ignore_git_paths=False)
+    return hashing.Config().set_ignored_paths(paths=[bundle / SIGNATURE], ignore_git_paths=False)
 
 
 def _key_file(path: str | Path, what: str) -> Path:
@@ -102,8 +113,9 @@ def verify_bundle(bundle: str | Path, public_key: str | Path) -> None:
     if not bundle.is_dir():
         raise UserError(f"{bundle}: bundle folder not found")
     if not signature.is_file() or signature.is_symlink():
-        raise UserError(f"{bundle}: bundle is not signed (no {SIGNATURE}) but a public key "
-                        "is configured")
+        raise UserError(
+            f"{bundle}: bundle is not signed (no {SIGNATURE}) but a public key is configured"
+        )
     try:
         verifying.Config().use_elliptic_key_verifier(public_key=key).verify(bundle, signature)
     except Exception as err:  # model_signing raises ValueError and crypto/json errors
@@ -127,8 +139,9 @@ def _explain(err: Exception) -> str:
     return "; ".join(parts) if parts else (" ".join(text.split()) or type(err).__name__)
 
 
-def open_bundle(bundle: str | Path, public_key: str | Path | None = None,
-                device: str = "cpu") -> LoadedBundle:
+def open_bundle(
+    bundle: str | Path, public_key: str | Path | None = None, device: str = "cpu"
+) -> LoadedBundle:
     """Load a bundle for inference; with a public key its signature is verified first."""
     if public_key is not None:
         verify_bundle(bundle, public_key)

@@ -14,8 +14,12 @@ from torchmetrics.classification import (
 )
 
 
-def classification_metrics(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int,
-                           class_names: list[str] | None = None) -> dict[str, Any]:
+def classification_metrics(
+    y_true: torch.Tensor,
+    y_pred: torch.Tensor,
+    num_classes: int,
+    class_names: list[str] | None = None,
+) -> dict[str, Any]:
     """Accuracy; precision, recall, F1 (macro and weighted); per-class table; confusion matrix.
 
     Classes absent from both truth and prediction count as 0 in macro averages, as in
@@ -39,8 +43,13 @@ def classification_metrics(y_true: torch.Tensor, y_pred: torch.Tensor, num_class
     f1 = MulticlassF1Score(average=None, **kw)(y_pred, y_true)
     support = torch.bincount(y_true, minlength=num_classes)
     out["per_class"] = [
-        {"class": names[i], "precision": precision[i].item(), "recall": recall[i].item(),
-         "f1": f1[i].item(), "support": int(support[i])}
+        {
+            "class": names[i],
+            "precision": precision[i].item(),
+            "recall": recall[i].item(),
+            "f1": f1[i].item(),
+            "support": int(support[i]),
+        }
         for i in range(num_classes)
     ]
     confusion = MulticlassConfusionMatrix(num_classes=num_classes)(y_pred, y_true)

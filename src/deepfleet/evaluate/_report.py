@@ -13,23 +13,51 @@ import numpy as np  # noqa: E402
 
 from deepfleet._atomic import write_json_atomic, write_text_atomic  # noqa: E402
 
-HEADLINE = ["accuracy", "precision_macro", "recall_macro", "f1_macro",
-            "precision_weighted", "recall_weighted", "f1_weighted"]
+HEADLINE = [
+    "accuracy",
+    "precision_macro",
+    "recall_macro",
+    "f1_macro",
+    "precision_weighted",
+    "recall_weighted",
+    "f1_weighted",
+]
 
 
 def markdown_report(metrics: dict[str, Any], title: str) -> str:
-    lines = [f"# {title}", "", f"Samples evaluated: {metrics['samples']}", "",
-             "| metric | value |", "|---|---|"]
+    lines = [
+        f"# {title}",
+        "",
+        f"Samples evaluated: {metrics['samples']}",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {metrics[k]:.4f} |" for k in HEADLINE]
-    lines += ["", "## Per class", "", "| class | precision | recall | f1 | support |",
-              "|---|---|---|---|---|"]
-    lines += [f"| {c['class']} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} "
-              f"| {c['support']} |" for c in metrics["per_class"]]
+    lines += [
+        "",
+        "## Per class",
+        "",
+        "| class | precision | recall | f1 | support |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {c['class']} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} "
+        f"| {c['support']} |"
+        for c in metrics["per_class"]
+    ]
     names = metrics["class_names"]
-    lines += ["", "## Confusion matrix (rows: true, columns: predicted)", "",
-              "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    lines += [f"| **{names[i]}** | " + " | ".join(str(v) for v in row) + " |"
-              for i, row in enumerate(metrics["confusion_matrix"])]
+    lines += [
+        "",
+        "## Confusion matrix (rows: true, columns: predicted)",
+        "",
+        "| | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
+    ]
+    lines += [
+        f"| **{names[i]}** | " + " | ".join(str(v) for v in row) + " |"
+        for i, row in enumerate(metrics["confusion_matrix"])
+    ]
     lines += ["", "![confusion matrix](confusion.png)", "", "![training curves](curves.png)", ""]
     return "\n".join(lines)
 
@@ -52,8 +80,15 @@ def plot_confusion(matrix: list[list[int]], names: list[str], path: Path) -> Non
     ax.set_ylabel("true")
     threshold = data.max() / 2 if data.size else 0
     for (i, j), value in np.ndenumerate(data):
-        ax.text(j, i, str(value), ha="center", va="center", fontsize=8,
-                color="white" if value > threshold else "black")
+        ax.text(
+            j,
+            i,
+            str(value),
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="white" if value > threshold else "black",
+        )
     ax.set_title("Confusion matrix")
     _save_figure(fig, path)
 
@@ -75,8 +110,12 @@ def plot_curves(epochs: list[dict[str, Any]], path: Path) -> None:
     _save_figure(fig, path)
 
 
-def write_report(metrics: dict[str, Any], epochs: list[dict[str, Any]], out: Path,
-                 title: str = "Evaluation report") -> None:
+def write_report(
+    metrics: dict[str, Any],
+    epochs: list[dict[str, Any]],
+    out: Path,
+    title: str = "Evaluation report",
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "metrics.json", metrics)
     write_text_atomic(out / "report.md", markdown_report(metrics, title))

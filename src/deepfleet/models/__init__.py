@@ -8,6 +8,15 @@ from deepfleet.models._resnet import BasicBlock, resnet
 from deepfleet.models._resnet_imagenet import Bottleneck, resnet18, resnet50
 
 __all__ = [
-    "ZOO", "BasicBlock", "Bottleneck", "build_model", "cnn", "gpt", "mlp", "resnet", "resnet18",
-    "resnet50", "resolve_factory",
+    "ZOO",
+    "BasicBlock",
+    "Bottleneck",
+    "build_model",
+    "cnn",
+    "gpt",
+    "mlp",
+    "resnet",
+    "resnet18",
+    "resnet50",
+    "resolve_factory",
 ]

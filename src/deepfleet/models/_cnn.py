@@ -5,8 +5,13 @@ from collections.abc import Sequence
 from torch import nn
 
 
-def cnn(input_shape: Sequence[int], num_classes: int, channels: Sequence[int] = (32, 64),
-        hidden: int = 128, dropout: float = 0.2) -> nn.Module:
+def cnn(
+    input_shape: Sequence[int],
+    num_classes: int,
+    channels: Sequence[int] = (32, 64),
+    hidden: int = 128,
+    dropout: float = 0.2,
+) -> nn.Module:
     """LeNet-style: conv blocks, then an adaptive pool so any input size works, then a head."""
     in_channels = input_shape[0] if len(input_shape) == 3 else 1
     blocks: list[nn.Module] = []

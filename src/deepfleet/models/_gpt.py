@@ -38,8 +38,12 @@ class CausalSelfAttention(nn.Module):
         batch, length, dim = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, self.heads, dim // self.heads).unbind(2)
         out = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
-            dropout_p=self.dropout if self.training else 0.0)
+            q.transpose(1, 2),
+            k.transpose(1, 2),
+            v.transpose(1, 2),
+            is_causal=True,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
         return self.proj(out.transpose(1, 2).reshape(batch, length, dim))
 
 
@@ -49,16 +53,27 @@ class DecoderBlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.attn = CausalSelfAttention(dim, heads, dropout)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(),
-                                 nn.Linear(mlp_ratio * dim, dim), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, mlp_ratio * dim),
+            nn.GELU(),
+            nn.Linear(mlp_ratio * dim, dim),
+            nn.Dropout(dropout),
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
 
-def gpt(input_shape: Sequence[int], num_classes: int, dim: int = 256, layers: int = 4,
-        heads: int = 4, mlp_ratio: int = 4, dropout: float = 0.0) -> nn.Module:
+def gpt(
+    input_shape: Sequence[int],
+    num_classes: int,
+    dim: int = 256,
+    layers: int = 4,
+    heads: int = 4,
+    mlp_ratio: int = 4,
+    dropout: float = 0.0,
+) -> nn.Module:
     """A decoder over (context_length,) token ids with a vocabulary of num_classes."""
     if len(input_shape) != 1:
         raise ValueError(f"gpt takes input_shape (context_length,), got {tuple(input_shape)}")

@@ -22,7 +22,11 @@ from deepfleet.models._resnet import resnet
 from deepfleet.models._resnet_imagenet import resnet18, resnet50
 
 ZOO: dict[str, Callable[..., nn.Module]] = {
-    "mlp": mlp, "cnn": cnn, "resnet": resnet, "resnet18": resnet18, "resnet50": resnet50,
+    "mlp": mlp,
+    "cnn": cnn,
+    "resnet": resnet,
+    "resnet18": resnet18,
+    "resnet50": resnet50,
     "gpt": gpt,
 }
 
@@ -49,7 +53,8 @@ def resolve_factory(spec: str, search_path: str | None = None) -> Callable[..., 
     if ":" in spec:
         return _import_factory(spec, search_path)
     raise UserError(
-        f"model.name: unknown model {spec!r} (zoo: {', '.join(ZOO)}; or module.path:factory)")
+        f"model.name: unknown model {spec!r} (zoo: {', '.join(ZOO)}; or module.path:factory)"
+    )
 
 
 def build_model(section: ModelSection, input_shape: Sequence[int], num_classes: int) -> nn.Module:
@@ -63,9 +68,12 @@ def build_model(section: ModelSection, input_shape: Sequence[int], num_classes: 
     try:
         model = factory(tuple(input_shape), num_classes, **params)
     except (ValueError, TypeError) as err:  # the factory refuses these inputs or params
-        raise UserError(f"model {section.name}: cannot be built for samples of shape "
-                        f"{list(input_shape)} and {num_classes} classes ({err})") from None
+        raise UserError(
+            f"model {section.name}: cannot be built for samples of shape "
+            f"{list(input_shape)} and {num_classes} classes ({err})"
+        ) from None
     if not isinstance(model, nn.Module):
-        raise UserError(f"model.name: {section.name} returned {type(model).__name__}, "
-                        "not a torch.nn.Module")
+        raise UserError(
+            f"model.name: {section.name} returned {type(model).__name__}, not a torch.nn.Module"
+        )
     return model

@@ -33,8 +33,12 @@ class BasicBlock(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
-def resnet(input_shape: Sequence[int], num_classes: int, widths: Sequence[int] = (16, 32, 64),
-           blocks_per_stage: int = 3) -> nn.Module:
+def resnet(
+    input_shape: Sequence[int],
+    num_classes: int,
+    widths: Sequence[int] = (16, 32, 64),
+    blocks_per_stage: int = 3,
+) -> nn.Module:
     """A small CIFAR-style ResNet (ResNet-20 by default) for 32x32 RGB images.
 
     Built as a flat Sequential of named stages so strategies can split or wrap it by block.
@@ -53,6 +57,7 @@ def resnet(input_shape: Sequence[int], num_classes: int, widths: Sequence[int] =
             stride = 2 if stage > 0 and block == 0 else 1
             layers.append(BasicBlock(channels, width, stride))
             channels = width
-    layers.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                nn.Linear(channels, num_classes)))
+    layers.append(
+        nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
+    )
     return nn.Sequential(*layers)

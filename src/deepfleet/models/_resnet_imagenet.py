@@ -42,14 +42,26 @@ class Bottleneck(nn.Module):
 
 def _stem(in_channels: int, kind: str) -> nn.Module:
     if kind == "cifar":  # small inputs (32x32): keep the resolution, as CIFAR ResNets do
-        return nn.Sequential(nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False),
-                             nn.BatchNorm2d(64), nn.ReLU(inplace=True))
-    return nn.Sequential(nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
-                         nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+        return nn.Sequential(
+            nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(64),
+            nn.ReLU(inplace=True),
+        )
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2, 1),
+    )
 
 
-def _build(input_shape: Sequence[int], num_classes: int, block: type[nn.Module],
-           blocks: Sequence[int], stem: str) -> nn.Module:
+def _build(
+    input_shape: Sequence[int],
+    num_classes: int,
+    block: type[nn.Module],
+    blocks: Sequence[int],
+    stem: str,
+) -> nn.Module:
     if stem not in ("imagenet", "cifar"):
         raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
     in_channels = input_shape[0] if len(input_shape) == 3 else 1
@@ -61,18 +73,21 @@ def _build(input_shape: Sequence[int], num_classes: int, block: type[nn.Module],
             stride = 2 if stage > 0 and index == 0 else 1
             layers.append(block(channels, width, stride))  # both take (in, width, stride)
             channels = width * expansion
-    layers.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                nn.Linear(channels, num_classes)))
+    layers.append(
+        nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
+    )
     return nn.Sequential(*layers)
 
 
-def resnet18(input_shape: Sequence[int], num_classes: int,
-             stem: Literal["imagenet", "cifar"] = "imagenet") -> nn.Module:
+def resnet18(
+    input_shape: Sequence[int], num_classes: int, stem: Literal["imagenet", "cifar"] = "imagenet"
+) -> nn.Module:
     """ResNet-18: BasicBlocks [2, 2, 2, 2]; 11.7 M parameters with 1000 classes."""
     return _build(input_shape, num_classes, BasicBlock, (2, 2, 2, 2), stem)
 
 
-def resnet50(input_shape: Sequence[int], num_classes: int,
-             stem: Literal["imagenet", "cifar"] = "imagenet") -> nn.Module:
+def resnet50(
+    input_shape: Sequence[int], num_classes: int, stem: Literal["imagenet", "cifar"] = "imagenet"
+) -> nn.Module:
     """ResNet-50: Bottlenecks [3, 4, 6, 3]; 25.6 M parameters with 1000 classes."""
     return _build(input_shape, num_classes, Bottleneck, (3, 4, 6, 3), stem)

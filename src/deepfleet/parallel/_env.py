@@ -59,8 +59,13 @@ def detect_env() -> DistEnv:
         return DistEnv(_int("RANK"), world, local, local_world, launcher)
     if "SLURM_PROCID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
         tasks_per_node = os.environ.get("SLURM_NTASKS_PER_NODE", "1").split("(")[0]
-        return DistEnv(_int("SLURM_PROCID"), _int("SLURM_NTASKS"), _int("SLURM_LOCALID"),
-                       int(tasks_per_node) if tasks_per_node.isdigit() else 1, "slurm")
+        return DistEnv(
+            _int("SLURM_PROCID"),
+            _int("SLURM_NTASKS"),
+            _int("SLURM_LOCALID"),
+            int(tasks_per_node) if tasks_per_node.isdigit() else 1,
+            "slurm",
+        )
     return DistEnv()
 
 
@@ -76,8 +81,10 @@ def _export_for_init(env: DistEnv) -> None:
     os.environ.setdefault("LOCAL_RANK", str(env.local_rank))
     for name in ("MASTER_ADDR", "MASTER_PORT"):
         if name not in os.environ:
-            raise UserError(f"{name} is not set: under {env.launcher}, export MASTER_ADDR "
-                            "(the first node's host name) and MASTER_PORT before starting")
+            raise UserError(
+                f"{name} is not set: under {env.launcher}, export MASTER_ADDR "
+                "(the first node's host name) and MASTER_PORT before starting"
+            )
 
 
 def _attempt_store(env: DistEnv, timeout: timedelta) -> dist.Store | None:
@@ -86,14 +93,16 @@ def _attempt_store(env: DistEnv, timeout: timedelta) -> dist.Store | None:
     fail to connect. None: let init_process_group read the environment (env://)."""
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         return None
-    client = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
-                           is_master=False, timeout=timeout)
+    client = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False, timeout=timeout
+    )
     return dist.PrefixStore(f"deepfleet/attempt_{env.restart_count}", client)
 
 
 @contextmanager
-def process_group(env: DistEnv, device: torch.device,
-                  timeout_s: float = 600.0) -> Iterator[DistEnv]:
+def process_group(
+    env: DistEnv, device: torch.device, timeout_s: float = 600.0
+) -> Iterator[DistEnv]:
     """Join the job's process group (NCCL on CUDA, gloo on CPU) and always leave it."""
     if not env.distributed:
         yield env

@@ -37,8 +37,10 @@ class LaunchOptions:
         if self.max_restarts < 0:
             raise UserError("--max-restarts must be >= 0")
         if self.nnodes > 1 and not self.rdzv:
-            raise UserError("--nnodes > 1 needs --rdzv HOST:PORT (the rendezvous every node "
-                            "reaches, usually the first node)")
+            raise UserError(
+                "--nnodes > 1 needs --rdzv HOST:PORT (the rendezvous every node "
+                "reaches, usually the first node)"
+            )
         if self.rdzv and ":" not in self.rdzv:
             raise UserError(f"--rdzv {self.rdzv}: expected HOST:PORT")
         if self.node_rank is not None and not 0 <= self.node_rank < self.nnodes:
@@ -73,11 +75,18 @@ def launch(run_root: Path, options: LaunchOptions, *, resume: bool = False) -> N
         # c10d assigns ranks itself; the node rank only says which node hosts the store.
         rdzv_configs["is_host"] = options.node_rank == 0
     config = LaunchConfig(
-        min_nodes=options.nnodes, max_nodes=options.nnodes, nproc_per_node=options.nproc,
-        run_id=run_id(run_root), rdzv_backend="c10d",
+        min_nodes=options.nnodes,
+        max_nodes=options.nnodes,
+        nproc_per_node=options.nproc,
+        run_id=run_id(run_root),
+        rdzv_backend="c10d",
         # One node without --rdzv: a private store on a free local port (like --standalone).
-        rdzv_endpoint=options.rdzv or "127.0.0.1:0", rdzv_configs=rdzv_configs,
-        max_restarts=options.max_restarts, monitor_interval=0.5, start_method="spawn")
+        rdzv_endpoint=options.rdzv or "127.0.0.1:0",
+        rdzv_configs=rdzv_configs,
+        max_restarts=options.max_restarts,
+        monitor_interval=0.5,
+        start_method="spawn",
+    )
     # Like torchrun: one intra-op thread per worker unless told otherwise, since N workers
     # with a thread per core each would fight over the cores.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -86,9 +95,11 @@ def launch(run_root: Path, options: LaunchOptions, *, resume: bool = False) -> N
         elastic_launch(config, sys.executable)(*args)
     except ChildFailedError as err:
         rank, failure = err.get_first_failure()
-        raise UserError(f"training failed: rank {rank} exited with code {failure.exitcode} "
-                        f"(after {options.max_restarts} restart(s) allowed); see its output "
-                        "above") from None
+        raise UserError(
+            f"training failed: rank {rank} exited with code {failure.exitcode} "
+            f"(after {options.max_restarts} restart(s) allowed); see its output "
+            "above"
+        ) from None
 
 
 def must_launch(options: LaunchOptions) -> bool:

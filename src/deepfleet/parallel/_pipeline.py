@@ -37,23 +37,30 @@ class StagePart(nn.Module):
         return x
 
 
-def split_children(model: nn.Module, stages: int,
-                   split_points: list[str]) -> list[list[tuple[str, nn.Module]]]:
+def split_children(
+    model: nn.Module, stages: int, split_points: list[str]
+) -> list[list[tuple[str, nn.Module]]]:
     """The children of each stage. Without split points: an even cut by parameter count."""
     if not isinstance(model, nn.Sequential):
-        raise UserError("train.strategy: pipeline needs a model whose top-level children run in "
-                        f"order (an nn.Sequential); got {type(model).__name__}")
+        raise UserError(
+            "train.strategy: pipeline needs a model whose top-level children run in "
+            f"order (an nn.Sequential); got {type(model).__name__}"
+        )
     children = list(model.named_children())
     names = [n for n, _ in children]
     if split_points:
         missing = [p for p in split_points if p not in names]
         if missing:
-            raise UserError(f"train.pipeline.split_points: no top-level child {missing[0]!r} "
-                            f"(children: {', '.join(names)})")
+            raise UserError(
+                f"train.pipeline.split_points: no top-level child {missing[0]!r} "
+                f"(children: {', '.join(names)})"
+            )
         cuts = [names.index(p) for p in split_points]
         if cuts != sorted(set(cuts)) or cuts[0] == 0:
-            raise UserError("train.pipeline.split_points: must name distinct children in model "
-                            f"order, not the first one ({names[0]!r})")
+            raise UserError(
+                "train.pipeline.split_points: must name distinct children in model "
+                f"order, not the first one ({names[0]!r})"
+            )
     else:
         cuts = _even_cuts([sum(p.numel() for p in c.parameters()) for _, c in children], stages)
     bounds = [0, *cuts, len(children)]
@@ -62,15 +69,18 @@ def split_children(model: nn.Module, stages: int,
 
 def _even_cuts(sizes: list[int], stages: int) -> list[int]:
     if len(sizes) < stages:
-        raise UserError(f"train.strategy: pipeline over {stages} stages needs at least {stages} "
-                        f"top-level children, the model has {len(sizes)}")
+        raise UserError(
+            f"train.strategy: pipeline over {stages} stages needs at least {stages} "
+            f"top-level children, the model has {len(sizes)}"
+        )
     total, cuts, running = sum(sizes), [], 0
     for index, size in enumerate(sizes[:-1]):
         running += size
         left = len(sizes) - index - 1
         want = len(cuts) + 1
-        if len(cuts) < stages - 1 and (running >= total * want / stages
-                                       or left == stages - 1 - len(cuts)):
+        if len(cuts) < stages - 1 and (
+            running >= total * want / stages or left == stages - 1 - len(cuts)
+        ):
             cuts.append(index + 1)
     return cuts
 
@@ -81,9 +91,18 @@ class PipelineStrategy(SingleStrategy):
 
     name = "pipeline"
 
-    def __init__(self, model: nn.Module, topology: Topology, rank: int, device: torch.device,
-                 compile_model: bool = False, *, split_points: list[str],
-                 schedule: str = "1f1b", microbatches: int = 4) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        topology: Topology,
+        rank: int,
+        device: torch.device,
+        compile_model: bool = False,
+        *,
+        split_points: list[str],
+        schedule: str = "1f1b",
+        microbatches: int = 4,
+    ) -> None:
         super().__init__(model, topology, rank, device, compile_model)
         parts = split_children(model, topology.pp, split_points)
         self.parts = [StagePart(part) for part in parts]
@@ -120,8 +139,10 @@ class PipelineStrategy(SingleStrategy):
                     part.train()
                 if index == self.stage_index:
                     # Activations between stages carry gradients; the data does not.
-                    return (h.to(self.device).requires_grad_(index > 0),
-                            out.to(self.device).requires_grad_(True))
+                    return (
+                        h.to(self.device).requires_grad_(index > 0),
+                        out.to(self.device).requires_grad_(True),
+                    )
                 h = out
         raise AssertionError("unreachable: every rank runs one of the stages")
 
@@ -129,9 +150,14 @@ class PipelineStrategy(SingleStrategy):
         from torch.distributed.pipelining import PipelineStage
 
         example_in, example_out = self._shapes(x, autocast)
-        stage = PipelineStage(self._maybe_compile(self.module), self.stage_index,
-                              self.topology.pp, self.device, input_args=example_in,
-                              output_args=example_out)
+        stage = PipelineStage(
+            self._maybe_compile(self.module),
+            self.stage_index,
+            self.topology.pp,
+            self.device,
+            input_args=example_in,
+            output_args=example_out,
+        )
         kwargs = {}
         cls = _schedule_class(self.schedule_name)
         if "scale_grads" in inspect.signature(cls.__init__).parameters:

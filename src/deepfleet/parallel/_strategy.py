@@ -28,16 +28,22 @@ class SingleStrategy:
 
     name = "single"
 
-    def __init__(self, model: nn.Module, topology: Topology, rank: int, device: torch.device,
-                 compile_model: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        topology: Topology,
+        rank: int,
+        device: torch.device,
+        compile_model: bool = False,
+    ) -> None:
         self.full_model = model
-        self.module = model          # parameters this rank trains, with their original names
+        self.module = model  # parameters this rank trains, with their original names
         self.topology = topology
         self.rank = rank
         self.device = device
         self.compile_model = compile_model
         self.train_model: nn.Module = model
-        self.owns_outputs = True     # this rank sees logits (pipeline: only the last stage)
+        self.owns_outputs = True  # this rank sees logits (pipeline: only the last stage)
 
     @property
     def distributed(self) -> bool:
@@ -65,9 +71,14 @@ class SingleStrategy:
         """Skip the gradient sync on accumulation micro-steps."""
         return contextlib.nullcontext()
 
-    def forward_backward(self, x: torch.Tensor, y: torch.Tensor, scale: float,
-                         autocast: Autocast, backward: Callable[[torch.Tensor], None],
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_backward(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        scale: float,
+        autocast: Autocast,
+        backward: Callable[[torch.Tensor], None],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward and backward of one micro-batch; the loss is sum(CE) x `scale`, so every
         sample of the global batch weighs the same. Returns (sum of losses, correct), detached."""
         with autocast():
@@ -112,8 +123,14 @@ class FSDPStrategy(SingleStrategy):
 
     name = "fsdp"
 
-    def __init__(self, model: nn.Module, topology: Topology, rank: int, device: torch.device,
-                 compile_model: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        topology: Topology,
+        rank: int,
+        device: torch.device,
+        compile_model: bool = False,
+    ) -> None:
         from torch.distributed.fsdp import fully_shard  # public since torch 2.6
 
         super().__init__(model, topology, rank, device, compile_model)

@@ -19,8 +19,8 @@ from deepfleet.data import StreamLoader
 
 @dataclass(frozen=True)
 class MicroBatch:
-    rows: torch.Tensor     # this rank's row indices
-    global_count: int      # samples in the whole optimizer step, over every rank
+    rows: torch.Tensor  # this rank's row indices
+    global_count: int  # samples in the whole optimizer step, over every rank
 
 
 class RankBatches:
@@ -30,8 +30,16 @@ class RankBatches:
     micro-batch too short to give every rank a row is always dropped.
     """
 
-    def __init__(self, rows: int, batch_size: int, dp: int, dp_rank: int, seed: int,
-                 accumulation: int = 1, drop_last: bool = False) -> None:
+    def __init__(
+        self,
+        rows: int,
+        batch_size: int,
+        dp: int,
+        dp_rank: int,
+        seed: int,
+        accumulation: int = 1,
+        drop_last: bool = False,
+    ) -> None:
         self.rows, self.dp, self.dp_rank, self.seed = rows, dp, dp_rank, seed
         self.accumulation = accumulation
         self.micro_size = batch_size * dp
@@ -52,7 +60,9 @@ class RankBatches:
         """This rank's micro-batches of optimizer step `step` of an epoch."""
         first = step * self.accumulation
         last = min(first + self.accumulation, self.micro_per_epoch)
-        chunks = [order[m * self.micro_size:(m + 1) * self.micro_size] for m in range(first, last)]
+        chunks = [
+            order[m * self.micro_size : (m + 1) * self.micro_size] for m in range(first, last)
+        ]
         total = sum(len(c) for c in chunks)
         return [MicroBatch(c.tensor_split(self.dp)[self.dp_rank], total) for c in chunks]
 
@@ -71,8 +81,10 @@ class ArrayBatches:
         order = self.plan.order(epoch)
         for step in range(start_step, self.steps_per_epoch):
             micro = self.plan.step(order, step)
-            yield ([(self.data.x[m.rows], self.data.y[m.rows]) for m in micro],
-                   micro[0].global_count)
+            yield (
+                [(self.data.x[m.rows], self.data.y[m.rows]) for m in micro],
+                micro[0].global_count,
+            )
 
     def reader_state(self) -> dict[str, Any]:
         return {}
@@ -85,8 +97,7 @@ class StreamBatches:
     """Optimizer steps over a StreamLoader (this rank's share of the shards). Every rank
     gets batches of the same size, so the global count is the local one times dp."""
 
-    def __init__(self, loader: StreamLoader, dp: int, accumulation: int,
-                 drop_last: bool) -> None:
+    def __init__(self, loader: StreamLoader, dp: int, accumulation: int, drop_last: bool) -> None:
         self.loader, self.dp, self.accumulation = loader, dp, accumulation
         stream = loader.stream
         micro = len(loader)
@@ -117,9 +128,11 @@ class StreamBatches:
         self.loader.load_state_dict(state)
 
 
-def batch_source(train, batch_size: int, dp: int, dp_rank: int, seed: int, accumulation: int,
-                 drop_last: bool) -> ArrayBatches | StreamBatches:
+def batch_source(
+    train, batch_size: int, dp: int, dp_rank: int, seed: int, accumulation: int, drop_last: bool
+) -> ArrayBatches | StreamBatches:
     if isinstance(train, StreamLoader):
         return StreamBatches(train, dp, accumulation, drop_last)
-    return ArrayBatches(train, RankBatches(len(train), batch_size, dp, dp_rank, seed,
-                                           accumulation, drop_last))
+    return ArrayBatches(
+        train, RankBatches(len(train), batch_size, dp, dp_rank, seed, accumulation, drop_last)
+    )

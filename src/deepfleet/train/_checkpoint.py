@@ -84,8 +84,11 @@ def _save_error(err: BaseException, where: Path) -> BaseException:
     """What a failed checkpoint write becomes: a file-system refusal (the first rank's, when
     DCP gathered several) is one StorageError naming the checkpoint; anything else an
     ordinary exception with DCP's first line, never a BaseException that escapes handlers."""
-    causes = ([failure[0] for _, failure in sorted(err.failures.items())]
-              if isinstance(err, CheckpointException) else [err])
+    causes = (
+        [failure[0] for _, failure in sorted(err.failures.items())]
+        if isinstance(err, CheckpointException)
+        else [err]
+    )
     for cause in causes:
         refusal = storage_error(cause)
         if refusal is not None:
@@ -99,8 +102,9 @@ def _save_error(err: BaseException, where: Path) -> BaseException:
 def _tensors(module: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, list]:
     """The DCP payload (tensors only) and the optimizer's param_groups (for JSON)."""
     optim = get_optimizer_state_dict(module, optimizer)
-    state = {fqn: {k: v for k, v in s.items() if v is not None}
-             for fqn, s in optim["state"].items()}
+    state = {
+        fqn: {k: v for k, v in s.items() if v is not None} for fqn, s in optim["state"].items()
+    }
     for fqn, values in state.items():
         for key, value in values.items():
             if not isinstance(value, torch.Tensor):
@@ -121,8 +125,14 @@ class Checkpointer:
         if self.distributed:
             dist.barrier()
 
-    def save(self, step: int, module: nn.Module, optimizer: torch.optim.Optimizer,
-             trainer_state: dict[str, Any], rank_state: dict[str, Any]) -> Path:
+    def save(
+        self,
+        step: int,
+        module: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        trainer_state: dict[str, Any],
+        rank_state: dict[str, Any],
+    ) -> Path:
         name = f"step-{step:09d}"
         final, tmp = self.root / name, self.root / f".{name}.tmp"
         if self.rank == 0:
@@ -134,8 +144,12 @@ class Checkpointer:
         try:
             with warnings.catch_warnings():  # "assuming ... a single process": the intent
                 warnings.simplefilter("ignore", UserWarning)
-                dcp.save(payload, checkpoint_id=str(tmp), no_dist=not self.distributed,
-                         planner=_save_planner())
+                dcp.save(
+                    payload,
+                    checkpoint_id=str(tmp),
+                    no_dist=not self.distributed,
+                    planner=_save_planner(),
+                )
             write_json_atomic(tmp / _rank_file(self.rank), {**rank_state, "param_groups": groups})
             if self.rank == 0:
                 write_json_atomic(tmp / TRAINER, {**trainer_state, "step": step})
@@ -155,14 +169,18 @@ class Checkpointer:
         tmp.rename(final)
         fsync_dir(self.root)
         write_text_atomic(self.root / LATEST, final.name + "\n")
-        for old in committed(self.root)[:-self.keep]:
+        for old in committed(self.root)[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
 
     def read_trainer_state(self, path: Path) -> dict[str, Any]:
         return json.loads((Path(path) / TRAINER).read_text(encoding="utf-8"))
 
-    def load(self, path: Path, module: nn.Module, optimizer: torch.optim.Optimizer | None,
-             ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    def load(
+        self,
+        path: Path,
+        module: nn.Module,
+        optimizer: torch.optim.Optimizer | None,
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """Restore the model (and the optimizer unless None) in place; returns (trainer state,
         this rank's state, or None when the checkpoint was written by fewer ranks)."""
         if optimizer is not None:
@@ -175,15 +193,21 @@ class Checkpointer:
                 dcp.load(payload, checkpoint_id=str(path), no_dist=not self.distributed)
         except (Exception, CheckpointException) as err:  # DCP wraps per-rank failures
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UserError(f"{path}: checkpoint does not fit this model or strategy "
-                            f"({first})") from None
+            raise UserError(
+                f"{path}: checkpoint does not fit this model or strategy ({first})"
+            ) from None
         rank_path = path / _rank_file(self.rank)
-        rank_state = (json.loads(rank_path.read_text(encoding="utf-8"))
-                      if rank_path.is_file() else None)
+        rank_state = (
+            json.loads(rank_path.read_text(encoding="utf-8")) if rank_path.is_file() else None
+        )
         set_model_state_dict(module, payload["model"])
         if optimizer is not None:
-            groups = (rank_state["param_groups"] if rank_state else
-                      get_optimizer_state_dict(module, optimizer)["param_groups"])
-            set_optimizer_state_dict(module, optimizer,
-                                     {"state": payload["optim"], "param_groups": groups})
+            groups = (
+                rank_state["param_groups"]
+                if rank_state
+                else get_optimizer_state_dict(module, optimizer)["param_groups"]
+            )
+            set_optimizer_state_dict(
+                module, optimizer, {"state": payload["optim"], "param_groups": groups}
+            )
         return self.read_trainer_state(path), rank_state

@@ -46,11 +46,16 @@ class ProgressSink(Protocol):
 
 
 def _epoch_line(r: dict[str, Any]) -> str:
-    val = (f" val_loss={r['val_loss']:.4f} val_acc={r['val_accuracy']:.4f}"
-           if r.get("val_loss") is not None else "")
-    return (f"epoch {r['epoch']}/{r['epochs']} [{r['stage']}] "
-            f"loss={r['train_loss']:.4f} acc={r['train_accuracy']:.4f}{val} "
-            f"lr={r['lr']:.2e} {r['samples_per_s']:.0f} samples/s")
+    val = (
+        f" val_loss={r['val_loss']:.4f} val_acc={r['val_accuracy']:.4f}"
+        if r.get("val_loss") is not None
+        else ""
+    )
+    return (
+        f"epoch {r['epoch']}/{r['epochs']} [{r['stage']}] "
+        f"loss={r['train_loss']:.4f} acc={r['train_accuracy']:.4f}{val} "
+        f"lr={r['lr']:.2e} {r['samples_per_s']:.0f} samples/s"
+    )
 
 
 class PlainProgress:
@@ -80,9 +85,13 @@ class RichProgress:
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console()
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                  TextColumn("{task.completed}/{task.total} steps"),
-                                  TimeElapsedColumn(), console=self.console)
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} steps"),
+            TimeElapsedColumn(),
+            console=self.console,
+        )
         self._task = None
 
     def start(self, total_steps: int) -> None:

@@ -56,14 +56,15 @@ def is_finished(checkpoint_dir: Path, config: TrainSection) -> bool:
 
 
 @torch.no_grad()
-def evaluate_loss_accuracy(model: nn.Module, data: SplitArrays, device: torch.device,
-                           batch_size: int = 1024) -> tuple[float, float]:
+def evaluate_loss_accuracy(
+    model: nn.Module, data: SplitArrays, device: torch.device, batch_size: int = 1024
+) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of `model` over a split (eval mode)."""
     model.eval()
     total_loss, correct = 0.0, 0
     for start in range(0, len(data), batch_size):
-        x = data.x[start:start + batch_size].to(device)
-        y = data.y[start:start + batch_size].to(device)
+        x = data.x[start : start + batch_size].to(device)
+        y = data.y[start : start + batch_size].to(device)
         logits = model(x).float()
         total_loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
@@ -78,10 +79,19 @@ def lr_scale(rule: str, global_batch: int, batch_size: int) -> float:
 class Trainer:
     """Runs every stage of [train] on this rank, under the strategy the topology chose."""
 
-    def __init__(self, config: TrainSection, model: nn.Module, device: torch.device, *,
-                 seed: int = 0, env: DistEnv | None = None, log: MetricsLog | None = None,
-                 progress: ProgressSink | None = None, checkpoint_dir: Path | None = None,
-                 resume: bool = False) -> None:
+    def __init__(
+        self,
+        config: TrainSection,
+        model: nn.Module,
+        device: torch.device,
+        *,
+        seed: int = 0,
+        env: DistEnv | None = None,
+        log: MetricsLog | None = None,
+        progress: ProgressSink | None = None,
+        checkpoint_dir: Path | None = None,
+        resume: bool = False,
+    ) -> None:
         self.config, self.device, self.seed = config, device, seed
         self.env = env or DistEnv()
         self.tf32 = configure_tf32(config.tf32, device)
@@ -94,14 +104,21 @@ class Trainer:
         self.log = log if log is not None and self.env.is_main else MetricsLog(None)
         self.progress = progress if progress is not None and self.env.is_main else NullProgress()
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
-        self.checkpointer = (Checkpointer(self.checkpoint_dir / TRAIN_CHECKPOINTS,
-                                          config.checkpoint.keep, self.env.rank,
-                                          self.topology.world_size > 1)
-                             if self.checkpoint_dir else None)
+        self.checkpointer = (
+            Checkpointer(
+                self.checkpoint_dir / TRAIN_CHECKPOINTS,
+                config.checkpoint.keep,
+                self.env.rank,
+                self.topology.world_size > 1,
+            )
+            if self.checkpoint_dir
+            else None
+        )
         self.resume = resume
         self.autocast = autocast_factory(config.precision, device)
-        self.scaler = fp16_scaler(self.strategy,
-                                  config.precision == "fp16" and device.type == "cuda")
+        self.scaler = fp16_scaler(
+            self.strategy, config.precision == "fp16" and device.type == "cuda"
+        )
         self.state = Progress()
         self._sums: list[float] = [0.0, 0.0, 0.0]  # loss, correct, samples of a resumed epoch
 
@@ -114,17 +131,24 @@ class Trainer:
         return self.strategy.full_model
 
     # ---- the run -------------------------------------------------------------------------
-    def fit(self, train: SplitArrays | StreamLoader,
-            val: SplitArrays | None = None) -> FitResult:
+    def fit(self, train: SplitArrays | StreamLoader, val: SplitArrays | None = None) -> FitResult:
         """Train on an in-memory split (cut into rank shares here) or on this rank's
         StreamLoader (already cut by data-parallel rank)."""
         cfg, topo = self.config, self.topology
-        plan = batch_source(train, cfg.batch_size, topo.dp, topo.dp_rank(self.env.rank),
-                            self.seed, cfg.accumulation_steps,
-                            drop_last=topo.strategy == "pipeline")
+        plan = batch_source(
+            train,
+            cfg.batch_size,
+            topo.dp,
+            topo.dp_rank(self.env.rank),
+            self.seed,
+            cfg.accumulation_steps,
+            drop_last=topo.strategy == "pipeline",
+        )
         if plan.steps_per_epoch == 0:
-            raise UserError(f"train: the training split does not fill one batch of "
-                            f"{cfg.batch_size} on each of {topo.dp} rank(s)")
+            raise UserError(
+                f"train: the training split does not fill one batch of "
+                f"{cfg.batch_size} on each of {topo.dp} rank(s)"
+            )
         self.source = plan
         resume_from = self._resume_point()
         if resume_from is not None and self.state.position.stage >= len(cfg.stages):
@@ -132,9 +156,11 @@ class Trainer:
             # before its final weights were: restore them, never write freshly built ones.
             self._restore(resume_from, None, None)
             return self._finish(sum(s.epochs for s in cfg.stages), 0.0)
-        factor = lr_scale(cfg.lr_scaling, topo.global_batch(cfg.batch_size,
-                                                            cfg.accumulation_steps),
-                          cfg.batch_size)
+        factor = lr_scale(
+            cfg.lr_scaling,
+            topo.global_batch(cfg.batch_size, cfg.accumulation_steps),
+            cfg.batch_size,
+        )
         self._log_setup(plan, factor, resume_from)
         total_epochs = sum(s.epochs for s in cfg.stages)
         self.progress.start(total_epochs * plan.steps_per_epoch)
@@ -166,25 +192,37 @@ class Trainer:
             self.state = Progress.from_json(saved["progress"])
         return path
 
-    def _log_setup(self, plan: ArrayBatches | StreamBatches, factor: float,
-                   resume_from: Path | None) -> None:
+    def _log_setup(
+        self, plan: ArrayBatches | StreamBatches, factor: float, resume_from: Path | None
+    ) -> None:
         cfg, topo = self.config, self.topology
-        record = {"kind": "setup", "strategy": topo.strategy, "why": topo.reason,
-                  "world_size": topo.world_size, "dp": topo.dp, "pp": topo.pp,
-                  "batch_size": cfg.batch_size, "accumulation_steps": cfg.accumulation_steps,
-                  "global_batch": topo.global_batch(cfg.batch_size, cfg.accumulation_steps),
-                  "steps_per_epoch": plan.steps_per_epoch, "lr_scaling": cfg.lr_scaling,
-                  "lr_factor": factor, "precision": cfg.precision, "tf32": self.tf32,
-                  "device": str(self.device), "threads": torch.get_num_threads(),
-                  "resumed_from": resume_from.name if resume_from else None,
-                  "restart": self.env.restart_count}
+        record = {
+            "kind": "setup",
+            "strategy": topo.strategy,
+            "why": topo.reason,
+            "world_size": topo.world_size,
+            "dp": topo.dp,
+            "pp": topo.pp,
+            "batch_size": cfg.batch_size,
+            "accumulation_steps": cfg.accumulation_steps,
+            "global_batch": topo.global_batch(cfg.batch_size, cfg.accumulation_steps),
+            "steps_per_epoch": plan.steps_per_epoch,
+            "lr_scaling": cfg.lr_scaling,
+            "lr_factor": factor,
+            "precision": cfg.precision,
+            "tf32": self.tf32,
+            "device": str(self.device),
+            "threads": torch.get_num_threads(),
+            "resumed_from": resume_from.name if resume_from else None,
+            "restart": self.env.restart_count,
+        }
         self.log.write(record)
         self.progress.note(
             f"strategy {topo.describe()} ({topo.reason}); global batch {record['global_batch']}"
             f" = {cfg.batch_size} x {topo.dp} rank(s) x {cfg.accumulation_steps} accumulation;"
             f" lr scaling {cfg.lr_scaling} (x{factor:g}); {torch.get_num_threads()} CPU"
-            " thread(s) per process"
-            + (f"; resumed from {resume_from.name}" if resume_from else ""))
+            " thread(s) per process" + (f"; resumed from {resume_from.name}" if resume_from else "")
+        )
 
     def _start_stage(self, stage: StageSection, factor: float, plan: ArrayBatches | StreamBatches):
         apply_freeze(self.model, stage.freeze)
@@ -218,8 +256,13 @@ class Trainer:
             self._save_weights(BEST)
 
     # ---- one epoch -----------------------------------------------------------------------
-    def _train_epoch(self, stage: StageSection, plan: ArrayBatches | StreamBatches,
-                     optimizer: torch.optim.Optimizer, scheduler) -> dict[str, Any]:
+    def _train_epoch(
+        self,
+        stage: StageSection,
+        plan: ArrayBatches | StreamBatches,
+        optimizer: torch.optim.Optimizer,
+        scheduler,
+    ) -> dict[str, Any]:
         self.model.train()
         self.strategy.train_model.train()
         pos, device, cfg = self.state.position, self.device, self.config
@@ -241,7 +284,8 @@ class Trainer:
                 data_s += time.perf_counter() - t0
                 with self.strategy.no_sync(i < len(group) - 1):
                     batch_loss, batch_correct = self.strategy.forward_backward(
-                        x, y, self.topology.dp / global_count, self.autocast, backward)
+                        x, y, self.topology.dp / global_count, self.autocast, backward
+                    )
                 step_loss += batch_loss
                 correct += batch_correct
                 if owns:
@@ -259,8 +303,13 @@ class Trainer:
                 self._checkpoint(optimizer, scheduler)
             t0 = time.perf_counter()
         t0 = time.perf_counter()
-        totals = torch.stack([loss_sum.double(), correct.double(),
-                              torch.tensor(float(seen), dtype=torch.float64, device=device)])
+        totals = torch.stack(
+            [
+                loss_sum.double(),
+                correct.double(),
+                torch.tensor(float(seen), dtype=torch.float64, device=device),
+            ]
+        )
         self.strategy.all_reduce_sum(totals)
         total_loss, total_correct, total_seen = totals.tolist()  # one sync per epoch
         comm_s += time.perf_counter() - t0
@@ -283,12 +332,20 @@ class Trainer:
     def _backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss).backward()
 
-    def _log_step(self, stage: StageSection, step_loss: torch.Tensor, group_count: int,
-                  scheduler) -> float:
+    def _log_step(
+        self, stage: StageSection, step_loss: torch.Tensor, group_count: int, scheduler
+    ) -> float:
         t0 = time.perf_counter()
         value = self.strategy.all_reduce_sum(step_loss.detach().clone()).item()
-        self.log.write({"kind": "step", "stage": stage.name, "step": self.step,
-                        "loss": value / group_count, "lr": scheduler.get_last_lr()[0]})
+        self.log.write(
+            {
+                "kind": "step",
+                "stage": stage.name,
+                "step": self.step,
+                "loss": value / group_count,
+                "lr": scheduler.get_last_lr()[0],
+            }
+        )
         return time.perf_counter() - t0
 
     def _optimizer_step(self, optimizer: torch.optim.Optimizer, scheduler) -> None:
@@ -305,22 +362,29 @@ class Trainer:
     def _checkpoint(self, optimizer, scheduler) -> None:
         if self.checkpointer is None:
             return
-        trainer_state = {"progress": self.state.to_json(),
-                         "scheduler": scheduler.state_dict(),
-                         "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-                         "strategy": self.topology.strategy,
-                         "world_size": self.topology.world_size}
-        rank_state = {"rng": rng_state(self.device), "sums": self._sums,
-                      "reader": self.source.reader_state()}
-        path = self.checkpointer.save(self.step, self.strategy.module, optimizer,
-                                      trainer_state, rank_state)
+        trainer_state = {
+            "progress": self.state.to_json(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "strategy": self.topology.strategy,
+            "world_size": self.topology.world_size,
+        }
+        rank_state = {
+            "rng": rng_state(self.device),
+            "sums": self._sums,
+            "reader": self.source.reader_state(),
+        }
+        path = self.checkpointer.save(
+            self.step, self.strategy.module, optimizer, trainer_state, rank_state
+        )
         self.log.write({"kind": "checkpoint", "step": self.step, "path": path.name})
 
     def _restore(self, path: Path, optimizer, scheduler) -> None:
         at_start = self.state.position.at_stage_start
         # At a stage start the stage builds a fresh optimizer: only the weights carry over.
         trainer_state, rank_state = self.checkpointer.load(
-            path, self.strategy.module, None if at_start else optimizer)
+            path, self.strategy.module, None if at_start else optimizer
+        )
         if not at_start:
             scheduler.load_state_dict(trainer_state["scheduler"])
             if trainer_state.get("scaler") and self.scaler.is_enabled():
@@ -336,8 +400,9 @@ class Trainer:
             return
         tensors = self.strategy.full_state_dict()  # collective: every rank takes part
         if self.env.is_main:
-            save_tensors(tensors, self.checkpoint_dir / name,
-                         {"epoch": str(self.state.position.epoch)})
+            save_tensors(
+                tensors, self.checkpoint_dir / name, {"epoch": str(self.state.position.epoch)}
+            )
 
     def _finish(self, total_epochs: int, seconds: float) -> FitResult:
         state = self.state
@@ -346,11 +411,24 @@ class Trainer:
             self._save_weights(BEST)
         self._save_weights(LAST)
         best = state.best_val_accuracy if state.best_val_accuracy >= 0 else None
-        result = FitResult(epochs=total_epochs, seconds=seconds, best_epoch=state.best_epoch,
-                           best_val_accuracy=best, history=list(state.history))
+        result = FitResult(
+            epochs=total_epochs,
+            seconds=seconds,
+            best_epoch=state.best_epoch,
+            best_val_accuracy=best,
+            history=list(state.history),
+        )
         if self.checkpoint_dir and self.env.is_main:
-            write_json_atomic(self.checkpoint_dir / STATE, {
-                "best_epoch": result.best_epoch, "best_val_accuracy": best,
-                "epochs": total_epochs, "steps": self.step, "seconds": seconds,
-                "strategy": self.topology.strategy, "world_size": self.topology.world_size})
+            write_json_atomic(
+                self.checkpoint_dir / STATE,
+                {
+                    "best_epoch": result.best_epoch,
+                    "best_val_accuracy": best,
+                    "epochs": total_epochs,
+                    "steps": self.step,
+                    "seconds": seconds,
+                    "strategy": self.topology.strategy,
+                    "world_size": self.topology.world_size,
+                },
+            )
         return result

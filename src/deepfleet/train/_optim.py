@@ -32,8 +32,9 @@ def build_optimizer(stage: StageSection, model: nn.Module) -> torch.optim.Optimi
     if not params:
         raise UserError(f"train.stages: stage {stage.name!r} freezes every parameter")
     if stage.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=stage.lr, momentum=stage.momentum,
-                               weight_decay=stage.weight_decay)
+        return torch.optim.SGD(
+            params, lr=stage.lr, momentum=stage.momentum, weight_decay=stage.weight_decay
+        )
     return torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay)
 
 
@@ -52,7 +53,9 @@ def lr_factor(stage: StageSection, step: int, steps_per_epoch: int) -> float:
     return 1.0
 
 
-def build_scheduler(stage: StageSection, optimizer: torch.optim.Optimizer,
-                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    stage: StageSection, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(stage, step, steps_per_epoch))
+        optimizer, lambda step: lr_factor(stage, step, steps_per_epoch)
+    )

@@ -11,8 +11,9 @@ from torch import nn
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def autocast_factory(precision: str,
-                     device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+def autocast_factory(
+    precision: str, device: torch.device
+) -> Callable[[], contextlib.AbstractContextManager]:
     dtype = _AUTOCAST.get(precision)
     if dtype is None:
         return contextlib.nullcontext

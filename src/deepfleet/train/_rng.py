@@ -21,9 +21,11 @@ def _tensor(text: str) -> torch.Tensor:
 def rng_state(device: torch.device) -> dict[str, Any]:
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": [version, list(internal), gauss],
-             "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
-             "torch": _bytes(torch.get_rng_state())}
+    state = {
+        "python": [version, list(internal), gauss],
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "torch": _bytes(torch.get_rng_state()),
+    }
     if device.type == "cuda":
         state["cuda"] = _bytes(torch.cuda.get_rng_state(device))
     return state

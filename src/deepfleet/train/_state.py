@@ -10,11 +10,11 @@ from typing import Any
 class Position:
     """Counters of finished work; the data reader's position is (epoch, step_in_epoch)."""
 
-    stage: int = 0          # index of the training stage in progress
-    stage_epoch: int = 0    # epochs finished in that stage
-    epoch: int = 0          # epochs finished overall (also picks the epoch's shuffle)
+    stage: int = 0  # index of the training stage in progress
+    stage_epoch: int = 0  # epochs finished in that stage
+    epoch: int = 0  # epochs finished overall (also picks the epoch's shuffle)
     step_in_epoch: int = 0  # optimizer steps finished in the current epoch
-    global_step: int = 0    # optimizer steps finished overall
+    global_step: int = 0  # optimizer steps finished overall
 
     @property
     def at_stage_start(self) -> bool:
@@ -39,7 +39,10 @@ class Progress:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Progress:
         loss = data.get("best_val_loss")
-        return cls(position=Position(**data["position"]),
-                   best_val_accuracy=data["best_val_accuracy"],
-                   best_val_loss=float("inf") if loss is None else loss,
-                   best_epoch=data["best_epoch"], history=list(data["history"]))
+        return cls(
+            position=Position(**data["position"]),
+            best_val_accuracy=data["best_val_accuracy"],
+            best_val_loss=float("inf") if loss is None else loss,
+            best_epoch=data["best_epoch"],
+            history=list(data["history"]),
+        )

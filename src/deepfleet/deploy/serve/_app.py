@@ -36,17 +36,28 @@ from deepfleet.deploy.serve._state import Served
 log = logging.getLogger("deepfleet.serve")
 
 # The routes that answer without a token, as docs/deploy.md lists them (tested).
-OPEN_ROUTES = frozenset({
-    "/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/{name}/ready",
-    "/v2/models/{name}/versions/{version}/ready", "/metrics", "/openapi.json", "/docs",
-    "/docs/oauth2-redirect", "/redoc",
-})
+OPEN_ROUTES = frozenset(
+    {
+        "/v2",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/{name}/ready",
+        "/v2/models/{name}/versions/{version}/ready",
+        "/metrics",
+        "/openapi.json",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+    }
+)
 
 
 def _backends(config: ServeConfig, bundle: LoadedBundle) -> list[Backend]:
     threads = cpu_threads_per_process(config.replicas * config.workers)
-    backends = [make_backend(bundle, config.backend, config.device, config.compiled, threads)
-                for _ in range(config.replicas)]
+    backends = [
+        make_backend(bundle, config.backend, config.device, config.compiled, threads)
+        for _ in range(config.replicas)
+    ]
     for backend in backends:  # warm up: first calls allocate (and compile, when compiled)
         for rows in sorted({1, config.max_batch_size}):
             backend(np.zeros((rows, *bundle.input_shape), np.float32))
@@ -85,9 +96,14 @@ async def _lifespan(app: FastAPI):
     config: ServeConfig = app.state.config
     bundle = open_bundle(config.bundle, config.public_key, device="cpu")
     backends = _backends(config, bundle)
-    batcher = DynamicBatcher(backends, app.state.metrics, max_batch_size=config.max_batch_size,
-                             max_delay_s=config.max_delay_ms / 1000,
-                             max_queue=config.max_queue, batching=config.batching)
+    batcher = DynamicBatcher(
+        backends,
+        app.state.metrics,
+        max_batch_size=config.max_batch_size,
+        max_delay_s=config.max_delay_ms / 1000,
+        max_queue=config.max_queue,
+        batching=config.batching,
+    )
     batcher.start()
     app.state.served = Served(config, bundle, batcher, backends[0].name)
     # Everything loaded so far (torch, onnxruntime, the app) lives as long as the process:
@@ -112,8 +128,9 @@ async def _http_error(request: Request, err: HTTPException):
 
 async def _validation_error(request: Request, err: RequestValidationError):
     first = err.errors()[0] if err.errors() else {"msg": "invalid request"}
-    return json_response({"error": f"{'.'.join(map(str, first.get('loc', [])))}: "
-                                   f"{first['msg']}"}, 400)
+    return json_response(
+        {"error": f"{'.'.join(map(str, first.get('loc', [])))}: {first['msg']}"}, 400
+    )
 
 
 async def _internal_error(request: Request, err: Exception):
@@ -123,8 +140,12 @@ async def _internal_error(request: Request, err: Exception):
 
 def create_app(config: ServeConfig) -> FastAPI:
     """The app for one worker process; the bundle loads (and is verified) at startup."""
-    app = FastAPI(title="deepfleet", version=__version__, lifespan=_lifespan,
-                  description="Open Inference Protocol v2 (REST) for one deepfleet bundle.")
+    app = FastAPI(
+        title="deepfleet",
+        version=__version__,
+        lifespan=_lifespan,
+        description="Open Inference Protocol v2 (REST) for one deepfleet bundle.",
+    )
     app.state.config = config
     app.state.metrics = Metrics()
     app.state.served = None
@@ -138,12 +159,15 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     def openapi():
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version,
-                                 description=app.description, routes=app.routes)
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
             schema.setdefault("components", {}).setdefault("schemas", {}).update(
-                schemas.component_schemas())
+                schemas.component_schemas()
+            )
             schema["components"]["securitySchemes"] = {
-                "bearer": {"type": "http", "scheme": "bearer"}}
+                "bearer": {"type": "http", "scheme": "bearer"}
+            }
             app.openapi_schema = schema
         return app.openapi_schema
 

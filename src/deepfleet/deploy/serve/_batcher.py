@@ -34,8 +34,16 @@ class _Item:
 
 
 class DynamicBatcher:
-    def __init__(self, backends: Sequence[Backend], metrics: Metrics, *, max_batch_size: int,
-                 max_delay_s: float, max_queue: int, batching: bool = True):
+    def __init__(
+        self,
+        backends: Sequence[Backend],
+        metrics: Metrics,
+        *,
+        max_batch_size: int,
+        max_delay_s: float,
+        max_queue: int,
+        batching: bool = True,
+    ):
         self._backends = list(backends)
         self._metrics = metrics
         self.max_batch_size = max_batch_size
@@ -83,8 +91,11 @@ class DynamicBatcher:
             self._queue.put_nowait(_Item(x, future))
         except asyncio.QueueFull:
             self._metrics.rejected.labels("queue_full").inc()
-            raise RequestError(503, f"server busy: {self._queue.maxsize} requests are "
-                               "already queued", {"Retry-After": "1"}) from None
+            raise RequestError(
+                503,
+                f"server busy: {self._queue.maxsize} requests are already queued",
+                {"Retry-After": "1"},
+            ) from None
         self._metrics.queue_depth.inc()
         self._arrived.set()
         return await future
@@ -155,5 +166,5 @@ class DynamicBatcher:
             for item in batch:
                 n = len(item.x)
                 if not item.future.done():
-                    item.future.set_result(logits[offset:offset + n])
+                    item.future.set_result(logits[offset : offset + n])
                 offset += n

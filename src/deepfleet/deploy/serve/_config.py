@@ -20,19 +20,19 @@ class ServeConfig:
     bundle: str
     host: str = "127.0.0.1"
     port: int = 8000
-    backend: str = "auto"          # auto: onnxruntime when the bundle has model.onnx, else torch
+    backend: str = "auto"  # auto: onnxruntime when the bundle has model.onnx, else torch
     device: str = "cpu"
-    compiled: bool = False         # torch backend through torch.compile
-    batching: bool = True          # dynamic micro-batching; off: one request per model call
-    max_batch_size: int = 64       # rows per model call, and the most rows one request may hold
-    max_delay_ms: float = 2.0      # longest a batch waits for requests already being received
-    max_queue: int = 256           # queued requests; beyond it 503 with Retry-After
+    compiled: bool = False  # torch backend through torch.compile
+    batching: bool = True  # dynamic micro-batching; off: one request per model call
+    max_batch_size: int = 64  # rows per model call, and the most rows one request may hold
+    max_delay_ms: float = 2.0  # longest a batch waits for requests already being received
+    max_queue: int = 256  # queued requests; beyond it 503 with Retry-After
     max_body_bytes: int = 8 << 20  # larger bodies get 413
-    timeout_s: float = 10.0        # per request, from arrival to answer; then 503
-    replicas: int = 1              # model copies (threads) inside each worker process
-    workers: int = 1               # uvicorn worker processes
-    max_connections: int = 1024    # uvicorn limit_concurrency; beyond it 503
-    token: str | None = None       # bearer token for inference and model metadata
+    timeout_s: float = 10.0  # per request, from arrival to answer; then 503
+    replicas: int = 1  # model copies (threads) inside each worker process
+    workers: int = 1  # uvicorn worker processes
+    max_connections: int = 1024  # uvicorn limit_concurrency; beyond it 503
+    token: str | None = None  # bearer token for inference and model metadata
     public_key: str | None = None  # verify the bundle's signature at start
     access_log: bool = False
 
@@ -47,10 +47,14 @@ class ServeConfig:
             (self.replicas >= 1, f"--replicas must be >= 1, got {self.replicas}"),
             (self.workers >= 1, f"--workers must be >= 1, got {self.workers}"),
             (self.max_connections >= 1, "--max-connections must be >= 1"),
-            (self.backend in ("auto", "torch", "onnxruntime"),
-             f"--backend must be auto, torch or onnxruntime, got {self.backend!r}"),
-            (self.token is None or len(self.token) >= 16,
-             "the bearer token must be at least 16 characters"),
+            (
+                self.backend in ("auto", "torch", "onnxruntime"),
+                f"--backend must be auto, torch or onnxruntime, got {self.backend!r}",
+            ),
+            (
+                self.token is None or len(self.token) >= 16,
+                "the bearer token must be at least 16 characters",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -80,6 +84,8 @@ def read_token(token_file: Path | None, no_auth: bool) -> str | None:
             raise UserError("--no-auth was given together with a token; choose one")
         return None
     if not token:
-        raise UserError(f"serving needs a bearer token: --token-file FILE or ${TOKEN_ENV} "
-                        "(or --no-auth to serve without authentication)")
+        raise UserError(
+            f"serving needs a bearer token: --token-file FILE or ${TOKEN_ENV} "
+            "(or --no-auth to serve without authentication)"
+        )
     return token

@@ -12,8 +12,9 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it is known to exceed `limit` bytes."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
-        raise RequestError(413, f"request body of {length} bytes exceeds the limit of "
-                           f"{limit} bytes")
+        raise RequestError(
+            413, f"request body of {length} bytes exceeds the limit of {limit} bytes"
+        )
     chunks, size = [], 0
     async for chunk in request.stream():  # also bounds chunked bodies without a length
         size += len(chunk)
@@ -23,6 +24,5 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def json_response(obj, status: int = 200, headers: dict[str, str] | None = None
-                  ) -> JSONResponse:
+def json_response(obj, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(obj, status_code=status, headers=headers)

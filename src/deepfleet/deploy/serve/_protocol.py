@@ -23,10 +23,19 @@ from deepfleet.deploy.serve._errors import RequestError
 
 # Any numeric tensor type is accepted and read as raw values (the preprocessing decides what
 # those may be); the metadata declares the data set's own type.
-NUMERIC_TYPES = {"FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
-                 "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
-                 "UINT64": np.uint64, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,
-                 "INT64": np.int64}
+NUMERIC_TYPES = {
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+}
 
 
 def datatype_of(dtype: str) -> str:
@@ -35,6 +44,8 @@ def datatype_of(dtype: str) -> str:
         if np.dtype(kind) == np.dtype(dtype):
             return name
     return "FP32"
+
+
 OUTPUTS = ("logits", "probabilities", "label")
 
 
@@ -51,8 +62,9 @@ def parse_json(body: bytes) -> Any:
     except RequestError:
         raise
     except json.JSONDecodeError as err:
-        raise RequestError(400, f"malformed JSON: {err.msg} at line {err.lineno} column "
-                           f"{err.colno}") from None
+        raise RequestError(
+            400, f"malformed JSON: {err.msg} at line {err.lineno} column {err.colno}"
+        ) from None
     except UnicodeDecodeError:
         raise RequestError(400, "malformed JSON: the body is not UTF-8") from None
     except RecursionError:
@@ -62,8 +74,11 @@ def parse_json(body: bytes) -> Any:
 def _has_bool(data: Any) -> bool:
     """JSON true/false would silently become 1.0/0.0 in numpy; find them instead."""
     if isinstance(data, list):
-        return any(_has_bool(v) for v in data) if data and isinstance(data[0], list) \
+        return (
+            any(_has_bool(v) for v in data)
+            if data and isinstance(data[0], list)
             else any(v is True or v is False for v in data)
+        )
     return data is True or data is False
 
 
@@ -74,17 +89,18 @@ def to_array(data: Any, what: str) -> np.ndarray:
     try:
         array = np.asarray(data)
     except ValueError:
-        raise RequestError(400, f"{what}: data is a ragged array (rows of different "
-                           "lengths)") from None
+        raise RequestError(
+            400, f"{what}: data is a ragged array (rows of different lengths)"
+        ) from None
     if array.dtype.kind not in "fiu" or _has_bool(data):
-        raise RequestError(400, f"{what}: data must hold numbers only (found "
-                           f"{_kind_name(array)})")
+        raise RequestError(400, f"{what}: data must hold numbers only (found {_kind_name(array)})")
     return array
 
 
 def _kind_name(array: np.ndarray) -> str:
-    return {"b": "booleans", "U": "strings", "S": "strings"}.get(array.dtype.kind,
-                                                                 "non-numeric values")
+    return {"b": "booleans", "U": "strings", "S": "strings"}.get(
+        array.dtype.kind, "non-numeric values"
+    )
 
 
 def _model_input(array: np.ndarray, what: str, preprocessing: Preprocessing) -> np.ndarray:
@@ -105,14 +121,17 @@ def _model_input(array: np.ndarray, what: str, preprocessing: Preprocessing) -> 
 
 def _shape(value: Any, what: str) -> list[int]:
     if not isinstance(value, list) or not all(
-            isinstance(d, int) and not isinstance(d, bool) for d in value):
-        raise RequestError(400, f"{what}: shape must be a list of integers, got "
-                           f"{json.dumps(value)[:80]}")
+        isinstance(d, int) and not isinstance(d, bool) for d in value
+    ):
+        raise RequestError(
+            400, f"{what}: shape must be a list of integers, got {json.dumps(value)[:80]}"
+        )
     return value
 
 
-def parse_infer(payload: Any, input_shape: tuple[int, ...], max_rows: int,
-                preprocessing: Preprocessing) -> tuple[np.ndarray, str | None, list[str]]:
+def parse_infer(
+    payload: Any, input_shape: tuple[int, ...], max_rows: int, preprocessing: Preprocessing
+) -> tuple[np.ndarray, str | None, list[str]]:
     """An OIP v2 inference request -> (model input batch, request id, output names wanted)."""
     if not isinstance(payload, dict):
         raise RequestError(400, "request body must be a JSON object with an 'inputs' list")
@@ -123,13 +142,17 @@ def parse_infer(payload: Any, input_shape: tuple[int, ...], max_rows: int,
         raise RequestError(400, "'parameters' must be a JSON object")
     inputs = payload.get("inputs")
     if not isinstance(inputs, list) or not inputs:
-        raise RequestError(400, f"missing input tensor '{INPUT_NAME}' (the request has no "
-                           "'inputs')")
+        raise RequestError(
+            400, f"missing input tensor '{INPUT_NAME}' (the request has no 'inputs')"
+        )
     names = [t.get("name") if isinstance(t, dict) else None for t in inputs]
     for name in names:
         if name != INPUT_NAME:
-            raise RequestError(400, f"unknown input tensor {json.dumps(name)} (the model "
-                               f"takes one input, '{INPUT_NAME}')")
+            raise RequestError(
+                400,
+                f"unknown input tensor {json.dumps(name)} (the model "
+                f"takes one input, '{INPUT_NAME}')",
+            )
     if len(names) > 1:
         raise RequestError(400, f"input tensor '{INPUT_NAME}' is given {len(names)} times")
     tensor = inputs[0]
@@ -139,20 +162,25 @@ def parse_infer(payload: Any, input_shape: tuple[int, ...], max_rows: int,
             raise RequestError(400, f"{what}: '{key}' is missing")
     datatype = tensor["datatype"]
     if datatype not in NUMERIC_TYPES:
-        raise RequestError(400, f"{what}: datatype {json.dumps(datatype)[:40]} is not "
-                           f"supported; send {datatype_of(preprocessing.raw_dtype)} (any "
-                           "numeric type is read as raw values)")
+        raise RequestError(
+            400,
+            f"{what}: datatype {json.dumps(datatype)[:40]} is not "
+            f"supported; send {datatype_of(preprocessing.raw_dtype)} (any "
+            "numeric type is read as raw values)",
+        )
     shape = _shape(tensor["shape"], what)
     expected = [-1, *input_shape]
     if len(shape) != len(expected) or list(shape[1:]) != list(input_shape) or shape[0] < 1:
         raise RequestError(400, f"{what}: shape {shape} does not match the model's {expected}")
     if shape[0] > max_rows:
-        raise RequestError(400, f"{what}: batch of {shape[0]} rows exceeds the server's "
-                           f"max batch size {max_rows}")
+        raise RequestError(
+            400, f"{what}: batch of {shape[0]} rows exceeds the server's max batch size {max_rows}"
+        )
     array = to_array(tensor["data"], what)
     if array.size != math.prod(shape):
-        raise RequestError(400, f"{what}: data has {array.size} values but shape {shape} "
-                           f"needs {math.prod(shape)}")
+        raise RequestError(
+            400, f"{what}: data has {array.size} values but shape {shape} needs {math.prod(shape)}"
+        )
     x = _model_input(array.reshape(shape), what, preprocessing)
     return x, request_id, _wanted_outputs(payload.get("outputs"))
 
@@ -165,13 +193,15 @@ def _wanted_outputs(outputs: Any) -> list[str]:
     names = [o.get("name") for o in outputs]
     for name in names:
         if name not in OUTPUTS:
-            raise RequestError(400, f"unknown output {json.dumps(name)} (the model has "
-                               f"{', '.join(OUTPUTS)})")
+            raise RequestError(
+                400, f"unknown output {json.dumps(name)} (the model has {', '.join(OUTPUTS)})"
+            )
     return names
 
 
-def infer_response(logits: np.ndarray, wanted: list[str], model: str, version: str,
-                   request_id: str | None) -> dict[str, Any]:
+def infer_response(
+    logits: np.ndarray, wanted: list[str], model: str, version: str, request_id: str | None
+) -> dict[str, Any]:
     tensors = {
         "logits": lambda: ("FP32", logits),
         "probabilities": lambda: ("FP32", softmax(logits)),
@@ -180,16 +210,23 @@ def infer_response(logits: np.ndarray, wanted: list[str], model: str, version: s
     outputs = []
     for name in wanted:
         datatype, value = tensors[name]()
-        outputs.append({"name": name, "datatype": datatype, "shape": list(value.shape),
-                        "data": value.ravel().tolist()})
+        outputs.append(
+            {
+                "name": name,
+                "datatype": datatype,
+                "shape": list(value.shape),
+                "data": value.ravel().tolist(),
+            }
+        )
     answer: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": outputs}
     if request_id is not None:
         answer["id"] = request_id
     return answer
 
 
-def parse_predict(payload: Any, input_shape: tuple[int, ...], max_rows: int,
-                  preprocessing: Preprocessing) -> np.ndarray:
+def parse_predict(
+    payload: Any, input_shape: tuple[int, ...], max_rows: int, preprocessing: Preprocessing
+) -> np.ndarray:
     """{"instances": [raw sample, ...]}: each nested in the input shape, or flat."""
     if not isinstance(payload, dict) or "instances" not in payload:
         raise RequestError(400, "request body must be a JSON object with an 'instances' list")
@@ -197,15 +234,19 @@ def parse_predict(payload: Any, input_shape: tuple[int, ...], max_rows: int,
     if not isinstance(instances, list) or not instances:
         raise RequestError(400, "'instances' must be a non-empty list of samples")
     if len(instances) > max_rows:
-        raise RequestError(400, f"{len(instances)} instances exceed the server's max batch "
-                           f"size {max_rows}")
+        raise RequestError(
+            400, f"{len(instances)} instances exceed the server's max batch size {max_rows}"
+        )
     flat = math.prod(input_shape)
     rows = []
     for i, instance in enumerate(instances):
         array = to_array(instance, f"instance {i}")
         if array.shape != tuple(input_shape) and array.shape != (flat,):
-            raise RequestError(400, f"instance {i} has shape {list(array.shape)}; the model "
-                               f"takes {list(input_shape)} (or {flat} flat values)")
+            raise RequestError(
+                400,
+                f"instance {i} has shape {list(array.shape)}; the model "
+                f"takes {list(input_shape)} (or {flat} flat values)",
+            )
         rows.append(_model_input(array.reshape(input_shape), f"instance {i}", preprocessing))
     return np.stack(rows)
 
@@ -213,6 +254,15 @@ def parse_predict(payload: Any, input_shape: tuple[int, ...], max_rows: int,
 def predict_response(logits: np.ndarray, class_names: list[str], model: str) -> dict[str, Any]:
     probs = softmax(logits)
     labels = probs.argmax(axis=1)
-    return {"model_name": model, "predictions": [
-        {"label": int(k), "label_name": class_names[k], "confidence": float(p[k]),
-         "probabilities": p.tolist()} for k, p in zip(labels, probs, strict=True)]}
+    return {
+        "model_name": model,
+        "predictions": [
+            {
+                "label": int(k),
+                "label_name": class_names[k],
+                "confidence": float(p[k]),
+                "probabilities": p.tolist(),
+            }
+            for k, p in zip(labels, probs, strict=True)
+        ],
+    }

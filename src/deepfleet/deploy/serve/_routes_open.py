@@ -35,12 +35,14 @@ async def model_ready(name: str, request: Request):
 
 @router.get("/v2/models/{name}/versions/{version}/ready", tags=["models"])
 async def model_version_ready(name: str, version: str, request: Request):
-    return json_response({"name": model_named(request, name, version).bundle.name,
-                          "ready": True})
+    return json_response({"name": model_named(request, name, version).bundle.name, "ready": True})
 
 
 @router.get("/metrics", tags=["health"])
 async def prometheus_metrics(request: Request):
     metrics = metrics_of(request)
-    return Response(metrics.render(), media_type=metrics.content_type,
-                    headers={"X-Queue-Depth": str(served(request).batcher.depth)})
+    return Response(
+        metrics.render(),
+        media_type=metrics.content_type,
+        headers={"X-Queue-Depth": str(served(request).batcher.depth)},
+    )

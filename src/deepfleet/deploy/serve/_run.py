@@ -20,7 +20,14 @@ def serve(config: ServeConfig) -> None:
         os.environ[TOKEN_ENV] = config.token
     if config.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="deepfleet-metrics-")
-    uvicorn.run("deepfleet.deploy.serve._app:app_from_env", factory=True, host=config.host,
-                port=config.port, workers=config.workers, access_log=config.access_log,
-                limit_concurrency=config.max_connections, timeout_graceful_shutdown=5,
-                log_level="info")
+    uvicorn.run(
+        "deepfleet.deploy.serve._app:app_from_env",
+        factory=True,
+        host=config.host,
+        port=config.port,
+        workers=config.workers,
+        access_log=config.access_log,
+        limit_concurrency=config.max_connections,
+        timeout_graceful_shutdown=5,
+        log_level="info",
+    )

@@ -81,8 +81,14 @@ class ErrorBody(BaseModel):
 
 def request_body(model: type[BaseModel]) -> dict[str, Any]:
     """openapi_extra for a route whose body is read by hand."""
-    return {"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+            },
+        }
+    }
 
 
 def component_schemas() -> dict[str, Any]:

@@ -44,8 +44,9 @@ class Served:
             return await asyncio.wait_for(self.batcher.submit(x), max(remaining, 1e-3))
         except TimeoutError:
             metrics.rejected.labels("timeout").inc()
-            raise RequestError(503, f"timed out after {timeout:g}s waiting for the model",
-                               {"Retry-After": "1"}) from None
+            raise RequestError(
+                503, f"timed out after {timeout:g}s waiting for the model", {"Retry-After": "1"}
+            ) from None
 
 
 def config_of(request: Request) -> ServeConfig:
@@ -68,20 +69,22 @@ def require_token(request: Request) -> None:
     given = request.headers.get("authorization", "")
     scheme, _, credentials = given.partition(" ")
     # compare_digest: the time taken does not reveal how much of the token matched.
-    if not (scheme.lower() == "bearer"
-            and hmac.compare_digest(credentials.encode(), token.encode())):
+    if not (
+        scheme.lower() == "bearer" and hmac.compare_digest(credentials.encode(), token.encode())
+    ):
         metrics_of(request).rejected.labels("unauthorized").inc()
-        raise RequestError(401, "missing or wrong bearer token",
-                           {"WWW-Authenticate": 'Bearer realm="deepfleet"'})
+        raise RequestError(
+            401, "missing or wrong bearer token", {"WWW-Authenticate": 'Bearer realm="deepfleet"'}
+        )
 
 
 def model_named(request: Request, name: str, version: str | None = None) -> Served:
     """The served model when the path names it (and its version), else 404."""
     s = served(request)
     if name != s.bundle.name:
-        raise RequestError(404, f"unknown model {name!r}; this server serves "
-                           f"{s.bundle.name!r}")
+        raise RequestError(404, f"unknown model {name!r}; this server serves {s.bundle.name!r}")
     if version is not None and version != s.version:
-        raise RequestError(404, f"unknown version {version!r} of model {name!r}; "
-                           f"it has {s.version!r}")
+        raise RequestError(
+            404, f"unknown version {version!r} of model {name!r}; it has {s.version!r}"
+        )
     return s
