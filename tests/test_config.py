@@ -115,3 +115,28 @@ def test_job_file_reference_is_current():
     assert doc.read_text() == reference_markdown(), (
         "docs/job-file.md is stale: python -m deepfleet.config.reference > docs/job-file.md"
     )
+
+
+def test_a_whole_table_check_names_the_table_once(tmp_path):
+    """The model-level check names its table; it does not append the whole table."""
+    from deepfleet.config import job_from_dict
+
+    with pytest.raises(UserError) as err:
+        job_from_dict({"data": {"source": "digits", "val_fraction": 0.7, "test_fraction": 0.5}})
+    message = str(err.value)
+    assert message.startswith("data: val_fraction + test_fraction must be < 1"), message
+    assert "{" not in message and message.count("got") == 1, message
+
+
+def test_flags_are_checked_by_the_same_formatter(tmp_path, capsys):
+    from deepfleet.cli import run_cli
+
+    assert (
+        run_cli(
+            ["prepare", "digits", "--out", str(tmp_path / "d"), "--val", "0.7", "--test", "0.5"]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: data: val_fraction + test_fraction must be < 1"), err
+    assert "{" not in err, err

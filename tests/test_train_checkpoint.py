@@ -144,3 +144,21 @@ def test_resume_without_checkpoint_starts_fresh(splits, uninterrupted, tmp_path)
     trainer = _trainer(tmp_path, resume=True)
     trainer.fit(*splits)
     _assert_same(trainer.model.state_dict(), uninterrupted[0])
+
+
+def test_only_a_checkpoint_that_does_not_fit_is_a_user_error(tmp_path):
+    """A shape mismatch is the user's to fix; running out of memory while loading is not."""
+    import traceback
+
+    from torch.distributed.checkpoint import CheckpointException
+
+    from deepfleet.errors import UserError
+    from deepfleet.train._checkpoint import _load_error
+
+    def wrapped(exc):
+        return CheckpointException("load failed", {0: (exc, traceback.StackSummary())})
+
+    mismatch = _load_error(wrapped(RuntimeError("size mismatch for 0.weight")), tmp_path)
+    assert isinstance(mismatch, UserError) and "does not fit" in str(mismatch)
+    oom = _load_error(wrapped(torch.OutOfMemoryError("CUDA out of memory")), tmp_path)
+    assert not isinstance(oom, UserError) and "OutOfMemoryError" in str(oom)

@@ -20,18 +20,12 @@ def _data_section(**values) -> DataSection:
     """The flags as a [data] table, checked by the same rules as a job file."""
     from pydantic import ValidationError
 
-    from deepfleet.config import DataSection
+    from deepfleet.config import DataSection, format_validation_error
 
     try:
         return DataSection(**{k: v for k, v in values.items() if v is not None})
     except ValidationError as err:
-        raise UserError(
-            "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'data'}: "
-                f"{e['msg'].removeprefix('Value error, ')}"
-                for e in err.errors()
-            )
-        ) from None
+        raise UserError(format_validation_error(err, prefix="data")) from None
 
 
 @app.command()

@@ -95,20 +95,21 @@ _MESSAGES = {
 }
 
 
-def format_validation_error(err: ValidationError) -> str:
-    """One line per problem: `train.batch_size: must be > 0, got -3`."""
+def format_validation_error(err: ValidationError, prefix: str = "") -> str:
+    """One line for all problems: `train.batch_size: must be > 0, got -3`; the one formatter
+    for the job file and for flags checked by the same models (`prefix` names their table).
+    A check of a whole table names the table, not every value in it."""
     lines = []
     for item in err.errors():
-        loc = ".".join(str(p) for p in item["loc"]) or "job"
+        loc = ".".join([prefix, *map(str, item["loc"])] if prefix else map(str, item["loc"]))
         template = _MESSAGES.get(item["type"])
         ctx = item.get("ctx") or {}
         msg = template.format(**ctx) if template else item["msg"]
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, ") :]
-        if item["type"] in ("missing", "model_type"):
-            lines.append(f"{loc}: {msg}")
+        msg = msg.removeprefix("Value error, ")
+        if item["type"] in ("missing", "model_type") or isinstance(item.get("input"), dict):
+            lines.append(f"{loc or 'job'}: {msg}")
         else:
-            lines.append(f"{loc}: {msg}, got {item['input']!r}")
+            lines.append(f"{loc or 'job'}: {msg}, got {item['input']!r}")
     return "; ".join(lines)
 
 

@@ -99,6 +99,22 @@ def _save_error(err: BaseException, where: Path) -> BaseException:
     return RuntimeError(f"checkpoint {where} failed: {type(first).__name__}: {first}")
 
 
+def _load_error(err: BaseException, path: Path) -> BaseException:
+    """Only a checkpoint that does not fit (shapes, keys) or is damaged is the user's to fix;
+    running out of memory or a failed collective while loading stays an internal error."""
+    causes = (
+        [failure[0] for _, failure in sorted(err.failures.items())]
+        if isinstance(err, CheckpointException)
+        else [err]
+    )
+    environment = (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError), dist.DistError)
+    first = causes[0] if causes else err
+    line = str(first).strip().splitlines()[0] if str(first).strip() else type(first).__name__
+    if any(isinstance(cause, environment) for cause in causes):
+        return RuntimeError(f"loading checkpoint {path} failed: {type(first).__name__}: {line}")
+    return UserError(f"{path}: checkpoint does not fit this model or strategy ({line})")
+
+
 def _tensors(module: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, list]:
     """The DCP payload (tensors only) and the optimizer's param_groups (for JSON)."""
     optim = get_optimizer_state_dict(module, optimizer)
@@ -192,10 +208,7 @@ class Checkpointer:
                 warnings.simplefilter("ignore", UserWarning)
                 dcp.load(payload, checkpoint_id=str(path), no_dist=not self.distributed)
         except (Exception, CheckpointException) as err:  # DCP wraps per-rank failures
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UserError(
-                f"{path}: checkpoint does not fit this model or strategy ({first})"
-            ) from None
+            raise _load_error(err, path) from None
         rank_path = path / _rank_file(self.rank)
         rank_state = (
             json.loads(rank_path.read_text(encoding="utf-8")) if rank_path.is_file() else None
