@@ -83,3 +83,25 @@ def run_deepfleet(
         text=True,
         timeout=timeout,
     )
+
+
+# The variables torchrun, a PyTorchJob and Slurm set for a rank.
+LAUNCHER_VARS = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "TORCHELASTIC_RUN_ID",
+    "SLURM_PROCID",
+    "SLURM_NTASKS",
+    "SLURM_LOCALID",
+    "SLURM_NTASKS_PER_NODE",
+)
+
+
+@pytest.fixture
+def no_launcher_env(monkeypatch):
+    """A process no launcher started: every rank variable unset."""
+    for name in LAUNCHER_VARS:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch

@@ -92,19 +92,8 @@ def test_rank_batches_cut_the_same_global_batches():
     assert RankBatches(40, 16, 1, 0, seed=0, drop_last=True).micro_per_epoch == 2
 
 
-def test_detect_env_reads_torchrun_and_slurm(monkeypatch):
-    for name in (
-        "RANK",
-        "WORLD_SIZE",
-        "LOCAL_RANK",
-        "LOCAL_WORLD_SIZE",
-        "TORCHELASTIC_RUN_ID",
-        "SLURM_PROCID",
-        "SLURM_NTASKS",
-        "SLURM_LOCALID",
-        "SLURM_NTASKS_PER_NODE",
-    ):
-        monkeypatch.delenv(name, raising=False)
+def test_detect_env_reads_torchrun_and_slurm(no_launcher_env):
+    monkeypatch = no_launcher_env
     assert detect_env() == DistEnv()
     monkeypatch.setenv("SLURM_PROCID", "5")
     monkeypatch.setenv("SLURM_NTASKS", "8")

@@ -108,38 +108,22 @@ def test_train_checkpoint_write_refused(monkeypatch, tmp_path, digits_data, caps
     assert _leftovers(tmp_path / "runs") == []
 
 
+def _predict_into(trained_run, out: Path) -> int:
+    return run_cli(
+        ["predict", str(trained_run.bundle), str(trained_run.data_dir()), "--out", str(out)]
+    )
+
+
 def test_predict_into_a_read_only_folder(mounts, trained_run, capsys):
     ro = mounts("readonly")
-    assert (
-        run_cli(
-            [
-                "predict",
-                str(trained_run.bundle),
-                str(trained_run.data_dir()),
-                "--out",
-                str(ro / "preds"),
-            ]
-        )
-        == 2
-    )
+    assert _predict_into(trained_run, ro / "preds") == 2
     _one_line(capsys, str(ro / "preds"), "Read-only file system")
 
 
 def test_predict_into_a_full_disk(mounts, trained_run, capsys):
     full = mounts("full")
     _fill(full, leave_kib=8)  # the folders fit, the outputs do not
-    assert (
-        run_cli(
-            [
-                "predict",
-                str(trained_run.bundle),
-                str(trained_run.data_dir()),
-                "--out",
-                str(full / "preds"),
-            ]
-        )
-        == 2
-    )
+    assert _predict_into(trained_run, full / "preds") == 2
     _one_line(capsys, str(full / "preds"), "No space left on device")
     assert _leftovers(full) == []
 
