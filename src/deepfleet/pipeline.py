@@ -19,7 +19,6 @@ from deepfleet.data import (
     StreamLoader,
     prepare_from_config,
     read_manifest,
-    read_split,
 )
 from deepfleet.deploy import (
     LoadedBundle,
@@ -30,7 +29,6 @@ from deepfleet.deploy import (
 )
 from deepfleet.devices import choose_device, set_cpu_threads
 from deepfleet.errors import UserError
-from deepfleet.evaluate import classification_metrics, predict_proba, write_report
 from deepfleet.models import build_model
 from deepfleet.parallel import (
     LaunchOptions,
@@ -42,6 +40,7 @@ from deepfleet.parallel import (
     process_group,
 )
 from deepfleet.runs import RunPaths, create_run
+from deepfleet.tasks import TASKS, Task, build_task
 from deepfleet.train import (
     BEST,
     LAST,
@@ -53,7 +52,9 @@ from deepfleet.train import (
     is_finished,
     load_weights,
     read_metrics,
+    run_split,
     seed_everything,
+    split_batches,
 )
 
 
@@ -64,11 +65,50 @@ def stage_prepare(paths: RunPaths, job: JobConfig) -> Manifest:
         paths.link_data(manifest.root)
         return manifest
     # The writer took every digest from the bytes it wrote: nothing to hash again here.
-    return prepare_from_config(job.data, paths.shards, job.run.seed)
+    return prepare_from_config(job.data, paths.shards, job.run.seed, job.task)
 
 
-def _model_for(job: JobConfig, manifest: Manifest) -> torch.nn.Module:
-    return build_model(job.model, manifest.sample_shape, len(manifest.class_names))
+def task_for(job: JobConfig, manifest: Manifest) -> Task:
+    """The job's task bound to the data set's targets; one line naming both when the data
+    set was prepared for another task or its targets do not fit the task."""
+    task = build_task(job.task.name, manifest.targets, job.task.path)
+    if task.name in TASKS and manifest.task != task.name:
+        raise UserError(
+            f"task.name is {task.name!r} but the data set {manifest.root} was prepared for "
+            f"{manifest.task!r} ({manifest.targets.describe()}); prepare it again with this "
+            "task or set task.name to match"
+        )
+    task.output_size()  # checks the targets' form against the task
+    return task
+
+
+def _model_for(job: JobConfig, manifest: Manifest, task: Task) -> torch.nn.Module:
+    return build_model(job.model, manifest.sample_shape, task.output_size())
+
+
+def check_model_output(job: JobConfig, manifest: Manifest, task: Task, model: torch.nn.Module):
+    """Run two samples through the model and check its output against the task, before any
+    worker starts: a mismatch is one line naming both, never a failure mid-training."""
+    prep = manifest.preprocessing
+    dtype = torch.int64 if prep.tokens else torch.float32
+    sample = torch.zeros((2, *manifest.sample_shape), dtype=dtype)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            output = model(sample)
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        raise UserError(
+            f"model {job.model.name} cannot take the data's samples ({prep.input_dtype} of shape "
+            f"{list(manifest.sample_shape)}): {str(err).splitlines()[0]}"
+        ) from None
+    finally:
+        model.train(was_training)
+    problem = task.check(tuple(output.shape)) if isinstance(output, torch.Tensor) else None
+    if not isinstance(output, torch.Tensor):
+        problem = f"model {job.model.name} returns {type(output).__name__}, not a tensor"
+    if problem:
+        raise UserError(f"{problem} (model {job.model.name})")
 
 
 def stage_train(
@@ -83,10 +123,12 @@ def stage_train(
     set_cpu_threads(job.run.threads)
     # Each shard is checked against its sha256 when the stream first opens it.
     manifest = read_manifest(paths.data_dir())
+    task = task_for(job, manifest)
     device = choose_device(job.run.device, env.local_rank)
     with process_group(env, device):
         seed_everything(job.run.seed, job.run.deterministic)
-        model = _model_for(job, manifest)  # the same initial weights on every rank
+        model = _model_for(job, manifest, task)  # the same initial weights on every rank
+        check_model_output(job, manifest, task, model)
         if env.world_size > 1:  # but each rank its own dropout masks
             torch.manual_seed(job.run.seed + env.rank)
         train = _train_stream(
@@ -96,8 +138,11 @@ def stage_train(
             env.rank,
             device,
         )
-        data = job.data
-        val = read_split(manifest, "val", key=data.key) if "val" in manifest.splits else None
+        val = (
+            split_loader(manifest, "val", job, env.rank, env.world_size)
+            if "val" in manifest.splits
+            else None
+        )
         log = MetricsLog(paths.metrics if env.is_main else None)
         try:
             trainer = Trainer(
@@ -105,6 +150,7 @@ def stage_train(
                 model,
                 device,
                 seed=job.run.seed,
+                task=task,
                 env=env,
                 log=log,
                 progress=progress,
@@ -114,6 +160,30 @@ def stage_train(
             return trainer.fit(train, val)
         finally:
             log.close()
+
+
+def split_loader(
+    manifest: Manifest,
+    split: str,
+    job: JobConfig,
+    rank: int = 0,
+    world_size: int = 1,
+    batch_size: int | None = None,
+) -> StreamLoader:
+    """A split read in order, in batches, rank `rank` taking its part (the last part padded
+    from the start, so every rank runs as many batches): validation and evaluation."""
+    stream = ShardStream(
+        manifest,
+        split,
+        batch_size=batch_size or job.train.eval_batch_size,
+        rank=rank,
+        world_size=world_size,
+        shuffle=False,
+        uneven="pad",
+        shuffle_buffer=batch_size or job.train.eval_batch_size,
+        key=job.data.key,
+    )
+    return StreamLoader(stream)
 
 
 def _train_stream(
@@ -153,7 +223,11 @@ def train_job(
         job = paths.load_job()
         if resume and is_finished(paths.checkpoints, job.train):
             return _fit_on_disk(paths, already_finished=True)
-        preflight(job.train, _model_for(job, read_manifest(paths.data_dir())), options.world_size)
+        manifest = read_manifest(paths.data_dir())
+        task = task_for(job, manifest)
+        model = _model_for(job, manifest, task)
+        check_model_output(job, manifest, task, model)
+        preflight(job.train, model, options.world_size)
         launch(paths.root, options, resume=resume)
         return _fit_on_disk(paths)
 
@@ -193,49 +267,93 @@ def _fit_on_disk(paths: RunPaths, already_finished: bool = False) -> FitResult:
         best_val_accuracy=state["best_val_accuracy"],
         history=[epochs[k] for k in sorted(epochs)],
         already_finished=already_finished,
+        monitor=state.get("monitor", "val_accuracy"),
+        best_value=state.get("best_value"),
+        stopped_early=bool(state.get("stopped_early", False)),
     )
 
 
-def _trained_model(paths: RunPaths, job: JobConfig, manifest: Manifest) -> torch.nn.Module:
+def _trained_model(
+    paths: RunPaths, job: JobConfig, manifest: Manifest, task: Task
+) -> torch.nn.Module:
     _check_not_failed(paths)
     name = BEST if job.export.checkpoint == "best" else LAST
     weights = paths.checkpoints / name
     if not weights.is_file():
         raise UserError(f"{paths.root}: no {name} checkpoint; run `deepfleet train` first")
-    return load_weights(_model_for(job, manifest), weights)
+    return load_weights(_model_for(job, manifest, task), weights)
 
 
 def stage_evaluate(paths: RunPaths) -> dict[str, Any]:
+    """The task's metrics over the evaluation split, read in batches (memory bounded by a
+    batch), and the report."""
+    from deepfleet.evaluate import evaluator_for, write_report
+
     job = paths.load_job()
     set_cpu_threads(job.run.threads)
     manifest = read_manifest(paths.data_dir())
+    task = task_for(job, manifest)
     device = choose_device(job.run.device)
-    model = _trained_model(paths, job, manifest).to(device)
-    split = read_split(manifest, job.evaluate.split, key=job.data.key)
-    probs = predict_proba(model, split.x, device, job.evaluate.batch_size)
-    metrics = classification_metrics(
-        split.y, probs.argmax(1), len(manifest.class_names), manifest.class_names
-    )
-    metrics["split"] = job.evaluate.split
+    model = _trained_model(paths, job, manifest, task).to(device)
+    split = job.evaluate.split
+    evaluator = evaluator_for(task)
+    loader = split_loader(manifest, split, job, batch_size=job.evaluate.batch_size)
+    started = time.perf_counter()
+    run_split(model, split_batches(loader), [evaluator], device)
+    seconds = time.perf_counter() - started
+    metrics = evaluator.compute()
+    metrics["split"] = split
+    metrics["seconds"] = seconds
+    if "tokens" in metrics:
+        metrics["tokens_per_s"] = metrics["tokens"] / seconds if seconds > 0 else 0.0
     epochs = [r for r in read_metrics(paths.metrics) if r.get("kind") == "epoch"]
-    write_report(metrics, epochs, paths.report, title=f"{job.run.name}: {job.evaluate.split} split")
+    write_report(
+        metrics,
+        epochs,
+        paths.report,
+        title=f"{job.run.name}: {split} split",
+        samples_text=continuations(model, manifest, job) if manifest.tokens else None,
+    )
     return metrics
+
+
+def continuations(model: torch.nn.Module, manifest: Manifest, job: JobConfig) -> list[dict]:
+    """A few prompts from the evaluation split and the model's greedy continuations, for
+    the report (a language model's quality read by eye)."""
+    from deepfleet.data import load_tokenizer
+    from deepfleet.deploy import generate
+
+    tokenizer = load_tokenizer(manifest.file_bytes("tokenizer.json"))
+    loader = split_loader(manifest, job.evaluate.split, job, batch_size=3)
+    x, _ = next(iter(loader))
+    context = manifest.sample_shape[0]
+    found = []
+    for row in x[:3]:
+        prompt = row[: max(1, context // 4)].tolist()
+        new = list(generate(model, prompt, 32, 0.0, 0, job.run.seed, context))
+        found.append({"prompt": tokenizer.decode(prompt), "continuation": tokenizer.decode(new)})
+    return found
 
 
 def stage_export(paths: RunPaths) -> Path:
     job = paths.load_job()
     manifest = read_manifest(paths.data_dir())  # export reads no shard: none is hashed
-    model = _trained_model(paths, job, manifest)
+    task = task_for(job, manifest)
+    model = _trained_model(paths, job, manifest, task)
     extra = {"job.toml": paths.job_file}
     if (paths.report / "metrics.json").is_file():
         extra["metrics.json"] = paths.report / "metrics.json"
+    if "tokenizer.json" in manifest.raw.get("files", {}):
+        manifest.file_bytes("tokenizer.json")  # checked against the manifest first
+        extra["tokenizer.json"] = manifest.root / "tokenizer.json"
     bundle = export_bundle(
         model,
         paths.bundle,
         name=job.run.name,
         model_section=job.model,
         input_shape=manifest.sample_shape,
-        class_names=manifest.class_names,
+        class_names=manifest.targets.names,
+        task=task,
         extra_files=extra,
         extra_spec={"data_manifest_sha256": manifest.digest()},
         onnx=job.export.onnx,

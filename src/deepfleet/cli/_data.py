@@ -32,10 +32,10 @@ def _data_section(**values) -> DataSection:
 def prepare(
     source: str = typer.Argument(
         ...,
-        help="digits, a path (IDX folder, CIFAR-10 binary folder "
+        help="digits, diabetes, python-stdlib, a path (IDX folder, CIFAR-10 binary folder "
         "or archive, image folder, .npz, .npy, .parquet, .csv), or "
         "KIND:PATH (mnist, fashion-mnist, cifar10, images, npz, npy, "
-        "table).",
+        "table, text).",
     ),
     out: Path = typer.Option(..., "--out", help="New folder for shards and manifest.json."),
     shards: int = typer.Option(4, "--shards", min=1, help="Number of training shards."),
@@ -52,6 +52,18 @@ def prepare(
         None, "--image-size", help="Image folders: resize to HEIGHT WIDTH."
     ),
     workers: int = typer.Option(None, "--workers", min=1, help="Shard-writing processes."),
+    task: str = typer.Option(
+        "classification",
+        "--task",
+        help="What the targets are for: classification, multilabel, regression, causal_lm "
+        "(text sources), or module.path:factory.",
+    ),
+    seq_len: int = typer.Option(None, "--seq-len", help="Text: tokens per sequence."),
+    vocab_size: int = typer.Option(None, "--vocab-size", help="Text: BPE vocabulary size."),
+    tokenizer: Path = typer.Option(
+        None, "--tokenizer", help="Text: a tokenizer.json to use instead of training one."
+    ),
+    max_bytes: int = typer.Option(None, "--max-bytes", help="Text: read at most this much."),
 ) -> None:
     """Split a data set into verified Parquet shards with a manifest."""
     data = _data_section(
@@ -63,10 +75,17 @@ def prepare(
         label_column=label_column,
         image_size=list(image_size) if image_size else None,
         workers=workers,
+        seq_len=seq_len,
+        vocab_size=vocab_size,
+        tokenizer=str(tokenizer) if tokenizer else None,
+        max_bytes=max_bytes,
     )
+    from deepfleet.config import TaskSection
     from deepfleet.data import prepare_from_config
 
-    manifest = prepare_from_config(data, out, seed)
+    if (source.startswith("text:") or source == "python-stdlib") and task == "classification":
+        task = "causal_lm"  # text gives token sequences: the one task that reads them
+    manifest = prepare_from_config(data, out, seed, TaskSection(name=task, path=str(Path.cwd())))
     rows = ", ".join(f"{s} {manifest.rows(s)}" for s in manifest.splits)
     encrypted = f", encrypted ({manifest.encryption['key_id']})" if manifest.encryption else ""
     console.print(f"prepared {out}: {rows}{encrypted}")

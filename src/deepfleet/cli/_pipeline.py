@@ -21,16 +21,25 @@ def _print_summary(summary) -> None:
     table.add_column("stage")
     table.add_column("seconds", justify="right")
     table.add_column("result")
+    from deepfleet.evaluate import headline
+
     fit = summary.fit
+    best = (
+        f"best {fit.monitor} {fit.best_value:.4f} (epoch {fit.best_epoch})"
+        if fit and fit.best_value is not None
+        else f"last epoch {fit.best_epoch}"
+        if fit
+        else ""
+    )
+    figures = headline(summary.metrics)[:2] if summary.metrics else []
     results = {
         "prepare": str(summary.paths.data_dir()),
-        "train": f"{fit.epochs} epochs, best val accuracy {fit.best_val_accuracy or 0:.4f} "
-        f"(epoch {fit.best_epoch})"
+        "train": f"{fit.epochs} epochs, {best}"
+        + (", stopped early" if fit and fit.stopped_early else "")
         if fit
         else "",
-        "evaluate": f"{summary.metrics.get('split')} accuracy "
-        f"{summary.metrics.get('accuracy', 0):.4f}, "
-        f"F1 macro {summary.metrics.get('f1_macro', 0):.4f}",
+        "evaluate": f"{summary.metrics.get('split')} "
+        + ", ".join(f"{name} {value:.4f}" for name, value in figures),
         "export": str(summary.paths.bundle),
         "predict": f"{summary.predicted_rows} rows -> {summary.paths.predictions}",
     }
@@ -138,7 +147,7 @@ def train(
 def evaluate(run_folder: str = typer.Argument(..., help="A trained run folder.")) -> None:
     """Evaluate the best checkpoint; writes report/ (metrics.json, report.md, PNGs)."""
     from deepfleet import pipeline
-    from deepfleet.evaluate import HEADLINE
+    from deepfleet.evaluate import headline
     from deepfleet.runs import open_run
 
     paths = open_run(run_folder)
@@ -146,8 +155,8 @@ def evaluate(run_folder: str = typer.Argument(..., help="A trained run folder.")
     table = Table(title=f"{metrics['split']} split, {metrics['samples']} samples")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in HEADLINE:
-        table.add_row(key, f"{metrics[key]:.4f}")
+    for key, value in headline(metrics):
+        table.add_row(key, f"{value:.4f}")
     console.print(table)
     console.print(f"report: {paths.report / 'report.md'}")
 

@@ -13,14 +13,16 @@ from deepfleet.config._load import (
     shipped_examples,
 )
 from deepfleet.config._model import ModelSection
-from deepfleet.config._parallel import CheckpointSection, PipelineSection
+from deepfleet.config._parallel import CheckpointSection, EarlyStoppingSection, PipelineSection
 from deepfleet.config._reference import reference_markdown
 from deepfleet.config._run import RunSection
+from deepfleet.config._task import TaskSection
 from deepfleet.config._train import StageSection, TrainSection
 
 __all__ = [
     "CheckpointSection",
     "DataSection",
+    "EarlyStoppingSection",
     "EvaluateSection",
     "ExportSection",
     "JobConfig",
@@ -28,6 +30,7 @@ __all__ = [
     "PipelineSection",
     "RunSection",
     "StageSection",
+    "TaskSection",
     "TrainSection",
     "apply_override",
     "dump_job",

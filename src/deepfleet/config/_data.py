@@ -10,8 +10,9 @@ class DataSection(Section):
 
     source: str = Field(
         "digits",
-        description="Built-in source name (digits), a path (MNIST/Fashion-MNIST IDX "
-        "folder, CIFAR-10 binary folder or archive, image folder, .npz, .npy, .parquet, .csv), "
+        description="Built-in source name (digits, diabetes, python-stdlib), a path "
+        "(MNIST/Fashion-MNIST IDX folder, CIFAR-10 binary folder or archive, image folder, "
+        ".npz, .npy, .parquet, .csv), text:PATH for .txt / .jsonl files or folders of them, "
         "or KIND:PATH to name the kind.",
     )
     prepared: str | None = Field(
@@ -26,7 +27,25 @@ class DataSection(Section):
         description="Share of samples for testing (ignored when the source has its own test set).",
     )
     label_column: str = Field(
-        "label", min_length=1, description="Table sources: the column holding the labels."
+        "label",
+        min_length=1,
+        description="Table sources: the column holding the targets; several, comma-separated, "
+        "for multilabel or multi-output regression.",
+    )
+    seq_len: int = Field(
+        128, gt=1, description="Text sources: tokens per packed training sequence."
+    )
+    vocab_size: int = Field(
+        4096,
+        ge=260,
+        le=65536,
+        description="Text sources: size of the byte-level BPE vocabulary trained on the corpus.",
+    )
+    tokenizer: str | None = Field(
+        None, description="Text sources: a tokenizer.json to use instead of training one."
+    )
+    max_bytes: int | None = Field(
+        None, gt=0, description="Text sources: read at most this many bytes of text."
     )
     image_size: list[int] | None = Field(
         None,

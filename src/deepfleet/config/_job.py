@@ -5,6 +5,7 @@ from deepfleet.config._data import DataSection
 from deepfleet.config._evaluate import EvaluateSection, ExportSection
 from deepfleet.config._model import ModelSection
 from deepfleet.config._run import RunSection
+from deepfleet.config._task import TaskSection
 from deepfleet.config._train import TrainSection
 
 
@@ -12,6 +13,7 @@ class JobConfig(Section):
     """A whole job: one TOML file, one table per stage of the pipeline."""
 
     run: RunSection = Field(default_factory=RunSection)
+    task: TaskSection = Field(default_factory=TaskSection)
     data: DataSection = Field(default_factory=DataSection)
     model: ModelSection = Field(default_factory=ModelSection)
     train: TrainSection = Field(default_factory=TrainSection)

@@ -125,8 +125,18 @@ def _absolutize(job: JobConfig, base: Path) -> JobConfig:
     data = job.data
     if data.prepared and not Path(data.prepared).is_absolute():
         data.prepared = str((base / data.prepared).resolve())
-    if not Path(data.source).is_absolute() and (base / data.source).exists():
+    kind, sep, where = data.source.partition(":")
+    if (
+        sep
+        and kind.replace("-", "").isalnum()
+        and not Path(where).is_absolute()
+        and (base / where).exists()
+    ):
+        data.source = f"{kind}:{(base / where).resolve()}"
+    elif not Path(data.source).is_absolute() and (base / data.source).exists():
         data.source = str((base / data.source).resolve())
+    if data.tokenizer and not Path(data.tokenizer).is_absolute():
+        data.tokenizer = str((base / data.tokenizer).resolve())
     if data.key and not data.key.startswith("env:") and not Path(data.key).is_absolute():
         data.key = str((base / data.key).resolve())
     key = job.export.signing_key
@@ -134,6 +144,8 @@ def _absolutize(job: JobConfig, base: Path) -> JobConfig:
         job.export.signing_key = str((base / key).resolve())
     if ":" in job.model.name and job.model.path is None:
         job.model.path = str(base)
+    if ":" in job.task.name and job.task.path is None:
+        job.task.path = str(base)
     return job
 
 

@@ -30,3 +30,14 @@ class CheckpointSection(Section):
         0, ge=0, description="Also checkpoint every N optimizer steps (0: only at stage ends)."
     )
     keep: int = Field(2, gt=0, description="Committed checkpoints kept; older ones are deleted.")
+
+
+class EarlyStoppingSection(Section):
+    """[train.early_stopping]: stop when the monitored metric stops improving."""
+
+    patience: int = Field(
+        0, ge=0, description="Epochs without improvement before training stops (0: never stop)."
+    )
+    min_delta: float = Field(
+        0.0, ge=0, description="The least change of the monitored metric that counts."
+    )

@@ -3,7 +3,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from deepfleet.config._base import Section
-from deepfleet.config._parallel import CheckpointSection, PipelineSection
+from deepfleet.config._parallel import CheckpointSection, EarlyStoppingSection, PipelineSection
 
 
 class StageSection(Section):
@@ -65,6 +65,18 @@ class TrainSection(Section):
     grad_clip: float | None = Field(None, gt=0, description="Clip the global grad norm.")
     accumulation_steps: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    monitor: str | None = Field(
+        None,
+        description="The validation metric that picks the best checkpoint, e.g. val_loss, "
+        "val_accuracy, val_perplexity, val_r2, val_f1_macro (default: the task's).",
+    )
+    monitor_mode: Literal["min", "max"] | None = Field(
+        None, description="Whether lower (min) or higher (max) is better; from the name if unset."
+    )
+    early_stopping: EarlyStoppingSection = Field(
+        default_factory=EarlyStoppingSection, description="Stop when the monitor stalls."
+    )
+    eval_batch_size: int = Field(1024, gt=0, description="Rows per validation batch on each rank.")
     log_every: int = Field(10, gt=0, description="Log a step line every N optimizer steps.")
 
     @model_validator(mode="after")

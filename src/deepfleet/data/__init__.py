@@ -25,6 +25,7 @@ from deepfleet.data._samples import Samples
 from deepfleet.data._sources import BUILTIN_SOURCES, SOURCE_KINDS, SourceOptions, load_source
 from deepfleet.data._split import stratified_split
 from deepfleet.data._stream import ShardStream
+from deepfleet.data._text import load_tokenizer
 from deepfleet.data._writer import shard_table, write_dataset
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "decode_raw",
     "load_data_key",
     "load_source",
+    "load_tokenizer",
     "new_data_key",
     "open_shard",
     "prepare_from_config",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepfleet.data._samples import Samples, encode_labels
+from deepfleet.data._samples import Samples
 from deepfleet.errors import UserError
 
 
@@ -24,21 +24,21 @@ def _samples(x: np.ndarray, labels: np.ndarray, where: str) -> Samples:
     if x.ndim < 2 or len(x) != len(labels):
         raise UserError(
             f"{where}: x has shape {list(x.shape)} and y {list(labels.shape)}; "
-            "expected N x ... features and N labels"
+            "expected N x ... features and N targets"
         )
     if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
         raise UserError(f"{where}: x must be numeric, got {x.dtype}")
-    y, names = encode_labels(labels, where)
     # uint8 is taken to be pixels (0..255); other dtypes are fed to the model as they are.
     scale = 1.0 / 255.0 if x.dtype == np.uint8 else 1.0
     if x.dtype not in (np.uint8, np.int8, np.int16, np.int32, np.float16, np.float32):
         x = x.astype(np.float32)
     return Samples(
         x=np.ascontiguousarray(x),
-        y=y,
-        class_names=names,
+        y=labels,
+        class_names=None,  # the task encodes y
+        targets_from=where,
         scale=scale,
-        description=f"NumPy arrays {where}: {len(y)} samples of {list(x.shape[1:])}",
+        description=f"NumPy arrays {where}: {len(labels)} samples of {list(x.shape[1:])}",
     )
 
 

@@ -168,13 +168,18 @@ class StreamLoader:
         return self._loader
 
     def _model_input(self, raw: torch.Tensor) -> torch.Tensor:
-        """A window's stored values as float32 times the manifest's scale, in one pass.
+        """A window's stored values as float32 times the manifest's scale, in one pass (token
+        ids: as int64).
 
         With pin_memory (and CUDA) the result lands in page-locked memory, so batches go to
         the GPU with non_blocking copies; the 4x smaller raw values are what crossed from
         the worker.
         """
         pin = self.pin_memory and torch.cuda.is_available()
+        if self.stream.manifest.tokens:  # token ids: the embedding takes int64
+            x = torch.empty(raw.shape, dtype=torch.int64, pin_memory=pin)
+            x.copy_(raw)
+            return x
         x = torch.empty(raw.shape, dtype=torch.float32, pin_memory=pin)
         # NumPy, not torch.mul: torch's mixed uint8 -> float32 kernel is several times slower.
         np.multiply(

@@ -11,9 +11,11 @@ from typing import Any
 from deepfleet._atomic import read_json, sha256_file
 from deepfleet.data._preprocess import Preprocessing
 from deepfleet.errors import UserError
+from deepfleet.tasks import Targets
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "deepfleet.shards/2"
+TOKEN_IDS = "token_ids"  # features.encoding of a text source's samples
 _READABLE = (FORMAT, "deepfleet.shards/1")  # /1 stored x as Arrow's fixed_shape_tensor
 
 
@@ -51,9 +53,42 @@ class Manifest:
         return float(self.raw["features"]["scale"])
 
     @property
+    def tokens(self) -> bool:
+        """Whether samples are token ids (a text source): model input is int64(raw)."""
+        return self.raw["features"].get("encoding") == TOKEN_IDS
+
+    @property
     def preprocessing(self) -> Preprocessing:
         """How the stored (raw) samples become model input."""
-        return Preprocessing.for_samples(self.feature_dtype, self.scale, self.sample_shape)
+        return Preprocessing.for_samples(
+            self.feature_dtype, self.scale, self.sample_shape, tokens=self.tokens
+        )
+
+    @property
+    def task(self) -> str:
+        """The task the targets were encoded for (data sets before tasks: classification)."""
+        return str(self.raw.get("task", "classification"))
+
+    @property
+    def targets(self) -> Targets:
+        """What the targets are: dtype, per-sample shape, names, training-split statistics."""
+        if "targets" in self.raw:
+            return Targets.from_json(self.raw["targets"])
+        return Targets("int64", (), self.class_names, {})
+
+    def file_bytes(self, name: str) -> bytes:
+        """A file the data set carries besides its shards (e.g. tokenizer.json), checked
+        against the sha256 the manifest records for it."""
+        digest = self.raw.get("files", {}).get(name)
+        if digest is None:
+            raise UserError(f"{self.root}: the data set has no {name}")
+        try:
+            data = (self.root / name).read_bytes()
+        except OSError as err:
+            raise UserError(f"{self.root / name}: cannot be read ({err.strerror})") from None
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise UserError(f"{self.root / name}: does not match its sha256 in the manifest")
+        return data
 
     @property
     def splits(self) -> list[str]:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deepfleet.config import DataSection
+from deepfleet.config import DataSection, TaskSection
 from deepfleet.data._crypto import load_data_key
 from deepfleet.data._manifest import Manifest
 from deepfleet.data._sources import SourceOptions, load_source
+from deepfleet.data._text import TextOptions
 from deepfleet.data._writer import write_dataset
 from deepfleet.errors import UserError
+from deepfleet.tasks import build_task
 
 
-def prepare_from_config(data: DataSection, out: str | Path, seed: int) -> Manifest:
+def prepare_from_config(
+    data: DataSection, out: str | Path, seed: int, task: TaskSection | None = None
+) -> Manifest:
     """Read the source, split it, and write shards + manifest.json into the new folder `out`.
 
     Shards are encrypted when data.key is set (a key file or env:NAME). The key is loaded
@@ -21,7 +25,17 @@ def prepare_from_config(data: DataSection, out: str | Path, seed: int) -> Manife
     key = load_data_key(data.key) if data.key else None
     if data.key and key is None:
         raise UserError(f"data.key: {data.key} gives no key")
-    samples = load_source(data.source, SourceOptions(data.label_column, data.image_size))
+    task = task or TaskSection()
+    bound = build_task(task.name, None, task.path)
+    text = TextOptions(data.seq_len, data.vocab_size, data.tokenizer, data.max_bytes)
+    samples = load_source(
+        data.source, SourceOptions(data.label_column, data.image_size, text, bound)
+    )
+    if samples.tokens and bound.name in ("classification", "multilabel", "regression"):
+        raise UserError(
+            f"data.source {data.source!r} gives token sequences, which need task.name = "
+            f'"causal_lm" (the job says {task.name!r})'
+        )
     return write_dataset(
         samples,
         out,
@@ -32,4 +46,6 @@ def prepare_from_config(data: DataSection, out: str | Path, seed: int) -> Manife
         source={"name": data.source, "description": samples.description},
         workers=data.workers,
         key=key,
+        task=bound.name,
+        stratify=bound.stratify,
     )

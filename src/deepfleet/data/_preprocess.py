@@ -26,17 +26,23 @@ def _layout(shape: tuple[int, ...]) -> str:
     return {1: "features", 2: "HW", 3: "CHW"}.get(len(shape), "as stored")
 
 
+TOKENS = "tokens"  # the layout of token ids: model input is int64(raw), no scale
+
+
 @dataclass(frozen=True)
 class Preprocessing:
-    """model input = float32(raw) x scale, for raw samples of `raw_dtype` and `shape`."""
+    """model input = float32(raw) x scale, for raw samples of `raw_dtype` and `shape`; or,
+    for token ids (layout "tokens"), int64(raw)."""
 
     raw_dtype: str = "float32"
     scale: float = 1.0
     layout: str = "as stored"
 
     @classmethod
-    def for_samples(cls, raw_dtype: str, scale: float, shape: tuple[int, ...]) -> Preprocessing:
-        return cls(str(raw_dtype), float(scale), _layout(tuple(shape)))
+    def for_samples(
+        cls, raw_dtype: str, scale: float, shape: tuple[int, ...], *, tokens: bool = False
+    ) -> Preprocessing:
+        return cls(str(raw_dtype), float(scale), TOKENS if tokens else _layout(tuple(shape)))
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> Preprocessing:
@@ -45,15 +51,26 @@ class Preprocessing:
             return cls()
         return cls(str(data["raw_dtype"]), float(data["scale"]), str(data.get("layout", "")))
 
+    @property
+    def tokens(self) -> bool:
+        return self.layout == TOKENS
+
+    @property
+    def input_dtype(self) -> str:
+        """The dtype the model takes."""
+        return "int64" if self.tokens else "float32"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "raw_dtype": self.raw_dtype,
             "scale": self.scale,
             "layout": self.layout,
-            "formula": "input = float32(raw) * scale",
+            "formula": "input = int64(raw)" if self.tokens else "input = float32(raw) * scale",
         }
 
     def apply(self, raw: np.ndarray) -> np.ndarray:
+        if self.tokens:
+            return np.asarray(raw).astype(np.int64)
         return scale_features(raw, self.scale)
 
     def raw_problem(self, raw: np.ndarray) -> str | None:

@@ -22,14 +22,14 @@ from deepfleet.data._manifest import (
     rows_problem,
     verify_shard,
 )
-from deepfleet.data._preprocess import scale_features
+from deepfleet.data._preprocess import Preprocessing
 from deepfleet.data._tensor import tensor_values
 from deepfleet.errors import UserError
 
 
 @dataclass
 class SplitArrays:
-    """One split as model-ready tensors (x float32, already scaled)."""
+    """One split as model-ready tensors (x float32 scaled, or int64 token ids)."""
 
     ids: torch.Tensor
     x: torch.Tensor
@@ -40,14 +40,21 @@ class SplitArrays:
 
 
 def decode_raw(table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ids, x in its stored dtype, labels: a whole record batch at once (no per-sample Python)."""
-    return table.column("id").to_numpy(), tensor_values(table), table.column("label").to_numpy()
+    """ids, x in its stored dtype, targets: a whole record batch at once (no per-sample
+    Python). Targets are one int64 class index per row, or a tensor column like x."""
+    label = table.column("label")
+    y = tensor_values(table, "label") if pa.types.is_fixed_size_binary(label.type) else None
+    return (
+        table.column("id").to_numpy(),
+        tensor_values(table),
+        label.to_numpy() if y is None else y,
+    )
 
 
-def decode_batch(table, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A whole record batch to model-ready arrays (x float32, already scaled)."""
+def decode_batch(table, preprocessing: Preprocessing) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A whole record batch to model-ready arrays (x float32 scaled, or int64 token ids)."""
     ids, x, y = decode_raw(table)
-    return ids, scale_features(x, scale), y
+    return ids, preprocessing.apply(x), y
 
 
 def dataset_key(manifest: Manifest, key: str | Path | bytes | DataKey | None) -> DataKey | None:
@@ -102,7 +109,7 @@ def read_split(
     ids, xs, ys = [], [], []
     for entry in manifest.shards(split):
         i, x, y = decode_batch(
-            open_shard(manifest, entry, data_key, verify=verify).read(), manifest.scale
+            open_shard(manifest, entry, data_key, verify=verify).read(), manifest.preprocessing
         )
         ids.append(i)
         xs.append(x)

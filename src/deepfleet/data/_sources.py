@@ -7,30 +7,39 @@ KIND:PATH to name the kind explicitly (e.g. fashion-mnist:data/fmnist).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import numpy as np
 
 from deepfleet.data._arrays import load_npy, load_npz
 from deepfleet.data._cifar import is_cifar_source, load_cifar10
-from deepfleet.data._digits import load_digits_samples
+from deepfleet.data._digits import load_diabetes_samples, load_digits_samples
 from deepfleet.data._idx import is_idx_folder, load_idx_folder
 from deepfleet.data._images import is_image_folder, load_image_folder
 from deepfleet.data._samples import Samples
 from deepfleet.data._table import SUFFIXES as TABLE_SUFFIXES
 from deepfleet.data._table import load_table
+from deepfleet.data._text import TextOptions, load_stdlib_text, load_text
 from deepfleet.errors import UserError
-
-BUILTIN_SOURCES: dict[str, Callable[[], Samples]] = {
-    "digits": load_digits_samples,
-}
+from deepfleet.tasks import ClassificationTask, Task
 
 
 @dataclass(frozen=True)
 class SourceOptions:
-    """Settings only some kinds use."""
+    """Settings only some kinds use, and the task that encodes the targets."""
 
     label_column: str = "label"  # table
     image_size: list[int] | None = None  # image folder: [height, width]
+    text: TextOptions = field(default_factory=TextOptions)  # text: tokenizer and packing
+    task: Task = field(default_factory=ClassificationTask)
+
+
+BUILTIN_SOURCES: dict[str, Callable[[SourceOptions], Samples]] = {
+    "digits": lambda o: load_digits_samples(),
+    "diabetes": lambda o: load_diabetes_samples(),
+    "python-stdlib": lambda o: load_stdlib_text(o.text),
+}
 
 
 _KINDS: dict[str, Callable[[Path, SourceOptions], Samples]] = {
@@ -42,6 +51,7 @@ _KINDS: dict[str, Callable[[Path, SourceOptions], Samples]] = {
     "npz": lambda p, o: load_npz(p),
     "npy": lambda p, o: load_npy(p),
     "table": lambda p, o: load_table(p, o.label_column),
+    "text": lambda p, o: load_text(p, o.text),
 }
 SOURCE_KINDS = tuple(_KINDS)
 
@@ -84,9 +94,11 @@ def _split_kind(spec: str) -> tuple[str | None, str]:
 
 
 def load_source(spec: str, options: SourceOptions | None = None) -> Samples:
-    """Load a built-in source by name, or a path (optionally KIND:PATH)."""
+    """Load a built-in source by name, or a path (optionally KIND:PATH); the task encodes
+    and checks its targets."""
+    options = options or SourceOptions()
     if spec in BUILTIN_SOURCES:
-        return BUILTIN_SOURCES[spec]()
+        return encode_targets(BUILTIN_SOURCES[spec](options), options.task, spec)
     kind, where = _split_kind(spec)
     path = Path(where).expanduser()
     if not path.exists():
@@ -94,7 +106,18 @@ def load_source(spec: str, options: SourceOptions | None = None) -> Samples:
             f"data.source: {spec!r} is neither a built-in source ({', '.join(BUILTIN_SOURCES)}) "
             f"nor an existing path (kinds: {', '.join(SOURCE_KINDS)})"
         )
-    samples = _KINDS[kind or detect_kind(path)](path, options or SourceOptions())
+    samples = _KINDS[kind or detect_kind(path)](path, options)
     if len(samples.y) == 0:
         raise UserError(f"{spec}: the source holds no samples")
-    return samples
+    return encode_targets(samples, options.task, spec)
+
+
+def encode_targets(samples: Samples, task: Task, spec: str) -> Samples:
+    """The source's targets in the task's stored form. Sources that name their classes
+    (digits, IDX, CIFAR, image folders) keep those names under classification."""
+    if samples.tokens:
+        return samples
+    if samples.class_names is not None and task.name == "classification":
+        return replace(samples, y=np.asarray(samples.y, dtype=np.int64))
+    y, names = task.encode_targets(samples.y, samples.targets_from or spec)
+    return replace(samples, y=y, class_names=samples.target_names or names)

@@ -25,19 +25,36 @@ def _draw(rows: np.ndarray, labels: np.ndarray, share: float, seed: int, name: s
         raise UserError(f"cannot draw a stratified {name} split: {err}") from None
 
 
+def _shuffled(rows: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded draw of round(share x rows) rows (at least one), unstratified."""
+    take = min(max(1, round(len(rows) * share)), len(rows) - 1)
+    order = np.random.default_rng(seed).permutation(len(rows))
+    return rows[order[take:]], rows[order[:take]]
+
+
 def stratified_split(
-    labels: np.ndarray,
+    labels: np.ndarray | None,
     val_fraction: float,
     test_fraction: float,
     seed: int,
     test_rows: np.ndarray | None = None,
+    rows: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Row indices per split; every class keeps its share in every split.
+    """Row indices per split; every class keeps its share in every split. Without labels
+    (targets that are not classes: pass `rows`), the draw is a seeded permutation.
 
     `test_rows` is a source's own test set: it becomes the test split as is, test_fraction
     is ignored, and val_fraction is a share of the remaining rows.
     """
-    index = np.arange(len(labels))
+    index = np.arange(len(labels) if labels is not None else int(rows or 0))
+    if labels is None:
+        if len(index) < 3 and (val_fraction > 0 or test_fraction > 0):
+            raise UserError(f"cannot split {len(index)} samples into train, val and test")
+
+        def draw(part, labels_, share, seed_, name):
+            return _shuffled(part, share, seed_)
+    else:
+        draw = _draw
     parts: dict[str, np.ndarray] = {}
     if test_rows is not None:
         parts["test"] = np.asarray(test_rows, dtype=np.int64)
@@ -46,9 +63,9 @@ def stratified_split(
     else:
         rest = index
         if test_fraction > 0:
-            rest, parts["test"] = _draw(index, labels, test_fraction, seed, "test")
+            rest, parts["test"] = draw(index, labels, test_fraction, seed, "test")
         val_share = val_fraction / (1.0 - test_fraction)
     if val_fraction > 0:
-        rest, parts["val"] = _draw(rest, labels, val_share, seed + 1, "val")
+        rest, parts["val"] = draw(rest, labels, val_share, seed + 1, "val")
     parts["train"] = rest
     return {name: np.sort(rows) for name, rows in parts.items()}

@@ -19,7 +19,7 @@ from deepfleet.errors import UserError
 COLUMN = "x"
 
 
-def tensor_field_array(x: np.ndarray) -> tuple[pa.Field, pa.Array]:
+def tensor_field_array(x: np.ndarray, name: str = COLUMN) -> tuple[pa.Field, pa.Array]:
     """The field (dtype and shape in its metadata) and the values of an N x ... array."""
     x = np.ascontiguousarray(x)
     shape = list(x.shape[1:])
@@ -28,7 +28,7 @@ def tensor_field_array(x: np.ndarray) -> tuple[pa.Field, pa.Array]:
         pa.binary(width), len(x), [None, pa.py_buffer(x.reshape(-1).view(np.uint8))]
     )
     field = pa.field(
-        COLUMN,
+        name,
         pa.binary(width),
         nullable=False,
         metadata={
@@ -46,10 +46,11 @@ def describe(dtype: np.dtype, shape: list[int]) -> str:
     return f"fixed_size_binary[{width}]: one {np.dtype(dtype).name} tensor {shape}, row-major"
 
 
-def tensor_values(table: pa.Table) -> np.ndarray:
-    """The `x` column as an N x ... array (a view of Arrow's buffer when it is one chunk)."""
-    field = table.schema.field(COLUMN)
-    column = table.column(COLUMN).combine_chunks()
+def tensor_values(table: pa.Table, name: str = COLUMN) -> np.ndarray:
+    """A tensor column (`x`, or a vector `label`) as an N x ... array (a view of Arrow's
+    buffer when it is one chunk)."""
+    field = table.schema.field(name)
+    column = table.column(name).combine_chunks()
     if isinstance(field.type, pa.FixedShapeTensorType):  # shards written by deepfleet < 0.2
         return column.to_numpy_ndarray()
     meta = field.metadata or {}
@@ -57,7 +58,7 @@ def tensor_values(table: pa.Table) -> np.ndarray:
         dtype = np.dtype(meta[b"deepfleet.dtype"].decode())
         shape = json.loads(meta[b"deepfleet.shape"])
     except (KeyError, ValueError, TypeError):
-        raise UserError("shard column x has no deepfleet dtype/shape metadata") from None
+        raise UserError(f"shard column {name} has no deepfleet dtype/shape metadata") from None
     width = column.type.byte_width
     raw = np.frombuffer(
         column.buffers()[1], np.uint8, count=len(column) * width, offset=column.offset * width

@@ -18,7 +18,7 @@ from deepfleet import __version__
 from deepfleet._atomic import atomic_dir, write_bytes_atomic, write_json_atomic
 from deepfleet.data._crypto import ALGORITHM, DataKey, encryption_properties
 from deepfleet.data._manifest import FORMAT, MANIFEST_NAME, Manifest, read_manifest, sealed
-from deepfleet.data._samples import Samples
+from deepfleet.data._samples import MappedRows, Samples
 from deepfleet.data._split import stratified_split
 from deepfleet.data._tensor import describe, tensor_field_array
 from deepfleet.errors import UserError
@@ -31,19 +31,20 @@ ROW_GROUP_BYTES = 4 << 20
 ROW_GROUP_ROWS_MIN, ROW_GROUP_ROWS_MAX = 256, 65536
 
 
+def label_column(y: np.ndarray) -> tuple[pa.Field, pa.Array]:
+    """Class indices as int64; any other targets (vectors, token sequences, floats) as a
+    tensor column like x, with their dtype and shape in the field."""
+    if y.ndim == 1 and np.issubdtype(y.dtype, np.integer):
+        return pa.field("label", pa.int64(), nullable=False), pa.array(y, pa.int64())
+    return tensor_field_array(y if y.ndim > 1 else y[:, None], "label")
+
+
 def shard_table(ids: np.ndarray, x: np.ndarray, y: np.ndarray) -> pa.Table:
     """id, label, and x: one fixed-shape tensor per row, dtype and shape in the schema."""
     field, values = tensor_field_array(x)
-    schema = pa.schema(
-        [
-            pa.field("id", pa.int64(), nullable=False),
-            pa.field("label", pa.int64(), nullable=False),
-            field,
-        ]
-    )
-    return pa.Table.from_arrays(
-        [pa.array(ids, pa.int64()), pa.array(y, pa.int64()), values], schema=schema
-    )
+    target_field, targets = label_column(np.asarray(y))
+    schema = pa.schema([pa.field("id", pa.int64(), nullable=False), target_field, field])
+    return pa.Table.from_arrays([pa.array(ids, pa.int64()), targets, values], schema=schema)
 
 
 def row_group_rows(sample_bytes: int) -> int:
@@ -71,12 +72,16 @@ def _write_shard(
     split: str,
     index: int,
     ids: np.ndarray,
-    x: np.ndarray,
-    y: np.ndarray,
+    x: np.ndarray | MappedRows,
+    y: np.ndarray | MappedRows,
     rows_per_group: int,
     key: DataKey | None,
+    rows: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """One shard file under its content-addressed name; runs in a pool worker."""
+    """One shard file under its content-addressed name; runs in a pool worker. Memory-mapped
+    samples arrive as their file and `rows`, read here, so no worker is sent the data."""
+    if rows is not None:
+        x, y = x[rows], y[rows]
     data = _parquet_bytes(shard_table(ids, x, y), rows_per_group, key)
     digest = hashlib.sha256(data).hexdigest()
     name = f"{split}-{index:05d}-{digest[:12]}.parquet"
@@ -114,6 +119,8 @@ def write_dataset(
     workers: int | None = None,
     key: DataKey | None = None,
     rows_per_group: int | None = None,
+    task: str = "classification",
+    stratify: bool = True,
 ) -> Manifest:
     """Split, shard and write `samples` into a new folder `out`; returns its manifest.
 
@@ -121,15 +128,22 @@ def write_dataset(
     renamed once every shard and the manifest are on disk. Shards are written by up to
     `workers` processes (default: one per core, or this process alone below 16 MiB of
     features); the same samples and seed give the same bytes whatever the number of
-    workers. With `key` every shard is encrypted.
+    workers. With `key` every shard is encrypted. `task` is recorded; `stratify` draws
+    the splits stratified by the (class index) targets.
     """
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: output folder exists and is not empty")
     if out.exists():
         out.rmdir()
+    classes = stratify and _class_targets(samples)
     parts = stratified_split(
-        samples.y, val_fraction, test_fraction, seed, test_rows=samples.test_rows
+        samples.y if classes else None,
+        val_fraction,
+        test_fraction,
+        seed,
+        test_rows=samples.test_rows,
+        rows=len(samples.y),
     )
     counts = _shard_counts({k: len(v) for k, v in parts.items()}, shards)
     group = rows_per_group or row_group_rows(
@@ -145,8 +159,11 @@ def write_dataset(
         workers = (os.cpu_count() or 1) if samples.x.nbytes >= POOL_MIN_BYTES else 1
     workers = min(workers, len(jobs))
     with atomic_dir(out) as tmp:
+        mapped = isinstance(samples.x, MappedRows)
         args = [
-            (tmp, split, i, samples.ids[c], samples.x[c], samples.y[c], group, key)
+            (tmp, split, i, samples.ids[c], samples.x, samples.y, group, key, c)
+            if mapped
+            else (tmp, split, i, samples.ids[c], samples.x[c], samples.y[c], group, key, None)
             for split, i, c in jobs
         ]
         if workers > 1:
@@ -154,10 +171,24 @@ def write_dataset(
                 entries = list(pool.map(_write_shard, *zip(*args, strict=True)))
         else:
             entries = [_write_shard(*a) for a in args]
+        files = {}
+        for name, data in samples.extra_files.items():
+            write_bytes_atomic(tmp / name, data)
+            files[name] = hashlib.sha256(data).hexdigest()
+        targets = _targets(samples, parts)
         write_json_atomic(
             tmp / MANIFEST_NAME,
             _manifest(
-                samples, parts, jobs, entries, seed, val_fraction, test_fraction, source, key
+                samples,
+                parts,
+                jobs,
+                entries,
+                seed,
+                val_fraction,
+                test_fraction,
+                source,
+                key,
+                {"task": task, "targets": targets, "files": files},
             ),
         )
     return read_manifest(out)
@@ -173,27 +204,37 @@ def _manifest(
     test_fraction: float,
     source: dict[str, Any] | None,
     key: DataKey | None,
+    extra: dict[str, Any],
 ) -> dict[str, Any]:
-    num_classes = len(samples.class_names)
+    num_classes = len(samples.class_names or [])
+    classes = _class_targets(samples)
     splits: dict[str, Any] = {}
     for (split, _, _), entry in zip(jobs, entries, strict=True):
         rows = parts[split]
-        splits.setdefault(
-            split,
-            {
-                "rows": int(len(rows)),
-                "class_histogram": np.bincount(samples.y[rows], minlength=num_classes).tolist(),
-                "shards": [],
-            },
-        )["shards"].append(entry)
+        part: dict[str, Any] = {"rows": int(len(rows))}
+        if classes:
+            part["class_histogram"] = np.bincount(samples.y[rows], minlength=num_classes).tolist()
+        splits.setdefault(split, {**part, "shards": []})["shards"].append(entry)
     shape = list(samples.sample_shape)
     manifest = {
         "format": FORMAT,
         "deepfleet_version": __version__,
         "source": source or {"description": samples.description},
-        "features": {"dtype": str(samples.x.dtype), "shape": shape, "scale": samples.scale},
-        "schema": {"id": "int64", "label": "int64", "x": describe(samples.x.dtype, shape)},
-        "class_names": samples.class_names,
+        "features": {
+            "dtype": str(samples.x.dtype),
+            "shape": shape,
+            "scale": samples.scale,
+            **({"encoding": "token_ids"} if samples.tokens else {}),
+        },
+        "schema": {
+            "id": "int64",
+            "label": "int64"
+            if classes
+            else describe(samples.y.dtype, list(extra["targets"]["shape"]) or [1]),
+            "x": describe(samples.x.dtype, shape),
+        },
+        "class_names": samples.class_names or [],
+        **extra,
         "seed": seed,
         "split_fractions": {"val": val_fraction, "test": test_fraction},
         "test_split": "source" if samples.test_rows is not None else "drawn",
@@ -206,3 +247,28 @@ def _manifest(
             "scheme": "parquet-modular-encryption",
         }
     return sealed(manifest, key.authenticate if key is not None else None)
+
+
+def _class_targets(samples: Samples) -> bool:
+    """Whether the targets are one class index per sample."""
+    return samples.y.ndim == 1 and np.issubdtype(samples.y.dtype, np.integer)
+
+
+def _targets(samples: Samples, parts: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The manifest's record of the targets; float targets get the training split's mean
+    and std (a regression standardises with them)."""
+    y = samples.y
+    shape = list(y.shape[1:]) if y.ndim > 1 or not _class_targets(samples) else []
+    if y.ndim == 1 and not _class_targets(samples):
+        shape = [1]
+    stats = dict(samples.target_stats)
+    if np.issubdtype(y.dtype, np.floating) and not isinstance(y, MappedRows):
+        from deepfleet.tasks import target_stats
+
+        stats.update(target_stats(y[parts["train"]]))
+    return {
+        "dtype": "int64" if _class_targets(samples) else str(y.dtype),
+        "shape": shape,
+        "names": list(samples.class_names or []),
+        "stats": stats,
+    }

@@ -1,9 +1,11 @@
 """Inference backends over a loaded bundle: torch (eager or compiled, CPU or CUDA) and
 onnxruntime (CPU, or its CUDA provider when the installed build has one).
 
-Every backend maps a float32 array [N, *input_shape] to float32 logits [N, classes], so the
-batch predictor and the server do not care which one runs. Backends agree within
-`BACKEND_TOLERANCE` (absolute, on logits; tested).
+Every backend maps a batch of model input [N, *input_shape] (float32, or int64 token ids for
+a model of tokens) to the task's exported outputs as float32 [N, *output shape] (logits for
+classification, values in the targets' units for regression, next-token logits [N, T, V]
+for a causal LM), so the batch predictor and the server do not care which one runs.
+Backends agree within `BACKEND_TOLERANCE` (absolute, on outputs; tested).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ BACKEND_TOLERANCE = 1e-4
 
 
 class Backend(Protocol):
-    """Logits for a batch: float32 [N, *input_shape] -> float32 [N, classes]."""
+    """Outputs for a batch: model input [N, *input_shape] -> float32 [N, *output shape]."""
 
     name: str
     device: str
@@ -56,11 +58,13 @@ class TorchBackend:
         self.device = str(device)
         self.name = "torch-compiled" if compiled else "torch"
         self._device = device
+        self._dtype = np.dtype(bundle.input_dtype)
         model = bundle.model.to(device).eval()
         # dynamic=True: one graph for every batch size, instead of a recompile per size.
         self._model = torch.compile(model, dynamic=True) if compiled else model
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=self._dtype)
         with torch.inference_mode():
             logits = self._model(torch.from_numpy(x).to(self._device, non_blocking=True))
             return logits.float().cpu().numpy()
@@ -104,10 +108,12 @@ class OnnxBackend:
                 "CPUExecutionProvider",
             ]
         self._session = ort.InferenceSession(str(bundle.onnx_path), options, providers=providers)
+        self._dtype = np.dtype(bundle.input_dtype)
         self.name = "onnxruntime"
         self.device = str(device)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=self._dtype)
         return self._session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
 
 

@@ -1,5 +1,10 @@
 """Batch prediction: a bundle over a prepared data set, written as Parquet keyed by id.
 
+The columns follow the bundle's task: id, then the task's named per-sample values of the
+exported outputs (classification: label, label_name, confidence, prob_<class>...;
+multilabel: prob_<label>... and label_<label>...; regression: value or value_<name>...;
+causal_lm: next_token, and next_text when the bundle carries its tokenizer).
+
 Input shards are spread over N worker processes (one per GPU when predicting on CUDA). Each
 output shard is written atomically, then a small record beside it (.parts/<stem>.json) names
 the input's sha256, the bundle's identity and the output's sha256. A rerun skips every shard
@@ -36,6 +41,9 @@ from deepfleet.deploy._bundle import MODEL_JSON, LoadedBundle, load_bundle
 from deepfleet.errors import UserError
 
 PARTS = ".parts"
+# Model outputs held at once while predicting (float32 values): a causal LM's outputs are
+# [rows, T, V], so its batches are cut to keep one model call's outputs near 256 MiB.
+MAX_OUTPUT_VALUES = 64 << 20
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -65,17 +73,48 @@ def _preprocessing(bundle: LoadedBundle, manifest: Manifest) -> Preprocessing:
 
 
 def _check_compatible(bundle: LoadedBundle, manifest: Manifest) -> None:
+    data, model = manifest.preprocessing, _preprocessing(bundle, manifest)
+    if data.tokens != model.tokens:
+        kinds = {True: "token ids", False: "numeric samples"}
+        raise UserError(
+            f"data holds {kinds[data.tokens]} but the bundle was trained on {kinds[model.tokens]}"
+        )
     if tuple(manifest.sample_shape) != bundle.input_shape:
         raise UserError(
             f"data has samples of shape {list(manifest.sample_shape)} but the "
             f"model expects {list(bundle.input_shape)}"
         )
-    data, model = manifest.preprocessing, _preprocessing(bundle, manifest)
     if (data.raw_dtype, data.scale) != (model.raw_dtype, model.scale):
         raise UserError(
             f"data holds {data.raw_dtype} samples scaled by {data.scale:g} but the "
             f"bundle was trained on {model.raw_dtype} scaled by {model.scale:g}"
         )
+
+
+def _arrow(values: np.ndarray) -> pa.Array:
+    """A column as Arrow: strings for object arrays, the NumPy dtype otherwise."""
+    values = np.asarray(values)
+    if values.dtype == object or values.dtype.kind in "US":
+        return pa.array([str(v) for v in values], pa.string())
+    return pa.array(values, pa.from_numpy_dtype(values.dtype))
+
+
+def rows_per_call(bundle: LoadedBundle, batch_size: int) -> int:
+    """`batch_size`, cut so that one model call's outputs stay within MAX_OUTPUT_VALUES."""
+    shape = bundle.output_shape
+    per_row = int(np.prod(shape)) if shape else 1
+    return max(1, min(batch_size, MAX_OUTPUT_VALUES // max(1, per_row)))
+
+
+def output_columns(bundle: LoadedBundle, outputs: np.ndarray) -> dict[str, np.ndarray]:
+    """The task's named per-sample values of exported outputs; for a causal LM with a
+    tokenizer also next_text, the decoded next token."""
+    columns = bundle.task.columns(outputs)
+    tokenizer = bundle.tokenizer if "next_token" in columns else None
+    if tokenizer is not None:
+        tokens = columns["next_token"]
+        columns["next_text"] = np.array([tokenizer.decode([int(t)]) for t in tokens], object)
+    return columns
 
 
 def predict_shard(
@@ -94,11 +133,19 @@ def predict_shard(
     ids, raw, _ = decode_raw(open_shard(manifest, entry, key).read())
     x = _preprocessing(bundle, manifest).apply(raw)
     run = backend or make_backend(bundle, "torch", str(device))
-    logits = [
-        run(np.ascontiguousarray(x[i : i + batch_size])) for i in range(0, len(x), batch_size)
+    rows = rows_per_call(bundle, batch_size)
+    # Columns batch by batch: a causal LM's full outputs never pile up for a whole shard.
+    parts = [
+        output_columns(bundle, run(np.ascontiguousarray(x[i : i + rows])))
+        for i in range(0, len(x), rows)
     ]
-    probs = softmax(np.concatenate(logits)) if logits else np.zeros((0, len(bundle.class_names)))
-    return predictions_table(ids, probs.astype(np.float32), bundle.class_names)
+    if not parts:
+        empty = np.zeros((0, *(bundle.output_shape or (len(bundle.class_names),))), np.float32)
+        parts = [output_columns(bundle, empty)]
+    columns = {"id": pa.array(ids, pa.int64())}
+    for name in parts[0]:
+        columns[name] = _arrow(np.concatenate([p[name] for p in parts]))
+    return pa.table(columns)
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,75 @@
-"""Classification metrics with torchmetrics (the same objects sync across ranks)."""
+"""Classification metrics from a confusion matrix: the streamed evaluation accumulates the
+matrix a batch at a time, `classification_metrics` builds it from whole tensors; both read
+every figure off the same counts."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
-    MulticlassPrecision,
-    MulticlassRecall,
-)
+
+
+def confusion_counts(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """int64 [num_classes, num_classes] counts, rows true, columns predicted."""
+    cells = y_true.long().flatten() * num_classes + y_pred.long().flatten()
+    counts = torch.bincount(cells, minlength=num_classes * num_classes)
+    if counts.numel() != num_classes * num_classes:
+        raise ValueError(f"class indices must lie in 0..{num_classes - 1}")
+    return counts.view(num_classes, num_classes)
+
+
+def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """num / den, 0 where den is 0 (scikit-learn's zero_division=0)."""
+    return torch.where(den > 0, num / den.clamp(min=1e-300), torch.zeros_like(num))
+
+
+def metrics_from_confusion(
+    confusion: torch.Tensor, class_names: list[str] | None = None
+) -> dict[str, Any]:
+    """Accuracy; precision, recall, F1 (macro and weighted); per-class table; the matrix.
+
+    Every class counts in the macro averages, those absent from both truth and prediction
+    with 0, as scikit-learn's precision_recall_fscore_support(labels=range(classes),
+    zero_division=0).
+    """
+    counts = confusion.detach().cpu().long()
+    classes = counts.shape[0]
+    names = list(class_names) if class_names else [str(i) for i in range(classes)]
+    matrix = counts.double()
+    tp = matrix.diagonal()
+    support = matrix.sum(1)
+    predicted = matrix.sum(0)
+    total = matrix.sum()
+    per = {
+        "precision": _ratio(tp, predicted),
+        "recall": _ratio(tp, support),
+        "f1": _ratio(2 * tp, predicted + support),
+    }
+    out: dict[str, Any] = {
+        "samples": int(counts.sum()),
+        "accuracy": float(_ratio(tp.sum(), total)),
+    }
+    for average in ("macro", "weighted"):
+        for name in ("precision", "recall", "f1"):
+            values = per[name]
+            if average == "macro":
+                value = values.mean() if classes else values.sum()
+            else:
+                value = _ratio((values * support).sum(), total)
+            out[f"{name}_{average}"] = float(value)
+    out["per_class"] = [
+        {
+            "class": names[i],
+            "precision": float(per["precision"][i]),
+            "recall": float(per["recall"][i]),
+            "f1": float(per["f1"][i]),
+            "support": int(counts[i].sum()),
+        }
+        for i in range(classes)
+    ]
+    out["confusion_matrix"] = counts.tolist()
+    out["class_names"] = names
+    return out
 
 
 def classification_metrics(
@@ -25,34 +83,5 @@ def classification_metrics(
     Classes absent from both truth and prediction count as 0 in macro averages, as in
     scikit-learn with zero_division=0.
     """
-    y_true = y_true.long().cpu()
-    y_pred = y_pred.long().cpu()
-    names = class_names or [str(i) for i in range(num_classes)]
-    kw = {"num_classes": num_classes, "zero_division": 0}
-    out: dict[str, Any] = {
-        "samples": int(len(y_true)),
-        "accuracy": MulticlassAccuracy(num_classes=num_classes, average="micro")(y_pred, y_true),
-    }
-    for average in ("macro", "weighted"):
-        out[f"precision_{average}"] = MulticlassPrecision(average=average, **kw)(y_pred, y_true)
-        out[f"recall_{average}"] = MulticlassRecall(average=average, **kw)(y_pred, y_true)
-        out[f"f1_{average}"] = MulticlassF1Score(average=average, **kw)(y_pred, y_true)
-    out = {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in out.items()}
-    precision = MulticlassPrecision(average=None, **kw)(y_pred, y_true)
-    recall = MulticlassRecall(average=None, **kw)(y_pred, y_true)
-    f1 = MulticlassF1Score(average=None, **kw)(y_pred, y_true)
-    support = torch.bincount(y_true, minlength=num_classes)
-    out["per_class"] = [
-        {
-            "class": names[i],
-            "precision": precision[i].item(),
-            "recall": recall[i].item(),
-            "f1": f1[i].item(),
-            "support": int(support[i]),
-        }
-        for i in range(num_classes)
-    ]
-    confusion = MulticlassConfusionMatrix(num_classes=num_classes)(y_pred, y_true)
-    out["confusion_matrix"] = confusion.tolist()
-    out["class_names"] = names
-    return out
+    counts = confusion_counts(y_true.cpu(), y_pred.cpu(), num_classes)
+    return metrics_from_confusion(counts, class_names)

@@ -1,17 +1,18 @@
-"""The evaluation report: metrics.json, report.md, confusion.png, curves.png."""
+"""The evaluation report: metrics.json, report.md and the task's PNGs.
+
+Every task gets curves.png (the per-epoch loss beside the task's other per-epoch metrics);
+classification adds confusion.png, regression predicted_vs_true.png. matplotlib is imported
+when a figure is drawn."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # no display: render straight to PNG
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from deepfleet._atomic import write_json_atomic, write_text_atomic  # noqa: E402
+from deepfleet._atomic import write_json_atomic, write_text_atomic
 
 HEADLINE = [
     "accuracy",
@@ -23,17 +24,65 @@ HEADLINE = [
     "f1_weighted",
 ]
 
+# the main figures of each built-in task, in the order a summary shows them
+HEADLINES: dict[str, list[str]] = {
+    "classification": HEADLINE,
+    "multilabel": ["f1_micro", "f1_macro", "map", "precision_micro", "recall_micro", "loss"],
+    "regression": ["mse", "rmse", "mae", "r2", "loss"],
+    "causal_lm": ["loss", "perplexity", "tokens_per_s"],
+}
+_NOT_FIGURES = {"samples", "task", "split", "tokens", "threshold", "map_thresholds"}
+MAX_CURVE_PANELS = 6  # the loss plus at most five other per-epoch metrics
+MAX_SCATTER_PANELS = 4
 
-def markdown_report(metrics: dict[str, Any], title: str) -> str:
-    lines = [
-        f"# {title}",
-        "",
-        f"Samples evaluated: {metrics['samples']}",
-        "",
-        "| metric | value |",
-        "|---|---|",
-    ]
-    lines += [f"| {k} | {metrics[k]:.4f} |" for k in HEADLINE]
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def task_of(metrics: dict[str, Any]) -> str:
+    """The task a metrics dict is for; metrics written before tasks existed are
+    classification's."""
+    task = metrics.get("task")
+    if task:
+        return str(task)
+    return "classification" if "confusion_matrix" in metrics else ""
+
+
+def headline(metrics: dict[str, Any]) -> list[tuple[str, float]]:
+    """The main figures of `metrics` for its task: (name, value) pairs, those present only."""
+    keys = HEADLINES.get(task_of(metrics))
+    if keys is None:
+        keys = [k for k in metrics if k not in _NOT_FIGURES]
+    return [(k, float(metrics[k])) for k in keys if _number(metrics.get(k))]
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool) or not _number(value):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.4f}"
+
+
+def _figure_table(rows: list[tuple[str, Any]]) -> list[str]:
+    return ["| metric | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in rows]
+
+
+def _fenced(text: str, info: str = "text") -> list[str]:
+    """`text` in a fenced code block whose fence no backtick run inside it can close."""
+    longest, run = 0, 0
+    for char in text:
+        run = run + 1 if char == "`" else 0
+        longest = max(longest, run)
+    fence = "`" * max(3, longest + 1)
+    return [f"{fence}{info}", text, fence]
+
+
+def _classification_markdown(metrics: dict[str, Any]) -> list[str]:
+    lines = _figure_table([(k, metrics[k]) for k in HEADLINE])
     lines += [
         "",
         "## Per class",
@@ -58,11 +107,120 @@ def markdown_report(metrics: dict[str, Any], title: str) -> str:
         f"| **{names[i]}** | " + " | ".join(str(v) for v in row) + " |"
         for i, row in enumerate(metrics["confusion_matrix"])
     ]
-    lines += ["", "![confusion matrix](confusion.png)", "", "![training curves](curves.png)", ""]
+    return lines + ["", "![confusion matrix](confusion.png)"]
+
+
+def _multilabel_markdown(metrics: dict[str, Any]) -> list[str]:
+    keys = ["loss", "f1_micro", "f1_macro", "precision_micro", "recall_micro"]
+    keys += ["precision_macro", "recall_macro", "map"]
+    lines = _figure_table([(k, metrics.get(k)) for k in keys])
+    lines += [
+        "",
+        f"A label is predicted when its probability reaches {metrics.get('threshold', 0.5)}. "
+        "mAP is the mean, over the labels with positive samples, of the average precision "
+        f"(precision-recall curves binned at {metrics.get('map_thresholds', 'n/a')} "
+        "thresholds); loss is the mean binary cross-entropy per label.",
+        "",
+        "## Per label",
+        "",
+        "| label | precision | recall | f1 | ap | support |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['label']} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['f1'])} "
+        f"| {_fmt(r.get('ap'))} | {r['support']} |"
+        for r in metrics.get("per_label", [])
+    ]
+    return lines
+
+
+def _has_points(metrics: dict[str, Any]) -> bool:
+    points = metrics.get("points") or {}
+    return bool(points.get("true"))
+
+
+def _regression_markdown(metrics: dict[str, Any]) -> list[str]:
+    lines = _figure_table([(k, metrics.get(k)) for k in ("mse", "rmse", "mae", "r2", "loss")])
+    lines += [
+        "",
+        "mse, rmse, mae and r2 are in the targets' units, averaged uniformly over the outputs; "
+        "loss is the mean squared error of the standardised targets the model learns.",
+        "",
+        "## Per output",
+        "",
+        "| output | mse | rmse | mae | r2 |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['output']} | {_fmt(r['mse'])} | {_fmt(r['rmse'])} | {_fmt(r['mae'])} "
+        f"| {_fmt(r['r2'])} |"
+        for r in metrics.get("per_output", [])
+    ]
+    if _has_points(metrics):
+        shown = len(metrics["points"]["true"])
+        lines += [
+            "",
+            f"## Predicted vs true ({shown} sampled rows)",
+            "",
+            "![predicted vs true](predicted_vs_true.png)",
+        ]
+    return lines
+
+
+def _causal_lm_markdown(
+    metrics: dict[str, Any], samples_text: list[dict[str, str]] | None
+) -> list[str]:
+    keys = ("loss", "perplexity", "tokens", "tokens_per_s")
+    lines = _figure_table([(k, metrics[k]) for k in keys if k in metrics])
+    lines += ["", "loss is the mean cross-entropy per target token; perplexity is exp(loss)."]
+    if samples_text:
+        lines += ["", "## Sampled continuations"]
+        for i, sample in enumerate(samples_text, 1):
+            lines += ["", f"### Sample {i}", "", "Prompt:", ""]
+            lines += _fenced(str(sample.get("prompt", "")))
+            lines += ["", "Continuation:", ""]
+            lines += _fenced(str(sample.get("continuation", "")))
+    return lines
+
+
+def _other_markdown(metrics: dict[str, Any]) -> list[str]:
+    rows = [(k, v) for k, v in metrics.items() if k not in _NOT_FIGURES and _number(v)]
+    return _figure_table(rows)
+
+
+def markdown_report(
+    metrics: dict[str, Any], title: str, samples_text: list[dict[str, str]] | None = None
+) -> str:
+    task = task_of(metrics)
+    lines = [f"# {title}", ""]
+    if task and task != "classification":
+        lines += [f"Task: {task}", ""]
+    lines += [f"Samples evaluated: {metrics.get('samples', 0)}", ""]
+    if task == "classification":
+        lines += _classification_markdown(metrics)
+    elif task == "multilabel":
+        lines += _multilabel_markdown(metrics)
+    elif task == "regression":
+        lines += _regression_markdown(metrics)
+    elif task == "causal_lm":
+        lines += _causal_lm_markdown(metrics, samples_text)
+    else:
+        lines += _other_markdown(metrics)
+    lines += ["", "![training curves](curves.png)", ""]
     return "\n".join(lines)
 
 
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: render straight to PNG
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _save_figure(fig, path: Path) -> None:
+    plt = _pyplot()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -70,6 +228,7 @@ def _save_figure(fig, path: Path) -> None:
 
 
 def plot_confusion(matrix: list[list[int]], names: list[str], path: Path) -> None:
+    plt = _pyplot()
     data = np.asarray(matrix)
     size = max(4.0, 0.5 * len(names) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
@@ -93,20 +252,83 @@ def plot_confusion(matrix: list[list[int]], names: list[str], path: Path) -> Non
     _save_figure(fig, path)
 
 
+def _curve_names(epochs: list[dict[str, Any]]) -> list[str]:
+    """The per-epoch metrics besides the loss: val_* (but val_loss) and any train_* beside
+    them (classification's train_accuracy), by their bare names."""
+    names: list[str] = []
+    for record in epochs:
+        for key, value in record.items():
+            if not _number(value):
+                continue
+            if key.startswith("val_") and key != "val_loss":
+                base = key.removeprefix("val_")
+            elif key == "train_accuracy":
+                base = "accuracy"
+            else:
+                continue
+            if base not in names:
+                names.append(base)
+    return names[: MAX_CURVE_PANELS - 1]
+
+
+def _series(epochs: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    xs, ys = [], []
+    for i, record in enumerate(epochs):
+        value = record.get(key)
+        if _number(value) and math.isfinite(value):
+            epoch = record.get("epoch")
+            xs.append(float(epoch) if _number(epoch) else float(i + 1))
+            ys.append(float(value))
+    return xs, ys
+
+
 def plot_curves(epochs: list[dict[str, Any]], path: Path) -> None:
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
-    x = [r["epoch"] for r in epochs]
-    loss_ax.plot(x, [r["train_loss"] for r in epochs], label="train")
-    acc_ax.plot(x, [r["train_accuracy"] for r in epochs], label="train")
-    if epochs and epochs[0].get("val_loss") is not None:
-        loss_ax.plot(x, [r["val_loss"] for r in epochs], label="val")
-        acc_ax.plot(x, [r["val_accuracy"] for r in epochs], label="val")
-    for ax, name in ((loss_ax, "loss"), (acc_ax, "accuracy")):
+    """train/val loss per epoch beside the other per-epoch metrics present."""
+    plt = _pyplot()
+    panels = ["loss", *_curve_names(epochs)]
+    cols = min(len(panels), 3)
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 4 * rows), squeeze=False)
+    flat = list(axes.flat)
+    for ax, name in zip(flat, panels, strict=False):
+        for split in ("train", "val"):
+            xs, ys = _series(epochs, f"{split}_{name}")
+            if xs:
+                ax.plot(xs, ys, label=split, marker="o" if len(xs) == 1 else None)
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    for ax in flat[len(panels) :]:
+        ax.set_visible(False)
     fig.suptitle("Training curves")
+    _save_figure(fig, path)
+
+
+def plot_predicted_vs_true(points: dict[str, Any], path: Path) -> None:
+    """A scatter of sampled (true, predicted) rows per output, with the line y = x."""
+    plt = _pyplot()
+    true = np.asarray(points["true"], dtype=np.float64)
+    predicted = np.asarray(points["predicted"], dtype=np.float64)
+    outputs = min(true.shape[1], MAX_SCATTER_PANELS)
+    names = list(points.get("outputs") or [str(i) for i in range(outputs)])
+    fig, axes = plt.subplots(1, outputs, figsize=(4.5 * outputs, 4.5), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        x, y = true[:, i], predicted[:, i]
+        ax.scatter(x, y, s=6, alpha=0.4, edgecolors="none")
+        low, high = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+        if low == high:
+            low, high = low - 1.0, high + 1.0
+        ax.plot([low, high], [low, high], color="black", linewidth=1, label="y = x")
+        ax.set_xlim(low, high)
+        ax.set_ylim(low, high)
+        ax.set_xlabel("true")
+        ax.set_ylabel("predicted")
+        ax.set_title(names[i] if i < len(names) else str(i))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left")
+    fig.suptitle(f"Predicted vs true ({len(true)} sampled rows)")
     _save_figure(fig, path)
 
 
@@ -115,9 +337,18 @@ def write_report(
     epochs: list[dict[str, Any]],
     out: Path,
     title: str = "Evaluation report",
+    samples_text: list[dict[str, str]] | None = None,
 ) -> None:
+    """metrics.json (without the plotted sample of points), report.md, curves.png and the
+    task's own figure. `samples_text`: a causal language model's sampled continuations,
+    {"prompt": ..., "continuation": ...} each."""
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "metrics.json", metrics)
-    write_text_atomic(out / "report.md", markdown_report(metrics, title))
-    plot_confusion(metrics["confusion_matrix"], metrics["class_names"], out / "confusion.png")
+    task = task_of(metrics)
+    write_json_atomic(out / "metrics.json", {k: v for k, v in metrics.items() if k != "points"})
+    write_text_atomic(out / "report.md", markdown_report(metrics, title, samples_text))
+    if task == "classification":
+        plot_confusion(metrics["confusion_matrix"], metrics["class_names"], out / "confusion.png")
+    elif task == "regression" and _has_points(metrics):
+        plot_predicted_vs_true(metrics["points"], out / "predicted_vs_true.png")
     plot_curves(epochs, out / "curves.png")

@@ -10,7 +10,7 @@ import torch.distributed as dist
 from torch import nn
 
 from deepfleet.errors import UserError
-from deepfleet.parallel._strategy import Autocast, SingleStrategy
+from deepfleet.parallel._strategy import Autocast, Objective, SingleStrategy
 from deepfleet.parallel._topology import Topology
 
 
@@ -114,6 +114,7 @@ class PipelineStrategy(SingleStrategy):
         self.owns_outputs = self.is_last
         self.schedule_name, self.microbatches = schedule, microbatches
         self._scale = 1.0
+        self._objective: Objective | None = None
 
     def setup_stage(self) -> None:
         # A new schedule per training stage: the set of parameters that need gradients
@@ -161,14 +162,17 @@ class PipelineStrategy(SingleStrategy):
         kwargs = {}
         cls = _schedule_class(self.schedule_name)
         if "scale_grads" in inspect.signature(cls.__init__).parameters:
-            kwargs["scale_grads"] = False  # the loss is already scaled to the global batch
-        return cls(stage, n_microbatches=self.microbatches, loss_fn=self._loss, **kwargs)
+            kwargs["scale_grads"] = False  # the objective is already scaled to the global batch
+        return cls(stage, n_microbatches=self.microbatches, loss_fn=self._scaled, **kwargs)
 
-    def _loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(output.float(), target, reduction="sum") * self._scale
+    def _scaled(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # The schedule calls this once per micro-batch on the last stage and runs backward
+        # from it; the objective itself is the trainer's (the task's), scaled here.
+        assert self._objective is not None
+        return self._objective(output, target) * self._scale
 
-    def forward_backward(self, x, y, scale: float, autocast: Autocast, backward):
-        self._scale = scale
+    def forward_backward(self, x, y, objective: Objective, scale: float, autocast, backward):
+        self._objective, self._scale = objective, scale
         if self.schedule is None:
             self.schedule = self._build_schedule(x, autocast)
         with autocast():
@@ -179,11 +183,11 @@ class PipelineStrategy(SingleStrategy):
             else:
                 self.schedule.step()
         if not self.is_last:
-            zero = torch.zeros((), device=self.device)
-            return zero, zero.long()
+            return torch.zeros((), device=self.device), None
+        output = output.detach()
         with torch.no_grad():
-            loss_sum = nn.functional.cross_entropy(output.float(), y, reduction="sum")
-        return loss_sum, (output.argmax(1) == y).sum()
+            total = objective(output, y)
+        return total, output
 
     def clip_grad_norm(self, max_norm: float) -> torch.Tensor:
         # The norm spans every stage: sum the squares here, then over the ranks.

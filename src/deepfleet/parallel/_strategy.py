@@ -15,6 +15,8 @@ from torch.nn.parallel import DistributedDataParallel
 from deepfleet.parallel._topology import Topology
 
 Autocast = Callable[[], contextlib.AbstractContextManager]
+# The task's training objective: (model output, target) -> its sum over the micro-batch.
+Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def blocks_of(model: nn.Module) -> list[nn.Module]:
@@ -43,7 +45,7 @@ class SingleStrategy:
         self.device = device
         self.compile_model = compile_model
         self.train_model: nn.Module = model
-        self.owns_outputs = True  # this rank sees logits (pipeline: only the last stage)
+        self.owns_outputs = True  # this rank sees outputs (pipeline: only the last stage)
 
     @property
     def distributed(self) -> bool:
@@ -54,6 +56,15 @@ class SingleStrategy:
         if self.distributed:
             dist.all_reduce(tensor)
         return tensor
+
+    def union(self, names: list[str]) -> list[str]:
+        """Every name any rank holds, sorted: ranks that see no outputs (pipeline stages
+        before the last) hold fewer sums, and a reduction needs the same list everywhere."""
+        if not self.distributed:
+            return sorted(names)
+        every: list[list[str] | None] = [None] * self.topology.world_size
+        dist.all_gather_object(every, sorted(names))
+        return sorted({n for found in every for n in found or []})
 
     def broadcast(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
         if self.distributed:
@@ -75,17 +86,20 @@ class SingleStrategy:
         self,
         x: torch.Tensor,
         y: torch.Tensor,
+        objective: Objective,
         scale: float,
         autocast: Autocast,
         backward: Callable[[torch.Tensor], None],
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward and backward of one micro-batch; the loss is sum(CE) x `scale`, so every
-        sample of the global batch weighs the same. Returns (sum of losses, correct), detached."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Forward and backward of one micro-batch. `objective(output, target)` is the
+        task's sum over the micro-batch; the backward pass takes it times `scale`, so every
+        term of the global batch weighs the same. Returns (the sum, the output), detached;
+        the output is None on a rank that does not see it (pipeline: all but the last)."""
         with autocast():
-            logits = self.train_model(x)
-            loss_sum = nn.functional.cross_entropy(logits.float(), y, reduction="sum")
-        backward(loss_sum * scale)
-        return loss_sum.detach(), (logits.detach().argmax(1) == y).sum()
+            output = self.train_model(x)
+            total = objective(output, y)
+        backward(total * scale)
+        return total.detach(), output.detach()
 
     def trainable(self) -> list[nn.Parameter]:
         return [p for p in self.module.parameters() if p.requires_grad]
@@ -141,6 +155,14 @@ class FSDPStrategy(SingleStrategy):
     def no_sync(self, skip: bool) -> contextlib.AbstractContextManager:
         self.module.set_requires_gradient_sync(not skip)
         return contextlib.nullcontext()
+
+    def eval_module(self) -> nn.Module:
+        # FSDP neither shards nor syncs buffers: each rank's BatchNorm statistics follow its
+        # own batches. Every rank evaluates with rank 0's, the ones weights and checkpoints
+        # keep, so each evaluates the same model (and a resumed run the same as before).
+        for buffer in self.module.buffers():
+            dist.broadcast(buffer, src=0)
+        return self.module
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)

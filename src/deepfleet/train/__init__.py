@@ -24,6 +24,7 @@ from deepfleet.train._loop import (
 )
 from deepfleet.train._optim import apply_freeze, build_optimizer, build_scheduler, lr_factor
 from deepfleet.train._seed import seed_everything
+from deepfleet.train._validate import run_split, split_batches
 from deepfleet.weights import load_weights, save_tensors, save_weights
 
 __all__ = [
@@ -53,7 +54,9 @@ __all__ = [
     "lr_factor",
     "lr_scale",
     "read_metrics",
+    "run_split",
     "save_tensors",
     "save_weights",
     "seed_everything",
+    "split_batches",
 ]

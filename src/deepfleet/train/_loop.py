@@ -17,6 +17,7 @@ from deepfleet.config import StageSection, TrainSection
 from deepfleet.data import SplitArrays, StreamLoader
 from deepfleet.errors import UserError
 from deepfleet.parallel import DistEnv, build_topology, fp16_scaler, make_strategy
+from deepfleet.tasks import ClassificationTask, Task, direction
 from deepfleet.train._batches import ArrayBatches, StreamBatches, batch_source
 from deepfleet.train._checkpoint import Checkpointer, find_latest
 from deepfleet.train._log import MetricsLog, NullProgress, ProgressSink
@@ -24,6 +25,7 @@ from deepfleet.train._optim import apply_freeze, build_optimizer, build_schedule
 from deepfleet.train._precision import autocast_factory, configure_tf32, to_channels_last
 from deepfleet.train._rng import rng_state, set_rng_state
 from deepfleet.train._state import Position, Progress
+from deepfleet.train._validate import run_split, split_batches
 from deepfleet.weights import save_tensors
 
 BEST = "best.safetensors"
@@ -40,6 +42,9 @@ class FitResult:
     best_val_accuracy: float | None
     history: list[dict[str, Any]] = field(default_factory=list)
     already_finished: bool = False  # a resume found nothing left to train and wrote nothing
+    monitor: str = "val_accuracy"  # the metric that chose the best epoch
+    best_value: float | None = None  # its value at the best epoch
+    stopped_early: bool = False  # early stopping ended training before the last epoch
 
 
 def is_finished(checkpoint_dir: Path, config: TrainSection) -> bool:
@@ -86,6 +91,7 @@ class Trainer:
         device: torch.device,
         *,
         seed: int = 0,
+        task: Task | None = None,
         env: DistEnv | None = None,
         log: MetricsLog | None = None,
         progress: ProgressSink | None = None,
@@ -93,6 +99,10 @@ class Trainer:
         resume: bool = False,
     ) -> None:
         self.config, self.device, self.seed = config, device, seed
+        # The task owns the loss and the metrics; without one, single-label classification.
+        self.task = task or ClassificationTask()
+        self.monitor = config.monitor or self.task.monitor
+        self.monitor_mode = config.monitor_mode or direction(self.monitor)
         self.env = env or DistEnv()
         self.tf32 = configure_tf32(config.tf32, device)
         self.topology = build_topology(config, self.env.world_size, model, device)
@@ -120,7 +130,9 @@ class Trainer:
             self.strategy, config.precision == "fp16" and device.type == "cuda"
         )
         self.state = Progress()
-        self._sums: list[float] = [0.0, 0.0, 0.0]  # loss, correct, samples of a resumed epoch
+        # Sums of the epoch so far (kept in checkpoints, so a resumed epoch reports whole):
+        # the objective, its terms, the samples, and the task's running figures.
+        self._sums: dict[str, float] = {}
 
     @property
     def step(self) -> int:
@@ -131,9 +143,15 @@ class Trainer:
         return self.strategy.full_model
 
     # ---- the run -------------------------------------------------------------------------
-    def fit(self, train: SplitArrays | StreamLoader, val: SplitArrays | None = None) -> FitResult:
+    def fit(
+        self,
+        train: SplitArrays | StreamLoader,
+        val: SplitArrays | StreamLoader | None = None,
+    ) -> FitResult:
         """Train on an in-memory split (cut into rank shares here) or on this rank's
-        StreamLoader (already cut by data-parallel rank)."""
+        StreamLoader (already cut by data-parallel rank). `val` is read in batches, each rank
+        its part: in memory (cut here), or a StreamLoader cut by global rank (unshuffled,
+        uneven="pad")."""
         cfg, topo = self.config, self.topology
         plan = batch_source(
             train,
@@ -173,8 +191,10 @@ class Trainer:
                 if resume_from is not None:
                     self._restore(resume_from, optimizer, scheduler)
                     resume_from = None
-                while self.state.position.stage_epoch < stage.epochs:
+                while self.state.position.stage_epoch < stage.epochs and not self._stop():
                     self._run_epoch(stage, plan, val, optimizer, scheduler, total_epochs)
+                if self._stop():
+                    break
                 pos = self.state.position
                 self.state.position = Position(index + 1, 0, pos.epoch, 0, pos.global_step)
                 self._checkpoint(optimizer, scheduler)
@@ -182,6 +202,11 @@ class Trainer:
         finally:
             self.progress.stop()
         return self._finish(total_epochs, time.perf_counter() - started)
+
+    def _stop(self) -> bool:
+        """Early stopping: `patience` epochs in a row without an improvement of the monitor."""
+        patience = self.config.early_stopping.patience
+        return bool(patience) and self.state.stale_epochs >= patience
 
     def _resume_point(self) -> Path | None:
         if not (self.resume and self.checkpointer):
@@ -242,18 +267,34 @@ class Trainer:
         self.progress.epoch(record)
         self.state.history.append(record)
 
-    def _validate(self, val: SplitArrays, record: dict[str, Any]) -> None:
+    def _validate(self, val: SplitArrays | StreamLoader, record: dict[str, Any]) -> None:
         module = self.strategy.eval_module()
-        loss, acc = evaluate_loss_accuracy(module, val, self.device)
-        # Rank 0's figures decide for everyone, so every rank takes the same branch below.
-        figures = torch.tensor([loss, acc], dtype=torch.float64, device=self.device)
-        self.strategy.broadcast(figures, src=0)
-        loss, acc = figures.tolist()
-        record.update(val_loss=loss, val_accuracy=acc)
-        if (acc, -loss) > (self.state.best_val_accuracy, -self.state.best_val_loss):
-            self.state.best_val_accuracy, self.state.best_val_loss = acc, loss
-            self.state.best_epoch = self.state.position.epoch
-            self._save_weights(BEST)
+        metrics = self.task.metrics()
+        batches = split_batches(
+            val, self.env.rank, self.topology.world_size, self.config.eval_batch_size
+        )
+        run_split(module, batches, [metrics], self.device)
+        # compute() reduces over every rank, so every rank takes the same branch below.
+        figures = {f"val_{name}": value for name, value in metrics.compute().items()}
+        record.update(figures)
+        if self.monitor not in figures:
+            raise UserError(
+                f"train.monitor: {self.monitor!r} is not a validation metric of task "
+                f"{self.task.name} (it has {', '.join(sorted(figures))})"
+            )
+        value, best = figures[self.monitor], self.state.best_value
+        delta = self.config.early_stopping.min_delta
+        better = best is None or (
+            value < best - delta if self.monitor_mode == "min" else value > best + delta
+        )
+        if not better:
+            self.state.stale_epochs += 1
+            return
+        self.state.best_value, self.state.stale_epochs = value, 0
+        self.state.best_val_accuracy = figures.get("val_accuracy", -1.0)
+        self.state.best_val_loss = figures.get("val_loss", float("inf"))
+        self.state.best_epoch = self.state.position.epoch
+        self._save_weights(BEST)
 
     # ---- one epoch -----------------------------------------------------------------------
     def _train_epoch(
@@ -266,16 +307,23 @@ class Trainer:
         self.model.train()
         self.strategy.train_model.train()
         pos, device, cfg = self.state.position, self.device, self.config
-        loss_sum = torch.full((), self._sums[0], device=device)
-        correct = torch.full((), int(self._sums[1]), device=device, dtype=torch.long)
-        seen = int(self._sums[2])
+        task = self.task
+        # Device tensors: reading them back is a CPU-GPU sync, done once per epoch.
+        wide = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+        sums = {k: torch.full((), v, device=device, dtype=wide) for k, v in self._sums.items()}
+        for name in ("objective", "terms", "samples"):
+            sums.setdefault(name, torch.zeros((), device=device, dtype=wide))
         data_s = comm_s = 0.0
         owns = self.strategy.owns_outputs
         channels_last = cfg.channels_last
         backward = self._backward
         started = t0 = time.perf_counter()
         for group, global_count in plan.epoch(pos.epoch, pos.step_in_epoch):
-            step_loss = torch.zeros((), device=device)
+            step_total = torch.zeros((), device=device)
+            # Every sample holds the same number of terms (tokens, outputs, labels): the
+            # global batch's terms follow from its samples.
+            terms = task.count(group[0][1][:1])
+            scale = self.topology.dp / (global_count * terms)
             for i, (x, y) in enumerate(group):
                 x = x.to(device, non_blocking=True)
                 y = y.to(device, non_blocking=True)
@@ -283,44 +331,51 @@ class Trainer:
                     x = x.contiguous(memory_format=torch.channels_last)
                 data_s += time.perf_counter() - t0
                 with self.strategy.no_sync(i < len(group) - 1):
-                    batch_loss, batch_correct = self.strategy.forward_backward(
-                        x, y, self.topology.dp / global_count, self.autocast, backward
+                    total, output = self.strategy.forward_backward(
+                        x, y, task.loss, scale, self.autocast, backward
                     )
-                step_loss += batch_loss
-                correct += batch_correct
-                if owns:
-                    seen += len(y)
+                step_total += total
+                if owns and output is not None:
+                    sums["terms"] += terms * len(y)
+                    sums["samples"] += len(y)
+                    for name, value in task.running(output, y).items():
+                        if name not in sums:
+                            sums[name] = torch.zeros((), device=device, dtype=wide)
+                        sums[name] += value
                 t0 = time.perf_counter()
-            loss_sum += step_loss
+            sums["objective"] += step_total
             self._optimizer_step(optimizer, scheduler)
             pos.step_in_epoch += 1
             self.progress.advance(f"[{stage.name}] step {pos.global_step}")
             if pos.global_step % cfg.log_every == 0:
-                comm_s += self._log_step(stage, step_loss, global_count, scheduler)
+                comm_s += self._log_step(stage, step_total, global_count * terms, scheduler)
             every = cfg.checkpoint.every_steps
             if every and pos.global_step % every == 0 and pos.step_in_epoch < plan.steps_per_epoch:
-                self._sums = [loss_sum.item(), float(correct.item()), float(seen)]
+                self._sums = {k: float(v.item()) for k, v in sums.items()}
                 self._checkpoint(optimizer, scheduler)
             t0 = time.perf_counter()
         t0 = time.perf_counter()
-        totals = torch.stack(
-            [
-                loss_sum.double(),
-                correct.double(),
-                torch.tensor(float(seen), dtype=torch.float64, device=device),
-            ]
-        )
+        names = self.strategy.union(list(sums))
+        zero = torch.zeros((), device=device, dtype=wide)
+        totals = torch.stack([sums.get(k, zero) for k in names])
         self.strategy.all_reduce_sum(totals)
-        total_loss, total_correct, total_seen = totals.tolist()  # one sync per epoch
+        reduced = dict(zip(names, totals.tolist(), strict=True))  # one sync per epoch
         comm_s += time.perf_counter() - t0
-        self._sums = [0.0, 0.0, 0.0]
+        self._sums = {}
         seconds = time.perf_counter() - started
+        samples = reduced["samples"]
+        running = {
+            f"train_{k}": v / max(samples, 1)
+            for k, v in reduced.items()
+            if k not in ("objective", "terms", "samples")
+        }
         return {
-            "train_loss": total_loss / max(total_seen, 1),
-            "train_accuracy": total_correct / max(total_seen, 1),
+            "train_loss": reduced["objective"] / max(reduced["terms"], 1),
+            **running,
             "lr": scheduler.get_last_lr()[0],
             "seconds": seconds,
-            "samples_per_s": total_seen / seconds if seconds > 0 else 0.0,
+            "samples_per_s": samples / seconds if seconds > 0 else 0.0,
+            "terms_per_s": reduced["terms"] / seconds if seconds > 0 else 0.0,
             "data_s": data_s,
             # forward, backward, optimizer; under ddp/fsdp this includes the gradient
             # communication that overlaps the backward pass
@@ -333,16 +388,16 @@ class Trainer:
         self.scaler.scale(loss).backward()
 
     def _log_step(
-        self, stage: StageSection, step_loss: torch.Tensor, group_count: int, scheduler
+        self, stage: StageSection, step_total: torch.Tensor, group_terms: int, scheduler
     ) -> float:
         t0 = time.perf_counter()
-        value = self.strategy.all_reduce_sum(step_loss.detach().clone()).item()
+        value = self.strategy.all_reduce_sum(step_total.detach().clone()).item()
         self.log.write(
             {
                 "kind": "step",
                 "stage": stage.name,
                 "step": self.step,
-                "loss": value / group_count,
+                "loss": value / group_terms,
                 "lr": scheduler.get_last_lr()[0],
             }
         )
@@ -391,7 +446,11 @@ class Trainer:
                 self.scaler.load_state_dict(trainer_state["scaler"])
         if rank_state is not None:
             set_rng_state(rank_state["rng"], self.device)
-            self._sums = list(rank_state["sums"])
+            saved = rank_state["sums"]
+            if isinstance(saved, list):  # checkpoints before tasks: loss, correct, samples
+                saved = dict(zip(("objective", "accuracy", "samples"), saved, strict=True))
+                saved["terms"] = saved["samples"]
+            self._sums = dict(saved)
             if rank_state.get("reader"):
                 self.source.load_reader_state(rank_state["reader"])
 
@@ -412,11 +471,14 @@ class Trainer:
         self._save_weights(LAST)
         best = state.best_val_accuracy if state.best_val_accuracy >= 0 else None
         result = FitResult(
-            epochs=total_epochs,
+            epochs=state.position.epoch if self._stop() else total_epochs,
             seconds=seconds,
             best_epoch=state.best_epoch,
             best_val_accuracy=best,
             history=list(state.history),
+            monitor=self.monitor,
+            best_value=state.best_value,
+            stopped_early=self._stop(),
         )
         if self.checkpoint_dir and self.env.is_main:
             write_json_atomic(
@@ -424,7 +486,10 @@ class Trainer:
                 {
                     "best_epoch": result.best_epoch,
                     "best_val_accuracy": best,
-                    "epochs": total_epochs,
+                    "monitor": result.monitor,
+                    "best_value": result.best_value,
+                    "stopped_early": result.stopped_early,
+                    "epochs": result.epochs,
                     "steps": self.step,
                     "seconds": seconds,
                     "strategy": self.topology.strategy,

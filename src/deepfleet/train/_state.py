@@ -30,6 +30,8 @@ class Progress:
     best_val_loss: float = float("inf")
     best_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    best_value: float | None = None  # the monitored metric at the best epoch
+    stale_epochs: int = 0  # validations in a row without an improvement (early stopping)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -45,4 +47,6 @@ class Progress:
             best_val_loss=float("inf") if loss is None else loss,
             best_epoch=data["best_epoch"],
             history=list(data["history"]),
+            best_value=data.get("best_value"),
+            stale_epochs=int(data.get("stale_epochs", 0)),
         )

@@ -1,10 +1,11 @@
-"""The ASGI app: Open Inference Protocol v2 REST, /predict, /metrics, behind bearer auth.
+"""The ASGI app: Open Inference Protocol v2 REST, /predict, /generate, /metrics, behind
+bearer auth.
 
-The routes live in two routers: _routes_model (model metadata, infer, /predict), every route
-of which depends on the token check, and _routes_open (health, readiness, server metadata,
-/metrics), open by design; FastAPI's own OpenAPI schema and docs are open too. This module
-assembles them: the lifespan that loads the bundle into `app.state`, the error handlers that
-answer every error as JSON, and the request metrics.
+The routes live in two routers: _routes_model (model metadata, infer, /predict, generate),
+every route of which depends on the token check, and _routes_open (health, readiness, server
+metadata, /metrics), open by design; FastAPI's own OpenAPI schema and docs are open too. This
+module assembles them: the lifespan that loads the bundle into `app.state`, the error
+handlers that answer every error as JSON, and the request metrics.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from deepfleet.deploy.serve import _schemas as schemas
 from deepfleet.deploy.serve._batcher import DynamicBatcher
 from deepfleet.deploy.serve._config import ServeConfig
 from deepfleet.deploy.serve._errors import RequestError
+from deepfleet.deploy.serve._generation import generation_for
 from deepfleet.deploy.serve._http import json_response
 from deepfleet.deploy.serve._metrics import Metrics
 from deepfleet.deploy.serve._state import Served
@@ -58,9 +60,10 @@ def _backends(config: ServeConfig, bundle: LoadedBundle) -> list[Backend]:
         make_backend(bundle, config.backend, config.device, config.compiled, threads)
         for _ in range(config.replicas)
     ]
+    dtype = np.dtype(bundle.input_dtype)
     for backend in backends:  # warm up: first calls allocate (and compile, when compiled)
         for rows in sorted({1, config.max_batch_size}):
-            backend(np.zeros((rows, *bundle.input_shape), np.float32))
+            backend(np.zeros((rows, *bundle.input_shape), dtype))
     return backends
 
 
@@ -105,7 +108,8 @@ async def _lifespan(app: FastAPI):
         batching=config.batching,
     )
     batcher.start()
-    app.state.served = Served(config, bundle, batcher, backends[0].name)
+    generation = generation_for(bundle, config, app.state.metrics)
+    app.state.served = Served(config, bundle, batcher, backends[0].name, generation)
     # Everything loaded so far (torch, onnxruntime, the app) lives as long as the process:
     # freezing it keeps the collector from rescanning it in full collections, which
     # otherwise pause every request for hundreds of milliseconds under load.
@@ -116,6 +120,8 @@ async def _lifespan(app: FastAPI):
         yield
     finally:
         await batcher.stop()
+        if generation is not None:
+            generation.stop()
 
 
 async def _request_error(request: Request, err: RequestError):

@@ -32,6 +32,7 @@ class ServeConfig:
     replicas: int = 1  # model copies (threads) inside each worker process
     workers: int = 1  # uvicorn worker processes
     max_connections: int = 1024  # uvicorn limit_concurrency; beyond it 503
+    max_new_tokens: int = 256  # the most tokens one generate request may ask for
     token: str | None = None  # bearer token for inference and model metadata
     public_key: str | None = None  # verify the bundle's signature at start
     access_log: bool = False
@@ -47,6 +48,10 @@ class ServeConfig:
             (self.replicas >= 1, f"--replicas must be >= 1, got {self.replicas}"),
             (self.workers >= 1, f"--workers must be >= 1, got {self.workers}"),
             (self.max_connections >= 1, "--max-connections must be >= 1"),
+            (
+                self.max_new_tokens >= 1,
+                f"--max-new-tokens must be >= 1, got {self.max_new_tokens}",
+            ),
             (
                 self.backend in ("auto", "torch", "onnxruntime"),
                 f"--backend must be auto, torch or onnxruntime, got {self.backend!r}",

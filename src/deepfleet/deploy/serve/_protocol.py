@@ -4,14 +4,17 @@ the problem; nothing a client sends reaches the model unless it is a finite arra
 the model's input shape.
 
 Clients send raw samples, as the data set stores them (digits: whole numbers 0..16, declared
-UINT8 in the metadata); the bundle's preprocessing (float32(raw) x scale) turns them into the
-model's input here, as evaluate and predict do, so the same sample gets the same answer.
+UINT8 in the metadata; token ids for a model of text); the bundle's preprocessing
+(float32(raw) x scale, or int64(raw) for token ids, which must lie below the vocabulary size)
+turns them into the model's input here, as evaluate and predict do, so the same sample gets
+the same answer. Which outputs there are follows the bundle's task (_outputs).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -103,8 +106,11 @@ def _kind_name(array: np.ndarray) -> str:
     )
 
 
-def _model_input(array: np.ndarray, what: str, preprocessing: Preprocessing) -> np.ndarray:
-    """Raw values -> the model's float32 input, refusing what the raw data cannot hold."""
+def _model_input(
+    array: np.ndarray, what: str, preprocessing: Preprocessing, vocab: int | None = None
+) -> np.ndarray:
+    """Raw values -> the model's input, refusing what the raw data cannot hold (and token ids
+    outside the vocabulary)."""
     with np.errstate(over="ignore", invalid="ignore"):
         raw = np.ascontiguousarray(array, dtype=np.float64)
     if not np.isfinite(raw).all():
@@ -112,6 +118,10 @@ def _model_input(array: np.ndarray, what: str, preprocessing: Preprocessing) -> 
     problem = preprocessing.raw_problem(raw)
     if problem:
         raise RequestError(400, f"{what}: {problem}")
+    if vocab is not None and raw.size and (raw.min() < 0 or raw.max() >= vocab):
+        raise RequestError(
+            400, f"{what}: token ids must be whole numbers in 0..{vocab - 1} (the vocabulary)"
+        )
     with np.errstate(over="ignore", invalid="ignore"):
         x = preprocessing.apply(raw)
     if not np.isfinite(x).all():
@@ -130,9 +140,19 @@ def _shape(value: Any, what: str) -> list[int]:
 
 
 def parse_infer(
-    payload: Any, input_shape: tuple[int, ...], max_rows: int, preprocessing: Preprocessing
+    payload: Any,
+    input_shape: tuple[int, ...],
+    max_rows: int,
+    preprocessing: Preprocessing,
+    offered: Sequence[str] = OUTPUTS,
+    defaults: Sequence[str] | None = None,
+    vocab: int | None = None,
 ) -> tuple[np.ndarray, str | None, list[str]]:
-    """An OIP v2 inference request -> (model input batch, request id, output names wanted)."""
+    """An OIP v2 inference request -> (model input batch, request id, output names wanted).
+
+    `offered` are the output names the model has; `defaults` those sent when the request
+    names none (all offered when None); `vocab` bounds token ids.
+    """
     if not isinstance(payload, dict):
         raise RequestError(400, "request body must be a JSON object with an 'inputs' list")
     request_id = payload.get("id")
@@ -181,51 +201,43 @@ def parse_infer(
         raise RequestError(
             400, f"{what}: data has {array.size} values but shape {shape} needs {math.prod(shape)}"
         )
-    x = _model_input(array.reshape(shape), what, preprocessing)
-    return x, request_id, _wanted_outputs(payload.get("outputs"))
+    x = _model_input(array.reshape(shape), what, preprocessing, vocab)
+    wanted = _wanted_outputs(payload.get("outputs"), offered, defaults)
+    return x, request_id, wanted
 
 
-def _wanted_outputs(outputs: Any) -> list[str]:
+def _wanted_outputs(
+    outputs: Any, offered: Sequence[str], defaults: Sequence[str] | None
+) -> list[str]:
     if outputs is None:
-        return list(OUTPUTS)
+        return list(offered if defaults is None else defaults)
     if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
         raise RequestError(400, "'outputs' must be a list of objects with a 'name'")
     names = [o.get("name") for o in outputs]
     for name in names:
-        if name not in OUTPUTS:
+        if name not in offered:
             raise RequestError(
-                400, f"unknown output {json.dumps(name)} (the model has {', '.join(OUTPUTS)})"
+                400, f"unknown output {json.dumps(name)} (the model has {', '.join(offered)})"
             )
     return names
 
 
 def infer_response(
-    logits: np.ndarray, wanted: list[str], model: str, version: str, request_id: str | None
+    tensors: list[dict[str, Any]], model: str, version: str, request_id: str | None
 ) -> dict[str, Any]:
-    tensors = {
-        "logits": lambda: ("FP32", logits),
-        "probabilities": lambda: ("FP32", softmax(logits)),
-        "label": lambda: ("INT64", logits.argmax(axis=1)),
-    }
-    outputs = []
-    for name in wanted:
-        datatype, value = tensors[name]()
-        outputs.append(
-            {
-                "name": name,
-                "datatype": datatype,
-                "shape": list(value.shape),
-                "data": value.ravel().tolist(),
-            }
-        )
-    answer: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": outputs}
+    """The OIP v2 answer around the output tensors (see _outputs.infer_outputs)."""
+    answer: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": tensors}
     if request_id is not None:
         answer["id"] = request_id
     return answer
 
 
 def parse_predict(
-    payload: Any, input_shape: tuple[int, ...], max_rows: int, preprocessing: Preprocessing
+    payload: Any,
+    input_shape: tuple[int, ...],
+    max_rows: int,
+    preprocessing: Preprocessing,
+    vocab: int | None = None,
 ) -> np.ndarray:
     """{"instances": [raw sample, ...]}: each nested in the input shape, or flat."""
     if not isinstance(payload, dict) or "instances" not in payload:
@@ -247,11 +259,12 @@ def parse_predict(
                 f"instance {i} has shape {list(array.shape)}; the model "
                 f"takes {list(input_shape)} (or {flat} flat values)",
             )
-        rows.append(_model_input(array.reshape(input_shape), f"instance {i}", preprocessing))
+        rows.append(_model_input(array.reshape(input_shape), f"instance {i}", preprocessing, vocab))
     return np.stack(rows)
 
 
 def predict_response(logits: np.ndarray, class_names: list[str], model: str) -> dict[str, Any]:
+    """/predict's answer for a classification bundle."""
     probs = softmax(logits)
     labels = probs.argmax(axis=1)
     return {

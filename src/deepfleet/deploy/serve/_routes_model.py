@@ -1,14 +1,19 @@
-"""Routes behind the bearer token: model metadata and inference (OIP v2 and /predict)."""
+"""Routes behind the bearer token: model metadata, inference (OIP v2 and /predict) and, for a
+causal LM with a tokenizer, text generation streamed as Server-Sent Events."""
 
 from __future__ import annotations
 
 import time
 
 from fastapi import APIRouter, Depends, Request
+from starlette.responses import StreamingResponse
 
 from deepfleet.deploy._onnx import INPUT_NAME
 from deepfleet.deploy.serve import _schemas as schemas
+from deepfleet.deploy.serve._errors import RequestError
+from deepfleet.deploy.serve._generation import parse_generate
 from deepfleet.deploy.serve._http import json_response, read_body
+from deepfleet.deploy.serve._outputs import infer_outputs, predictions
 from deepfleet.deploy.serve._protocol import (
     datatype_of,
     infer_response,
@@ -31,29 +36,34 @@ router = APIRouter(dependencies=[Depends(require_token)])
 
 
 def _metadata(s: Served) -> dict:
-    classes = len(s.bundle.class_names)
+    bundle = s.bundle
+    parameters = {
+        "task": bundle.task.name,
+        "class_names": bundle.class_names,
+        "max_batch_size": s.config.max_batch_size,
+        # raw input -> model input: float32(raw) x input_scale (token ids: int64(raw))
+        "input_scale": s.preprocessing.scale,
+    }
+    if bundle.vocab_size is not None:
+        parameters["vocab_size"] = bundle.vocab_size
+    if s.generation is not None:
+        parameters["generate"] = {
+            "context_length": s.generation.context,
+            "max_new_tokens": s.config.max_new_tokens,
+        }
     return {
-        "name": s.bundle.name,
+        "name": bundle.name,
         "versions": [s.version],
         "platform": s.platform,
         "inputs": [
             {
                 "name": INPUT_NAME,
                 "datatype": datatype_of(s.preprocessing.raw_dtype),
-                "shape": [-1, *s.bundle.input_shape],
+                "shape": [-1, *bundle.input_shape],
             }
         ],
-        "outputs": [
-            {"name": "logits", "datatype": "FP32", "shape": [-1, classes]},
-            {"name": "probabilities", "datatype": "FP32", "shape": [-1, classes]},
-            {"name": "label", "datatype": "INT64", "shape": [-1]},
-        ],
-        "parameters": {
-            "class_names": s.bundle.class_names,
-            "max_batch_size": s.config.max_batch_size,
-            # raw input -> model input: float32(raw) x input_scale
-            "input_scale": s.preprocessing.scale,
-        },
+        "outputs": [o.metadata() for o in s.outputs.values()],
+        "parameters": parameters,
     }
 
 
@@ -88,10 +98,17 @@ async def _infer(request: Request, name: str, version: str | None):
     with s.batcher.arriving():
         payload = parse_json(await read_body(request, config.max_body_bytes))
         x, request_id, wanted = parse_infer(
-            payload, s.bundle.input_shape, config.max_batch_size, s.preprocessing
+            payload,
+            s.bundle.input_shape,
+            config.max_batch_size,
+            s.preprocessing,
+            offered=list(s.outputs),
+            defaults=[o.name for o in s.outputs.values() if o.default],
+            vocab=s.bundle.vocab_size,
         )
-    logits = await s.run(x, arrived, metrics_of(request))
-    return json_response(infer_response(logits, wanted, s.bundle.name, s.version, request_id))
+    outputs = await s.run(x, arrived, metrics_of(request))
+    tensors = infer_outputs(outputs, wanted, s.outputs)
+    return json_response(infer_response(tensors, s.bundle.name, s.version, request_id))
 
 
 @router.post("/v2/models/{name}/infer", tags=["inference"], **INFER_DOC)
@@ -115,6 +132,61 @@ async def predict(request: Request):
     s, config = served(request), config_of(request)
     with s.batcher.arriving():
         payload = parse_json(await read_body(request, config.max_body_bytes))
-        x = parse_predict(payload, s.bundle.input_shape, config.max_batch_size, s.preprocessing)
-    logits = await s.run(x, arrived, metrics_of(request))
-    return json_response(predict_response(logits, s.bundle.class_names, s.bundle.name))
+        x = parse_predict(
+            payload,
+            s.bundle.input_shape,
+            config.max_batch_size,
+            s.preprocessing,
+            vocab=s.bundle.vocab_size,
+        )
+    outputs = await s.run(x, arrived, metrics_of(request))
+    if s.bundle.task.name == "classification":
+        return json_response(predict_response(outputs, s.bundle.class_names, s.bundle.name))
+    return json_response(
+        {"model_name": s.bundle.name, "predictions": predictions(s.bundle, outputs)}
+    )
+
+
+GENERATE_DOC = {
+    "responses": {
+        200: {
+            "description": "Server-Sent Events: one per token, then one that says done.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        400: {"model": schemas.ErrorBody},
+        401: {"model": schemas.ErrorBody},
+        404: {"model": schemas.ErrorBody},
+        413: {"model": schemas.ErrorBody},
+        503: {"model": schemas.ErrorBody},
+    },
+    "openapi_extra": schemas.request_body(schemas.GenerateRequest),
+}
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+async def _generate(request: Request, s: Served):
+    arrived = time.perf_counter()
+    config = config_of(request)
+    generation = s.generation
+    if generation is None:
+        why = (
+            "it has no tokenizer.json"
+            if s.bundle.task.name == "causal_lm"
+            else f"it is a {s.bundle.task.name} model"
+        )
+        raise RequestError(404, f"model {s.bundle.name!r} does not generate text ({why})")
+    payload = parse_json(await read_body(request, config.max_body_bytes))
+    body = parse_generate(payload, config.max_new_tokens)
+    ids = generation.prompt_ids(body.prompt)
+    events = await generation.start(body, ids, arrived)
+    return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+@router.post("/v2/models/{name}/generate", tags=["generation"], **GENERATE_DOC)
+async def model_generate(name: str, request: Request):
+    return await _generate(request, model_named(request, name))
+
+
+@router.post("/generate", tags=["generation"], **GENERATE_DOC)
+async def generate_text(request: Request):
+    return await _generate(request, served(request))

@@ -49,11 +49,25 @@ class PredictRequest(BaseModel):
     instances: list[Any] = Field(description="Samples, each nested in the input shape or flat.")
 
 
+class GenerateRequest(BaseModel):
+    prompt: str = Field(description="Text to continue; at most the context length in tokens.")
+    max_new_tokens: int = Field(64, ge=1, description="Capped by the server's limit (256).")
+    temperature: float = Field(1.0, ge=0, description="0: always the most likely token.")
+    top_k: int = Field(0, ge=0, description="Sample among the k most likely tokens (0: all).")
+    seed: int = Field(0, ge=0, description="The same seed gives the same text.")
+
+
 class Prediction(BaseModel):
-    label: int
-    label_name: str
-    confidence: float
-    probabilities: list[float]
+    """A classification's answer; other tasks answer with their own named values
+    (multilabel: prob_<label>, label_<label>, labels; regression: value or value_<name>;
+    causal_lm: next_token, next_text)."""
+
+    model_config = {"extra": "allow"}
+
+    label: int | None = None
+    label_name: str | None = None
+    confidence: float | None = None
+    probabilities: list[float] | None = None
 
 
 class PredictResponse(BaseModel):
@@ -94,7 +108,7 @@ def request_body(model: type[BaseModel]) -> dict[str, Any]:
 def component_schemas() -> dict[str, Any]:
     """Schemas of the request models (and what they reference) for components/schemas."""
     out: dict[str, Any] = {}
-    for model in (InferRequest, PredictRequest):
+    for model in (InferRequest, PredictRequest, GenerateRequest):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         out.update(schema.pop("$defs", {}))
         out[model.__name__] = schema

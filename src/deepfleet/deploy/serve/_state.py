@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from fastapi import Request
@@ -16,17 +16,25 @@ from deepfleet.deploy._bundle import LoadedBundle
 from deepfleet.deploy.serve._batcher import DynamicBatcher
 from deepfleet.deploy.serve._config import ServeConfig
 from deepfleet.deploy.serve._errors import RequestError
+from deepfleet.deploy.serve._generation import Generation
 from deepfleet.deploy.serve._metrics import Metrics
+from deepfleet.deploy.serve._outputs import Output, outputs_of
 
 
 @dataclass
 class Served:
-    """The loaded bundle and its batcher (set by the app's lifespan)."""
+    """The loaded bundle, its batcher, its outputs and (for a causal LM with a tokenizer)
+    its text generation (set by the app's lifespan)."""
 
     config: ServeConfig
     bundle: LoadedBundle
     batcher: DynamicBatcher
     platform: str
+    generation: Generation | None = None
+    outputs: dict[str, Output] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.outputs = outputs_of(self.bundle)
 
     @property
     def version(self) -> str:
