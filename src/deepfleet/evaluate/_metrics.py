@@ -5,13 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
-    MulticlassPrecision,
-    MulticlassRecall,
-)
 
 
 def classification_metrics(
@@ -25,6 +18,17 @@ def classification_metrics(
     Classes absent from both truth and prediction count as 0 in macro averages, as in
     scikit-learn with zero_division=0.
     """
+    # Imported here, not at the top: the pipeline imports this module in every training
+    # process, which never scores, and torchmetrics (with the matplotlib it loads) is tens
+    # of MiB of resident memory.
+    from torchmetrics.classification import (
+        MulticlassAccuracy,
+        MulticlassConfusionMatrix,
+        MulticlassF1Score,
+        MulticlassPrecision,
+        MulticlassRecall,
+    )
+
     y_true = y_true.long().cpu()
     y_pred = y_pred.long().cpu()
     names = class_names or [str(i) for i in range(num_classes)]

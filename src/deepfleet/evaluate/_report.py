@@ -5,13 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # no display: render straight to PNG
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from deepfleet._atomic import write_json_atomic, write_text_atomic  # noqa: E402
+from deepfleet._atomic import write_json_atomic, write_text_atomic
 
 HEADLINE = [
     "accuracy",
@@ -62,17 +58,29 @@ def markdown_report(metrics: dict[str, Any], title: str) -> str:
     return "\n".join(lines)
 
 
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend, imported at the first plot: `deepfleet train`
+    imports this package (through the pipeline) but never plots, and matplotlib would add
+    tens of MiB to every training process."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: render straight to PNG
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _save_figure(fig, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    _pyplot().close(fig)
     tmp.replace(path)
 
 
 def plot_confusion(matrix: list[list[int]], names: list[str], path: Path) -> None:
     data = np.asarray(matrix)
     size = max(4.0, 0.5 * len(names) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig, ax = _pyplot().subplots(figsize=(size, size))
     ax.imshow(data, cmap="Blues")
     ax.set_xticks(range(len(names)), names, rotation=45 if len(names) > 10 else 0)
     ax.set_yticks(range(len(names)), names)
@@ -94,7 +102,7 @@ def plot_confusion(matrix: list[list[int]], names: list[str], path: Path) -> Non
 
 
 def plot_curves(epochs: list[dict[str, Any]], path: Path) -> None:
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (loss_ax, acc_ax) = _pyplot().subplots(1, 2, figsize=(10, 4))
     x = [r["epoch"] for r in epochs]
     loss_ax.plot(x, [r["train_loss"] for r in epochs], label="train")
     acc_ax.plot(x, [r["train_accuracy"] for r in epochs], label="train")
