@@ -36,6 +36,8 @@ def test_doctor(capsys):
     out = capsys.readouterr().out
     for word in ("torch", "cpu_cores", "gloo_available", "job_backend", "cuda devices"):
         assert word in out
+    for word in ("xpu_available", "mps_available", "xccl_available"):
+        assert word in out
 
 
 def test_prepare_train_evaluate_export_predict_each_alone(tmp_path, job_file, capsys):

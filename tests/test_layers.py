@@ -101,3 +101,23 @@ def test_serving_does_not_load_the_trainer():
     loaded = json.loads(done.stdout)
     assert "deepfleet.deploy.serve" in loaded
     assert not [m for m in loaded if m.startswith(("deepfleet.train", "deepfleet.parallel"))]
+
+
+def test_training_does_not_load_the_report_stack():
+    """The pipeline (what `deepfleet train` imports) leaves torchmetrics and matplotlib to the
+    stages that score and plot: together they are tens of MiB in every training process."""
+    code = (
+        "import sys, json, deepfleet.pipeline; "
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(REPO / "src"), "PATH": ""},
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stdout))
+    assert "deepfleet" in loaded and "torch" in loaded
+    assert not loaded & {"torchmetrics", "matplotlib"}, loaded & {"torchmetrics", "matplotlib"}

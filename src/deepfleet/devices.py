@@ -11,26 +11,81 @@ import torch.distributed as dist
 
 from deepfleet.errors import UserError
 
+# The order `auto` tries accelerators in. ROCm builds answer through torch.cuda, so "cuda"
+# covers AMD GPUs too.
+ACCELERATORS = ("cuda", "xpu", "mps")
+_LABELS = {"cuda": "CUDA", "xpu": "XPU", "mps": "MPS"}
+
+
+def accelerator_available(kind: str) -> bool:
+    """Whether this torch build sees a device of `kind` (cuda, xpu or mps). Older or
+    stripped builds may lack torch.xpu or torch.backends.mps altogether: that is "absent"."""
+    if kind == "cuda":
+        return torch.cuda.is_available()
+    if kind == "xpu":
+        xpu = getattr(torch, "xpu", None)
+        return xpu is not None and xpu.is_available()
+    if kind == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        return mps is not None and mps.is_available()
+    return False
+
 
 def choose_device(preference: str = "auto", local_rank: int | None = None) -> torch.device:
-    """auto: a CUDA device when one is visible, else the CPU. On CUDA a rank takes the GPU of
-    its local rank: `local_rank` as the caller's rank environment read it (torchrun's
-    LOCAL_RANK or Slurm's SLURM_LOCALID), else $LOCAL_RANK, else the current device."""
+    """auto: CUDA when visible, else an Intel XPU, else Apple MPS, else the CPU; cuda, xpu
+    and mps ask for that kind and fail in one line when it is absent. On CUDA and XPU a rank
+    takes the device of its local rank: `local_rank` as the caller's rank environment read it
+    (torchrun's LOCAL_RANK or Slurm's SLURM_LOCALID), else $LOCAL_RANK, else the current
+    device. MPS is one device per machine, so it takes one process only."""
     if preference == "cpu":
         return torch.device("cpu")
-    if preference == "cuda" and not torch.cuda.is_available():
-        raise UserError("run.device: cuda was asked for, but no CUDA device is visible")
-    if preference in ("cuda", "auto") and torch.cuda.is_available():
-        if local_rank is None:
-            local_rank = int(os.environ.get("LOCAL_RANK", torch.cuda.current_device()))
-        count = torch.cuda.device_count()
-        if local_rank >= count:
+    if preference == "auto":
+        kind = next((k for k in ACCELERATORS if accelerator_available(k)), "cpu")
+    elif preference in ACCELERATORS:
+        if not accelerator_available(preference):
             raise UserError(
-                f"local rank {local_rank} has no GPU: this node shows {count} "
-                "CUDA device(s); start at most one process per GPU"
+                f"run.device: {preference} was asked for, but no {_LABELS[preference]} "
+                "device is visible"
             )
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
+        kind = preference
+    else:
+        raise UserError(f"run.device {preference!r}: expected auto, cpu, cuda, xpu or mps")
+    if kind == "cpu":
+        return torch.device("cpu")
+    if kind == "mps":
+        if local_rank is None:
+            local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        if local_rank > 0:
+            raise UserError(
+                f"local rank {local_rank} has no device: MPS is one device per machine; "
+                'start one process per machine (or use run.device = "cpu")'
+            )
+        return torch.device("mps")
+    module = getattr(torch, kind)
+    if local_rank is None:
+        local_rank = int(os.environ.get("LOCAL_RANK", module.current_device()))
+    count = module.device_count()
+    if local_rank >= count:
+        raise UserError(
+            f"local rank {local_rank} has no GPU: this node shows {count} "
+            f"{_LABELS[kind]} device(s); start at most one process per GPU"
+        )
+    return torch.device(kind, local_rank)
+
+
+def bind_device(device: torch.device) -> None:
+    """Make `device` this process's current GPU, so collectives and bare .cuda()/.xpu()
+    calls land on the rank's own device instead of device 0."""
+    if device.type in ("cuda", "xpu"):
+        getattr(torch, device.type).set_device(device)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so a wall-clock time covers it."""
+    if device.type in ("cuda", "xpu"):
+        getattr(torch, device.type).synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def set_cpu_threads(threads: int | None) -> int:
@@ -46,9 +101,20 @@ def set_cpu_threads(threads: int | None) -> int:
     return threads
 
 
+def _xccl_available() -> bool:
+    # is_xccl_available arrived in torch 2.8; a build without it has no XCCL either.
+    check = getattr(dist, "is_xccl_available", None)
+    return dist.is_available() and check is not None and bool(check())
+
+
 def backend_for(device: torch.device) -> str:
-    """The collective backend that suits a device: NCCL on CUDA, gloo on the CPU."""
-    return "nccl" if device.type == "cuda" else "gloo"
+    """The collective backend that suits a device: NCCL on CUDA (and ROCm, as RCCL), XCCL on
+    an Intel XPU when torch was built with it, gloo otherwise."""
+    if device.type == "cuda":
+        return "nccl"
+    if device.type == "xpu" and _xccl_available():
+        return "xccl"
+    return "gloo"
 
 
 def _nccl_version() -> str | None:
@@ -74,6 +140,17 @@ def describe_machine() -> dict[str, Any]:
                     "compute_capability": f"{props.major}.{props.minor}",
                 }
             )
+    xpu_devices = []
+    if accelerator_available("xpu"):
+        for i in range(torch.xpu.device_count()):
+            props = torch.xpu.get_device_properties(i)
+            xpu_devices.append(
+                {
+                    "index": i,
+                    "name": props.name,
+                    "memory_gib": round(props.total_memory / 2**30, 1),
+                }
+            )
     device = choose_device("auto")
     return {
         "python": platform.python_version(),
@@ -84,8 +161,12 @@ def describe_machine() -> dict[str, Any]:
         "cuda_available": torch.cuda.is_available(),
         "cuda": torch.version.cuda,
         "cuda_devices": cuda_devices,
+        "xpu_available": accelerator_available("xpu"),
+        "xpu_devices": xpu_devices,
+        "mps_available": accelerator_available("mps"),
         "nccl_available": dist.is_available() and dist.is_nccl_available(),
         "nccl": _nccl_version(),
+        "xccl_available": _xccl_available(),
         "gloo_available": dist.is_available() and dist.is_gloo_available(),
         "job_device": str(device),
         "job_backend": backend_for(device),

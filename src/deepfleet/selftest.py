@@ -15,7 +15,7 @@ from torch import nn
 
 from deepfleet.config import TrainSection
 from deepfleet.data import SplitArrays
-from deepfleet.devices import choose_device
+from deepfleet.devices import choose_device, synchronize
 from deepfleet.parallel import detect_env, process_group
 from deepfleet.train import Trainer
 
@@ -91,8 +91,7 @@ def _all_reduce_row(device: torch.device, world: int) -> dict[str, Any]:
     dist.barrier()
     started = time.perf_counter()
     dist.all_reduce(values)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     seconds = time.perf_counter() - started
     expected = world * (world + 1) / 2
     ok = bool(torch.all(values == expected))

@@ -48,7 +48,7 @@ def serve(
         "--backend",
         help="auto (onnxruntime when the bundle has ONNX), torch or onnxruntime.",
     ),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N, xpu, mps or auto."),
     compiled: bool = typer.Option(False, "--compile", help="torch backend: torch.compile."),
     batching: bool = typer.Option(
         True, "--batching/--no-batching", help="Dynamic micro-batching of concurrent requests."

@@ -20,8 +20,11 @@ def doctor() -> None:
         "torch",
         "cuda_available",
         "cuda",
+        "xpu_available",
+        "mps_available",
         "nccl_available",
         "nccl",
+        "xccl_available",
         "gloo_available",
         "job_device",
         "job_backend",
@@ -35,4 +38,6 @@ def doctor() -> None:
         )
     if not info["cuda_devices"]:
         table.add_row("cuda devices", "none visible")
+    for dev in info["xpu_devices"]:
+        table.add_row(f"xpu:{dev['index']}", f"{dev['name']}, {dev['memory_gib']} GiB")
     console.print(table)

@@ -190,7 +190,7 @@ def predict(
         min=1,
         help="CPU threads per process (default: the cores divided among the processes).",
     ),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N, xpu, mps or auto."),
     batch_size: int = typer.Option(512, "--batch-size", min=1, help="Rows per model call."),
     public_key: Path = typer.Option(
         None, "--public-key", envvar=PUBLIC_KEY_ENV, help=PUBLIC_KEY_HELP

@@ -16,8 +16,11 @@ class RunSection(Section):
     )
     runs_dir: str = Field("runs", description="Folder that holds run folders.")
     seed: int = Field(0, ge=0, description="Seeds data splits, shuffles, init and dropout.")
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="auto: CUDA when present, else CPU."
+    device: Literal["auto", "cpu", "cuda", "xpu", "mps"] = Field(
+        "auto",
+        description="auto: CUDA (ROCm too) when present, else an Intel XPU, else Apple MPS, "
+        "else CPU. On CUDA and XPU each process takes the device of its local rank; MPS "
+        "runs one process.",
     )
     deterministic: bool = Field(
         True,

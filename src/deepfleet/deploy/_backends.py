@@ -38,7 +38,8 @@ class Backend(Protocol):
 
 
 def resolve_device(spec: str) -> torch.device:
-    """cpu, cuda, cuda:N or auto as a torch device, checked against what is visible."""
+    """cpu, cuda, cuda:N, xpu, mps or auto as a torch device, checked against what is
+    visible."""
     if spec.startswith("cuda:"):
         if not torch.cuda.is_available():
             raise UserError(f"device {spec}: no CUDA device is visible")
@@ -46,8 +47,8 @@ def resolve_device(spec: str) -> torch.device:
         if index >= torch.cuda.device_count():
             raise UserError(f"device {spec}: only {torch.cuda.device_count()} CUDA devices")
         return torch.device("cuda", index)
-    if spec not in ("auto", "cpu", "cuda"):
-        raise UserError(f"device {spec!r}: expected auto, cpu, cuda or cuda:N")
+    if spec not in ("auto", "cpu", "cuda", "xpu", "mps"):
+        raise UserError(f"device {spec!r}: expected auto, cpu, cuda, cuda:N, xpu or mps")
     return choose_device(spec)
 
 

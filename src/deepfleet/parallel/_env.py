@@ -12,7 +12,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from deepfleet.devices import backend_for
+from deepfleet.devices import backend_for, bind_device
 from deepfleet.errors import UserError
 
 
@@ -103,19 +103,21 @@ def _attempt_store(env: DistEnv, timeout: timedelta) -> dist.Store | None:
 def process_group(
     env: DistEnv, device: torch.device, timeout_s: float = 600.0
 ) -> Iterator[DistEnv]:
-    """Join the job's process group (NCCL on CUDA, gloo on CPU) and always leave it."""
+    """Join the job's process group (NCCL on CUDA, XCCL on XPU, else gloo) and always
+    leave it."""
     if not env.distributed:
         yield env
         return
     _export_for_init(env)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    kwargs = {"device_id": device} if device.type == "cuda" else {}
+    bind_device(device)
+    backend = backend_for(device)
+    # device_id binds the group to the rank's GPU up front; gloo has no device to bind.
+    kwargs = {"device_id": device} if backend != "gloo" else {}
     timeout = timedelta(seconds=timeout_s)
     store = _attempt_store(env, timeout)
     if store is not None:
         kwargs.update(store=store, rank=env.rank, world_size=env.world_size)
-    dist.init_process_group(backend_for(device), timeout=timeout, **kwargs)
+    dist.init_process_group(backend, timeout=timeout, **kwargs)
     try:
         yield env
     finally:

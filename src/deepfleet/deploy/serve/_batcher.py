@@ -15,11 +15,12 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from deepfleet.deploy._backends import Backend
+from deepfleet.deploy.serve._clock import Clock, LoopClock
 from deepfleet.deploy.serve._errors import RequestError
 from deepfleet.deploy.serve._metrics import Metrics
 
@@ -30,7 +31,6 @@ log = logging.getLogger("deepfleet.serve")
 class _Item:
     x: np.ndarray
     future: asyncio.Future
-    enqueued: float = field(default_factory=time.perf_counter)
 
 
 class DynamicBatcher:
@@ -43,8 +43,12 @@ class DynamicBatcher:
         max_delay_s: float,
         max_queue: int,
         batching: bool = True,
+        clock: Clock | None = None,
     ):
         self._backends = list(backends)
+        # Only the wait for more requests reads the clock; model-call timings in the metrics
+        # are always real time.
+        self._clock: Clock = clock or LoopClock()
         self._metrics = metrics
         self.max_batch_size = max_batch_size
         self._max_delay = max_delay_s if batching else 0.0
@@ -117,20 +121,16 @@ class DynamicBatcher:
         batch, rows = [first], len(first.x)
         if not self._batching:
             return batch
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._max_delay
+        deadline = self._clock.now() + self._max_delay
         while rows < self.max_batch_size:
             item = self._take()
             if item is None:
-                remaining = deadline - loop.time()
-                if remaining <= 0 or self._arriving == 0:
+                if deadline - self._clock.now() <= 0 or self._arriving == 0:
                     break
                 # Wait on an event, not on queue.get(): cancelling a get() on timeout can lose
                 # an item that arrived at the same instant.
                 self._arrived.clear()
-                try:
-                    await asyncio.wait_for(self._arrived.wait(), remaining)
-                except TimeoutError:
+                if not await self._clock.wait(self._arrived, deadline):
                     break
                 continue
             if item.future.done():  # the caller timed out or went away
