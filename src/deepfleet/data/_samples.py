@@ -68,6 +68,10 @@ class MappedRows:
         return (self.rows, len(range(*self.cols.indices(self.width))))
 
     @property
+    def ndim(self) -> int:
+        return 2
+
+    @property
     def nbytes(self) -> int:
         return int(np.prod(self.shape)) * self.dtype.itemsize
 
