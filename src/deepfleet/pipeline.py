@@ -354,6 +354,7 @@ def stage_export(paths: RunPaths) -> Path:
         input_shape=manifest.sample_shape,
         class_names=manifest.targets.names,
         task=task,
+        task_factory=job.task,
         extra_files=extra,
         extra_spec={"data_manifest_sha256": manifest.digest()},
         onnx=job.export.onnx,

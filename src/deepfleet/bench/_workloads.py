@@ -1,7 +1,8 @@
 """What a benchmark runs: a model, batches for it, a loss and an optimizer.
 
 Synthetic workloads draw random inputs (the speed of a model does not depend on the pixel
-values); a job workload uses the job's model, optimizer and real prepared training split.
+values); a job workload uses the job's model, optimizer, task (its output size and loss) and
+real prepared training split.
 A workload is described by a small JSON-able spec so that worker processes can rebuild it.
 """
 
@@ -48,10 +49,11 @@ class Workload:
     precision: str = "fp32"
     make_optimizer: Callable[[nn.Module], torch.optim.Optimizer] | None = None
     real_data: tuple[Tensor, Tensor] | None = field(default=None, repr=False)
+    token_inputs: bool = False  # inputs are token ids below num_classes, whatever their length
 
     @property
     def is_tokens(self) -> bool:
-        return self.tokens_per_sample > 1
+        return self.token_inputs or self.tokens_per_sample > 1
 
     @property
     def is_image(self) -> bool:
@@ -207,13 +209,18 @@ def synthetic_workload(name: str) -> Workload:
 
 
 def job_workload(job_file: str | Path, data_dir: str | Path) -> Workload:
-    """The job's model and first-stage optimizer over its prepared, verified training split."""
+    """The job's model, task and first-stage optimizer over its prepared, verified training
+    split. The task sizes the model's output and gives the loss: its sum over the batch's
+    terms (samples, tokens, outputs) divided by their count, the mean the training loop
+    takes its gradients of."""
     # Imported here: synthetic workloads (and scaling workers) need neither.
     from deepfleet.data import read_manifest, read_split
+    from deepfleet.pipeline import task_for
     from deepfleet.train import build_optimizer
 
     job = load_job(job_file)
     manifest = read_manifest(data_dir)
+    task = task_for(job, manifest)  # one line when the data set does not fit the task
     train = read_split(manifest, "train")  # each shard checked as it is read
     stage = job.train.stages[0]
     shape = tuple(manifest.sample_shape)
@@ -222,18 +229,27 @@ def job_workload(job_file: str | Path, data_dir: str | Path) -> Workload:
             f"train.batch_size {job.train.batch_size} is larger than the training "
             f"split ({len(train)} samples)"
         )
+
+    def loss(output: Tensor, target: Tensor) -> Tensor:
+        return task.loss(output, target) / task.count(target)
+
+    tokens = manifest.tokens
+    samples = f"sequences of {shape[0]} tokens" if tokens else f"{math.prod(shape)}-value samples"
     return Workload(
         name=f"job:{job.run.name}",
-        description=f"job {job.run.name}: model {job.model.name} on {math.prod(shape)}-value "
-        f"samples of {job.data.source}, {len(train)} training samples",
+        description=f"job {job.run.name}: task {task.name}, model {job.model.name} on "
+        f"{samples} of {job.data.source}, {len(train)} training samples",
         model=job.model,
         input_shape=shape,
-        num_classes=len(manifest.class_names),
+        num_classes=task.output_size(),
         batch_size=job.train.batch_size,
-        precision=job.train.precision,
         spec={"kind": "job", "job_file": str(job_file), "data_dir": str(data_dir)},
+        loss_fn=loss,
+        tokens_per_sample=shape[0] if tokens else 1,
+        precision=job.train.precision,
         make_optimizer=lambda model: build_optimizer(stage, model),
         real_data=(train.x, train.y),
+        token_inputs=tokens,
     )
 
 

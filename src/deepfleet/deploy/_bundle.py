@@ -32,7 +32,7 @@ from torch import nn
 
 from deepfleet import __version__
 from deepfleet._atomic import atomic_dir, read_json, sha256_file, write_json_atomic
-from deepfleet.config import ModelSection
+from deepfleet.config import ModelSection, TaskSection
 from deepfleet.data import Preprocessing
 from deepfleet.deploy._onnx import ONNX_FILE, ONNX_TOLERANCE, export_onnx, random_input
 from deepfleet.errors import UserError
@@ -145,7 +145,8 @@ def task_of(spec: dict[str, Any]) -> Task:
     except (KeyError, TypeError, ValueError) as err:
         raise UserError(f"{MODEL_JSON}: the task's targets cannot be read ({err})") from None
     search_path = record.get("path") or spec.get("architecture", {}).get("path")
-    return build_task(record["name"], targets, search_path)
+    # A user's task is rebuilt from its factory (module.path:factory), like a user's model.
+    return build_task(record.get("factory") or record["name"], targets, search_path)
 
 
 def _vocab(task: Task, preprocessing: Preprocessing) -> int | None:
@@ -172,6 +173,7 @@ def export_bundle(
     input_shape: tuple[int, ...],
     class_names: list[str],
     task: Task | None = None,
+    task_factory: TaskSection | None = None,
     extra_files: dict[str, Path] | None = None,
     extra_spec: dict[str, Any] | None = None,
     onnx: bool = True,
@@ -181,8 +183,9 @@ def export_bundle(
     """Write a bundle folder atomically (replacing an older one) and return its path.
 
     `task` is the job's task bound to the data set's targets (None: classification over
-    `class_names`). The weights are the bare model's; model.onnx and the recorded output are
-    the task's exported model, `task.export_head(model)`.
+    `class_names`); `task_factory` is the job's [task] when it names a user's factory, which
+    loading the bundle calls again. The weights are the bare model's; model.onnx and the
+    recorded output are the task's exported model, `task.export_head(model)`.
 
     With `onnx` the exported model is also written as model.onnx and checked against PyTorch
     within `onnx_tolerance` (max absolute output difference); a failed check aborts the
@@ -224,7 +227,15 @@ def export_bundle(
             "format": FORMAT,
             "name": name,
             "architecture": model_section.model_dump(mode="json", exclude_none=True),
-            "task": {"name": task.name, "targets": targets.to_json()},
+            "task": {
+                "name": task.name,
+                "targets": targets.to_json(),
+                **(
+                    {"factory": task_factory.name, "path": task_factory.path}
+                    if task_factory is not None and ":" in task_factory.name
+                    else {}
+                ),
+            },
             "input": {"shape": list(input_shape), "dtype": preprocessing.input_dtype},
             "preprocessing": preprocessing.to_json(),
             "output": output,
