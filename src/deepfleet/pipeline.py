@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from deepfleet.config import JobConfig
+from deepfleet.context import RunContext, run_context
 from deepfleet.data import (
     Manifest,
     ShardStream,
@@ -27,12 +28,12 @@ from deepfleet.deploy import (
     predict_dataset,
     sign_bundle,
 )
-from deepfleet.devices import choose_device, set_cpu_threads
+from deepfleet.devices import set_cpu_threads
 from deepfleet.errors import UserError
 from deepfleet.models import build_model
 from deepfleet.parallel import (
+    DistEnv,
     LaunchOptions,
-    build_topology,
     detect_env,
     launch,
     must_launch,
@@ -40,7 +41,6 @@ from deepfleet.parallel import (
     process_group,
 )
 from deepfleet.runs import RunPaths, create_run
-from deepfleet.tasks import TASKS, Task, build_task
 from deepfleet.train import (
     BEST,
     LAST,
@@ -68,27 +68,14 @@ def stage_prepare(paths: RunPaths, job: JobConfig) -> Manifest:
     return prepare_from_config(job.data, paths.shards, job.run.seed, job.task)
 
 
-def task_for(job: JobConfig, manifest: Manifest) -> Task:
-    """The job's task bound to the data set's targets; one line naming both when the data
-    set was prepared for another task or its targets do not fit the task."""
-    task = build_task(job.task.name, manifest.targets, job.task.path)
-    if task.name in TASKS and manifest.task != task.name:
-        raise UserError(
-            f"task.name is {task.name!r} but the data set {manifest.root} was prepared for "
-            f"{manifest.task!r} ({manifest.targets.describe()}); prepare it again with this "
-            "task or set task.name to match"
-        )
-    task.output_size()  # checks the targets' form against the task
-    return task
+def _model_for(ctx: RunContext) -> torch.nn.Module:
+    return build_model(ctx.job.model, ctx.manifest.sample_shape, ctx.task.output_size())
 
 
-def _model_for(job: JobConfig, manifest: Manifest, task: Task) -> torch.nn.Module:
-    return build_model(job.model, manifest.sample_shape, task.output_size())
-
-
-def check_model_output(job: JobConfig, manifest: Manifest, task: Task, model: torch.nn.Module):
+def check_model_output(ctx: RunContext, model: torch.nn.Module) -> None:
     """Run two samples through the model and check its output against the task, before any
     worker starts: a mismatch is one line naming both, never a failure mid-training."""
+    name, manifest = ctx.job.model.name, ctx.manifest
     prep = manifest.preprocessing
     dtype = torch.int64 if prep.tokens else torch.float32
     sample = torch.zeros((2, *manifest.sample_shape), dtype=dtype)
@@ -99,16 +86,16 @@ def check_model_output(job: JobConfig, manifest: Manifest, task: Task, model: to
             output = model(sample)
     except (RuntimeError, ValueError, TypeError, IndexError) as err:
         raise UserError(
-            f"model {job.model.name} cannot take the data's samples ({prep.input_dtype} of shape "
+            f"model {name} cannot take the data's samples ({prep.input_dtype} of shape "
             f"{list(manifest.sample_shape)}): {str(err).splitlines()[0]}"
         ) from None
     finally:
         model.train(was_training)
-    problem = task.check(tuple(output.shape)) if isinstance(output, torch.Tensor) else None
     if not isinstance(output, torch.Tensor):
-        problem = f"model {job.model.name} returns {type(output).__name__}, not a tensor"
+        raise UserError(f"model {name} returns {type(output).__name__}, not a tensor")
+    problem = ctx.task.check(tuple(output.shape))
     if problem:
-        raise UserError(f"{problem} (model {job.model.name})")
+        raise UserError(f"{problem} (model {name})")
 
 
 def stage_train(
@@ -122,25 +109,18 @@ def stage_train(
         return _fit_on_disk(paths, already_finished=True)
     set_cpu_threads(job.run.threads)
     # Each shard is checked against its sha256 when the stream first opens it.
-    manifest = read_manifest(paths.data_dir())
-    task = task_for(job, manifest)
-    device = choose_device(job.run.device, env.local_rank)
-    with process_group(env, device):
+    ctx = run_context(paths, env)
+    with process_group(env, ctx.device):
         seed_everything(job.run.seed, job.run.deterministic)
-        model = _model_for(job, manifest, task)  # the same initial weights on every rank
-        check_model_output(job, manifest, task, model)
+        model = _model_for(ctx)  # the same initial weights on every rank
+        check_model_output(ctx, model)
         if env.world_size > 1:  # but each rank its own dropout masks
             torch.manual_seed(job.run.seed + env.rank)
-        train = _train_stream(
-            job,
-            manifest,
-            build_topology(job.train, env.world_size, model, device),
-            env.rank,
-            device,
-        )
+        ctx = ctx.with_topology(model)
+        train = _train_stream(ctx)
         val = (
-            split_loader(manifest, "val", job, env.rank, env.world_size)
-            if "val" in manifest.splits
+            split_loader(ctx, "val", env.rank, env.world_size)
+            if "val" in ctx.manifest.splits
             else None
         )
         log = MetricsLog(paths.metrics if env.is_main else None)
@@ -148,10 +128,11 @@ def stage_train(
             trainer = Trainer(
                 job.train,
                 model,
-                device,
+                ctx.device,
                 seed=job.run.seed,
-                task=task,
+                task=ctx.task,
                 env=env,
+                topology=ctx.topology,
                 log=log,
                 progress=progress,
                 checkpoint_dir=paths.checkpoints,
@@ -163,48 +144,49 @@ def stage_train(
 
 
 def split_loader(
-    manifest: Manifest,
+    ctx: RunContext,
     split: str,
-    job: JobConfig,
     rank: int = 0,
     world_size: int = 1,
     batch_size: int | None = None,
 ) -> StreamLoader:
     """A split read in order, in batches, rank `rank` taking its part (the last part padded
     from the start, so every rank runs as many batches): validation and evaluation."""
+    batch_size = batch_size or ctx.job.train.eval_batch_size
     stream = ShardStream(
-        manifest,
+        ctx.manifest,
         split,
-        batch_size=batch_size or job.train.eval_batch_size,
+        batch_size=batch_size,
         rank=rank,
         world_size=world_size,
         shuffle=False,
         uneven="pad",
-        shuffle_buffer=batch_size or job.train.eval_batch_size,
-        key=job.data.key,
+        shuffle_buffer=batch_size,
+        key=ctx.data_key,
     )
     return StreamLoader(stream)
 
 
-def _train_stream(
-    job: JobConfig, manifest: Manifest, topology, rank: int, device: torch.device
-) -> StreamLoader:
+def _train_stream(ctx: RunContext) -> StreamLoader:
     """This rank's share of the training shards. Ranks of one pipeline read the same
     batches, so the stream is cut by data-parallel rank, not by global rank."""
+    job, topology = ctx.job, ctx.topology
+    assert topology is not None
     data = job.data
     stream = ShardStream(
-        manifest,
+        ctx.manifest,
         "train",
         batch_size=job.train.batch_size,
         seed=job.run.seed,
-        rank=topology.dp_rank(rank),
+        rank=topology.dp_rank(ctx.env.rank),
         world_size=topology.dp,
         uneven=data.uneven,
         shuffle_buffer=data.shuffle_buffer,
         cache=data.cache,
-        key=data.key,
+        key=ctx.data_key,
     )
-    return StreamLoader(stream, num_workers=job.train.num_workers, pin_memory=device.type == "cuda")
+    pin = ctx.device.type == "cuda"
+    return StreamLoader(stream, num_workers=job.train.num_workers, pin_memory=pin)
 
 
 def train_job(
@@ -223,10 +205,9 @@ def train_job(
         job = paths.load_job()
         if resume and is_finished(paths.checkpoints, job.train):
             return _fit_on_disk(paths, already_finished=True)
-        manifest = read_manifest(paths.data_dir())
-        task = task_for(job, manifest)
-        model = _model_for(job, manifest, task)
-        check_model_output(job, manifest, task, model)
+        ctx = run_context(paths, DistEnv())  # the launching process, before any worker
+        model = _model_for(ctx)
+        check_model_output(ctx, model)
         preflight(job.train, model, options.world_size)
         launch(paths.root, options, resume=resume)
         return _fit_on_disk(paths)
@@ -273,15 +254,14 @@ def _fit_on_disk(paths: RunPaths, already_finished: bool = False) -> FitResult:
     )
 
 
-def _trained_model(
-    paths: RunPaths, job: JobConfig, manifest: Manifest, task: Task
-) -> torch.nn.Module:
+def _trained_model(ctx: RunContext) -> torch.nn.Module:
+    paths = ctx.paths
     _check_not_failed(paths)
-    name = BEST if job.export.checkpoint == "best" else LAST
+    name = BEST if ctx.job.export.checkpoint == "best" else LAST
     weights = paths.checkpoints / name
     if not weights.is_file():
         raise UserError(f"{paths.root}: no {name} checkpoint; run `deepfleet train` first")
-    return load_weights(_model_for(job, manifest, task), weights)
+    return load_weights(_model_for(ctx), weights)
 
 
 def stage_evaluate(paths: RunPaths) -> dict[str, Any]:
@@ -291,15 +271,13 @@ def stage_evaluate(paths: RunPaths) -> dict[str, Any]:
 
     job = paths.load_job()
     set_cpu_threads(job.run.threads)
-    manifest = read_manifest(paths.data_dir())
-    task = task_for(job, manifest)
-    device = choose_device(job.run.device)
-    model = _trained_model(paths, job, manifest, task).to(device)
+    ctx = run_context(paths, DistEnv())  # one process reads the whole split
+    model = _trained_model(ctx).to(ctx.device)
     split = job.evaluate.split
-    evaluator = evaluator_for(task)
-    loader = split_loader(manifest, split, job, batch_size=job.evaluate.batch_size)
+    evaluator = evaluator_for(ctx.task)
+    loader = split_loader(ctx, split, batch_size=job.evaluate.batch_size)
     started = time.perf_counter()
-    run_split(model, split_batches(loader), [evaluator], device)
+    run_split(model, split_batches(loader), [evaluator], ctx.device)
     seconds = time.perf_counter() - started
     metrics = evaluator.compute()
     metrics["split"] = split
@@ -312,34 +290,32 @@ def stage_evaluate(paths: RunPaths) -> dict[str, Any]:
         epochs,
         paths.report,
         title=f"{job.run.name}: {split} split",
-        samples_text=continuations(model, manifest, job) if manifest.tokens else None,
+        samples_text=continuations(ctx, model) if ctx.manifest.tokens else None,
     )
     return metrics
 
 
-def continuations(model: torch.nn.Module, manifest: Manifest, job: JobConfig) -> list[dict]:
+def continuations(ctx: RunContext, model: torch.nn.Module) -> list[dict]:
     """A few prompts from the evaluation split and the model's greedy continuations, for
     the report (a language model's quality read by eye)."""
     from deepfleet.data import load_tokenizer
     from deepfleet.deploy import generate
 
-    tokenizer = load_tokenizer(manifest.file_bytes("tokenizer.json"))
-    loader = split_loader(manifest, job.evaluate.split, job, batch_size=3)
-    x, _ = next(iter(loader))
-    context = manifest.sample_shape[0]
+    tokenizer = load_tokenizer(ctx.manifest.file_bytes("tokenizer.json"))
+    x, _ = next(iter(split_loader(ctx, ctx.job.evaluate.split, batch_size=3)))
+    context = ctx.manifest.sample_shape[0]
     found = []
     for row in x[:3]:
         prompt = row[: max(1, context // 4)].tolist()
-        new = list(generate(model, prompt, 32, 0.0, 0, job.run.seed, context))
+        new = list(generate(model, prompt, 32, 0.0, 0, ctx.job.run.seed, context))
         found.append({"prompt": tokenizer.decode(prompt), "continuation": tokenizer.decode(new)})
     return found
 
 
 def stage_export(paths: RunPaths) -> Path:
-    job = paths.load_job()
-    manifest = read_manifest(paths.data_dir())  # export reads no shard: none is hashed
-    task = task_for(job, manifest)
-    model = _trained_model(paths, job, manifest, task)
+    ctx = run_context(paths, DistEnv())  # export reads no shard: none is hashed
+    job, manifest = ctx.job, ctx.manifest
+    model = _trained_model(ctx)
     extra = {"job.toml": paths.job_file}
     if (paths.report / "metrics.json").is_file():
         extra["metrics.json"] = paths.report / "metrics.json"
@@ -353,7 +329,7 @@ def stage_export(paths: RunPaths) -> Path:
         model_section=job.model,
         input_shape=manifest.sample_shape,
         class_names=manifest.targets.names,
-        task=task,
+        task=ctx.task,
         task_factory=job.task,
         extra_files=extra,
         extra_spec={"data_manifest_sha256": manifest.digest()},

@@ -214,8 +214,8 @@ def job_workload(job_file: str | Path, data_dir: str | Path) -> Workload:
     terms (samples, tokens, outputs) divided by their count, the mean the training loop
     takes its gradients of."""
     # Imported here: synthetic workloads (and scaling workers) need neither.
+    from deepfleet.context import task_for
     from deepfleet.data import read_manifest, read_split
-    from deepfleet.pipeline import task_for
     from deepfleet.train import build_optimizer
 
     job = load_job(job_file)

@@ -20,7 +20,14 @@ import torch
 from torchmetrics import Metric, MetricCollection
 
 from deepfleet.evaluate._metrics import confusion_counts, metrics_from_confusion
-from deepfleet.tasks import CausalLMTask, ClassificationTask, MultilabelTask, RegressionTask, Task
+from deepfleet.tasks import (
+    CausalLMTask,
+    ClassificationTask,
+    MultilabelTask,
+    RegressionTask,
+    Task,
+    counting,
+)
 from deepfleet.tasks._multilabel import THRESHOLD
 
 MAP_THRESHOLDS = 1001  # probability grid of the binned precision-recall curves behind mAP
@@ -180,7 +187,8 @@ class MultilabelEvaluator(_Base):
             samples=torch.tensor(len(target)),
             loss=self.task.loss(output, target),
         )
-        self.average_precision.update(probs, truth)
+        with counting():  # see deepfleet.tasks counting: bincounts in any mode
+            self.average_precision.update(probs, truth)
 
     def compute(self) -> dict[str, Any]:
         sums = self.sums.totals()

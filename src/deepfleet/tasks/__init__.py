@@ -4,6 +4,7 @@ strategies and the loop are the same for all of them."""
 
 from deepfleet.tasks._causal_lm import CausalLMTask
 from deepfleet.tasks._classification import ClassificationTask, encode_labels
+from deepfleet.tasks._counting import counting
 from deepfleet.tasks._multilabel import MultilabelTask
 from deepfleet.tasks._numeric import sigmoid, softmax
 from deepfleet.tasks._protocol import Targets, Task, TaskMetrics, direction
@@ -20,6 +21,7 @@ __all__ = [
     "Task",
     "TaskMetrics",
     "build_task",
+    "counting",
     "direction",
     "encode_labels",
     "sigmoid",

@@ -9,6 +9,8 @@ from collections.abc import Callable
 import torch
 from torchmetrics import Metric, MetricCollection
 
+from deepfleet.tasks._counting import counting
+
 
 class MeanOf(Metric):
     """sum / count of a loss over every batch (and rank)."""
@@ -65,7 +67,8 @@ class StreamMetrics:
         for fn, meter in self.ratios.values():
             meter.update(*fn(output, target))
         if self.collection is not None:
-            self.collection.update(*self.prepare(output, target))
+            with counting():
+                self.collection.update(*self.prepare(output, target))
 
     def compute(self) -> dict[str, float]:
         loss = float(self.mean_loss.compute())

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from deepfleet.data import StreamLoader
+from deepfleet.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,11 @@ def batch_source(
     train, batch_size: int, dp: int, dp_rank: int, seed: int, accumulation: int, drop_last: bool
 ) -> ArrayBatches | StreamBatches:
     if isinstance(train, StreamLoader):
+        if train.stream.batch_size != batch_size:
+            raise UserError(
+                f"train.batch_size is {batch_size} but the training stream reads batches of "
+                f"{train.stream.batch_size}"
+            )
         return StreamBatches(train, dp, accumulation, drop_last)
     return ArrayBatches(
         train, RankBatches(len(train), batch_size, dp, dp_rank, seed, accumulation, drop_last)

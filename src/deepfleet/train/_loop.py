@@ -16,7 +16,7 @@ from deepfleet._atomic import write_json_atomic
 from deepfleet.config import StageSection, TrainSection
 from deepfleet.data import SplitArrays, StreamLoader
 from deepfleet.errors import UserError
-from deepfleet.parallel import DistEnv, build_topology, fp16_scaler, make_strategy
+from deepfleet.parallel import DistEnv, Topology, build_topology, fp16_scaler, make_strategy
 from deepfleet.tasks import ClassificationTask, Task, direction
 from deepfleet.train._batches import ArrayBatches, StreamBatches, batch_source
 from deepfleet.train._checkpoint import Checkpointer, find_latest
@@ -93,6 +93,7 @@ class Trainer:
         seed: int = 0,
         task: Task | None = None,
         env: DistEnv | None = None,
+        topology: Topology | None = None,
         log: MetricsLog | None = None,
         progress: ProgressSink | None = None,
         checkpoint_dir: Path | None = None,
@@ -105,7 +106,8 @@ class Trainer:
         self.monitor_mode = config.monitor_mode or direction(self.monitor)
         self.env = env or DistEnv()
         self.tf32 = configure_tf32(config.tf32, device)
-        self.topology = build_topology(config, self.env.world_size, model, device)
+        # Built once per process (the run context's) when given; else checked here.
+        self.topology = topology or build_topology(config, self.env.world_size, model, device)
         model = model.to(device)
         if config.channels_last:
             to_channels_last(model)
