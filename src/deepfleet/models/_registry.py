@@ -5,14 +5,13 @@ Every factory has the signature factory(input_shape, num_classes, **params) -> n
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import nn
 
+from deepfleet._factory import import_factory
 from deepfleet.config import ModelSection
 from deepfleet.errors import UserError
 from deepfleet.models._cnn import cnn
@@ -31,27 +30,11 @@ ZOO: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def _import_factory(spec: str, search_path: str | None) -> Callable[..., nn.Module]:
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise UserError(f"model.name: expected module.path:factory, got {spec!r}")
-    if search_path and search_path not in sys.path:
-        sys.path.insert(0, search_path)
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise UserError(f"model.name: cannot import {module_name!r}: {err}") from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise UserError(f"model.name: {module_name!r} has no callable {attr!r}")
-    return factory
-
-
 def resolve_factory(spec: str, search_path: str | None = None) -> Callable[..., nn.Module]:
     if spec in ZOO:
         return ZOO[spec]
     if ":" in spec:
-        return _import_factory(spec, search_path)
+        return import_factory(spec, search_path, "model.name")
     raise UserError(
         f"model.name: unknown model {spec!r} (zoo: {', '.join(ZOO)}; or module.path:factory)"
     )

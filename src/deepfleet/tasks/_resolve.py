@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections.abc import Callable
 
+from deepfleet._factory import import_factory
 from deepfleet.errors import UserError
 from deepfleet.tasks._causal_lm import CausalLMTask
 from deepfleet.tasks._classification import ClassificationTask
@@ -23,22 +22,6 @@ TASKS: dict[str, Callable[[Targets | None], Task]] = {
 _MEMBERS = ("name", "monitor", "loss", "count", "metrics", "encode_targets", "check")
 
 
-def _user_factory(spec: str, search_path: str | None) -> Callable[[Targets | None], Task]:
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise UserError(f"task.name: expected a task name or module.path:factory, got {spec!r}")
-    if search_path and search_path not in sys.path:
-        sys.path.insert(0, search_path)
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise UserError(f"task.name: cannot import {module_name!r}: {err}") from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise UserError(f"task.name: {module_name!r} has no callable {attr!r}")
-    return factory
-
-
 def build_task(spec: str, targets: Targets | None = None, search_path: str | None = None) -> Task:
     """The task `spec` names, bound to a data set's targets."""
     if spec in TASKS:
@@ -47,7 +30,7 @@ def build_task(spec: str, targets: Targets | None = None, search_path: str | Non
         raise UserError(
             f"task.name: unknown task {spec!r} ({', '.join(TASKS)}; or module.path:factory)"
         )
-    task = _user_factory(spec, search_path)(targets)
+    task = import_factory(spec, search_path, "task.name")(targets)
     missing = [m for m in _MEMBERS if not hasattr(task, m)]
     if missing:
         raise UserError(f"task.name: {spec} returned an object without {', '.join(missing)}")
