@@ -45,15 +45,25 @@ class ProgressSink(Protocol):
     def stop(self) -> None: ...
 
 
+_SHORT = {"accuracy": "acc", "perplexity": "ppl"}
+_NOT_FIGURES = {"train_loss", "val_loss"}
+
+
+def _figures(r: dict[str, Any], prefix: str) -> str:
+    """The task's figures with `prefix` (train_ or val_), short names, four decimals."""
+    shown = []
+    for key, value in r.items():
+        if key.startswith(prefix) and key not in _NOT_FIGURES and isinstance(value, float):
+            name = key.removeprefix(prefix)
+            shown.append(f" {prefix}{_SHORT.get(name, name)}={value:.4f}")
+    return "".join(shown).replace(" train_", " ")
+
+
 def _epoch_line(r: dict[str, Any]) -> str:
-    val = (
-        f" val_loss={r['val_loss']:.4f} val_acc={r['val_accuracy']:.4f}"
-        if r.get("val_loss") is not None
-        else ""
-    )
+    val = f" val_loss={r['val_loss']:.4f}" if r.get("val_loss") is not None else ""
     return (
         f"epoch {r['epoch']}/{r['epochs']} [{r['stage']}] "
-        f"loss={r['train_loss']:.4f} acc={r['train_accuracy']:.4f}{val} "
+        f"loss={r['train_loss']:.4f}{_figures(r, 'train_')}{val}{_figures(r, 'val_')} "
         f"lr={r['lr']:.2e} {r['samples_per_s']:.0f} samples/s"
     )
 
