@@ -16,7 +16,7 @@ from torch import nn
 from deepfleet.config import TrainSection
 from deepfleet.data import SplitArrays
 from deepfleet.devices import choose_device, synchronize
-from deepfleet.parallel import detect_env, process_group
+from deepfleet.parallel import LaunchOptions, detect_env, process_group, start_workers
 from deepfleet.train import Trainer
 
 # (name, strategy, per-rank batch divisor, accumulation, pipeline schedule)
@@ -145,18 +145,11 @@ def selftest_worker(keep_weights: bool = False) -> dict[str, Any]:
 
 def run_selftest(nproc: int, keep_weights: bool = False) -> dict[str, Any]:
     """Start `nproc` local workers through the elastic agent; rank 0's report."""
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    config = LaunchConfig(
-        min_nodes=1,
-        max_nodes=1,
-        nproc_per_node=nproc,
-        run_id=f"selftest-{os.getpid()}",
-        rdzv_backend="c10d",
-        rdzv_endpoint="127.0.0.1:0",
-        max_restarts=0,
-        monitor_interval=0.2,
-        start_method="spawn",
+    returns = start_workers(
+        LaunchOptions(nproc=nproc),
+        selftest_worker,
+        keep_weights,
+        run_name=f"selftest-{os.getpid()}",
+        what="selftest",
     )
-    return elastic_launch(config, selftest_worker)(keep_weights)[0]
+    return returns[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -15,10 +16,11 @@ from deepfleet.bench._onnx import INPUT, ort_providers, ort_session
 from deepfleet.bench._progress import BenchProgress, silent_progress
 from deepfleet.bench._stats import latency_summary
 from deepfleet.bench._timer import synchronize
-from deepfleet.bench._train import TrainOptions, configure_precision, prepare_model
+from deepfleet.bench._train import TrainOptions, prepare_model
 from deepfleet.bench._workloads import Workload
 
 BACKENDS = ("torch", "onnxruntime")
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -33,6 +35,17 @@ class InferOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def configure_precision(device: torch.device, precision: str) -> Callable[[], Any]:
+    """Set TF32 on CUDA as asked; return a factory of the autocast context for inference."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+        torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    dtype = _AUTOCAST.get(precision)
+    if dtype is None:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=dtype)
 
 
 def _time_calls(

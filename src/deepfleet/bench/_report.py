@@ -69,6 +69,11 @@ def _train_section(report: dict[str, Any]) -> list[str]:
             f"{r['warmup_steps']} warm-up steps; {_num(r['flops_per_step'])} FLOPs per step "
             f"(torch.utils.flop_counter). Peak memory: {r['peak_memory']['what']}.",
         ]
+        if "strategy" in r:
+            lines[-1] += (
+                f" The Trainer's step ran under strategy {r['strategy']}, precision "
+                f"{r['train_precision']}, TF32 {'on' if r['tf32'] else 'off'}."
+            )
         if "mfu_note" in r:
             lines += ["", f"MFU on {device}: {r['mfu_note']}."]
     return lines + [""]

@@ -18,7 +18,7 @@ from deepfleet.bench._peak import Peak, device_peak
 from deepfleet.bench._progress import BenchProgress, silent_progress
 from deepfleet.bench._report import write_report
 from deepfleet.bench._scaling import bench_scaling
-from deepfleet.bench._train import TrainOptions, bench_train, step_flops
+from deepfleet.bench._train import TrainOptions, bench_train, step_figures
 from deepfleet.bench._workloads import Workload, job_workload, synthetic_workload
 from deepfleet.config import load_job
 from deepfleet.errors import UserError
@@ -177,16 +177,11 @@ def run_bench(
         if request.nproc:
             device = devices[0]
             measured = report["train"].get(str(device))
-            peak = (
-                Peak(**measured["peak"])
-                if measured
-                else device_peak(device, request.train.precision or workload.precision)
-            )
-            flops = (
-                measured["flops_per_step"]
-                if measured
-                else step_flops(workload, device, request.train)
-            )
+            if measured:
+                peak, flops = Peak(**measured["peak"]), measured["flops_per_step"]
+            else:  # counted, and the peak looked up, for the mode the Trainer runs in
+                flops, mode = step_figures(workload, device, request.train)
+                peak = device_peak(device, mode)
             report["scaling"] = bench_scaling(
                 workload, device.type, request.nproc, request.train, peak, flops, progress=progress
             )

@@ -1,46 +1,40 @@
-"""Scaling efficiency over process counts: each count is a real torch.distributed.run launch."""
+"""Scaling efficiency over process counts: each count is a real launch through deepfleet's
+launcher (the torch.distributed.run elastic agent), each rank running the Trainer's step."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from deepfleet._atomic import write_json_atomic
 from deepfleet.bench._peak import Peak
 from deepfleet.bench._progress import BenchProgress, silent_progress
 from deepfleet.bench._train import TrainOptions
 from deepfleet.bench._workloads import Workload
 from deepfleet.errors import UserError
+from deepfleet.parallel import LaunchOptions, start_workers
 
-LAUNCHER = "torch.distributed.run --standalone (c10d rendezvous on this host)"
+LAUNCHER = (
+    "torch.distributed.run elastic agent (c10d rendezvous on 127.0.0.1), started as "
+    "`deepfleet train --nproc N` starts its workers"
+)
 
 
-def _launch(nproc: int, spec: Path, out: Path, timeout: float) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nnodes=1",
-        f"--nproc-per-node={nproc}",
-        "-m",
-        "deepfleet.bench._worker",
-        str(spec),
-        str(out),
-    ]
-    # torchrun sets OMP_NUM_THREADS=1 for >1 process; the worker picks its own thread count.
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
-    if done.returncode != 0 or not out.is_file():
-        tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
-        raise RuntimeError(f"scaling run with {nproc} processes failed: " + " | ".join(tail))
+def _launch(nproc: int, spec: dict[str, Any], logs: Path) -> dict[str, Any]:
+    from deepfleet.bench._worker import scaling_worker
+
+    returns = start_workers(
+        LaunchOptions(nproc=nproc),
+        scaling_worker,
+        spec,
+        run_name=f"bench-scaling-{nproc}-{os.getpid()}",
+        what=f"scaling run with {nproc} processes",
+        log_dir=logs,  # the workers' output is kept there; a failure quotes its tail
+    )
+    return returns[0]
 
 
 def efficiencies(throughputs: dict[int, float]) -> dict[int, float]:
@@ -59,7 +53,6 @@ def bench_scaling(
     flops_per_step: int,
     *,
     progress: BenchProgress | None = None,
-    timeout: float = 1800,
 ) -> dict[str, Any]:
     """Weak scaling: every process keeps the per-process batch size; returns rows per count."""
     progress = progress or silent_progress()
@@ -85,29 +78,24 @@ def bench_scaling(
             )
     results: dict[int, dict[str, Any]] = {}
     progress.start(f"scaling on {device_type}", len(nprocs))
+    spec = {
+        "workload": workload.spec,
+        "device": device_type,
+        "train": opts.to_dict(),
+        "peak": peak.to_dict(),
+        "flops_per_step": flops_per_step,
+        "threads_per_rank": threads,
+    }
     with tempfile.TemporaryDirectory(prefix="deepfleet-scaling-") as tmp:
-        spec = Path(tmp) / "spec.json"
-        write_json_atomic(
-            spec,
-            {
-                "workload": workload.spec,
-                "device": device_type,
-                "train": opts.to_dict(),
-                "peak": peak.to_dict(),
-                "flops_per_step": flops_per_step,
-                "threads_per_rank": threads,
-            },
-        )
         for n in sorted(set(nprocs)):
-            out = Path(tmp) / f"result-{n}.json"
+            logs = Path(tmp) / f"logs-{n}"
             try:
-                _launch(n, spec, out, timeout)
-            except RuntimeError as err:
-                # The launcher picks a free port and the workers bind it later; on a busy host
+                results[n] = _launch(n, spec, logs)
+            except UserError as err:
+                # The agent picks a free port and the workers bind it later; on a busy host
                 # another process can take it in between. One retry; a second failure is real.
                 notes.append(f"{err}; retried once")
-                _launch(n, spec, out, timeout)
-            results[n] = json.loads(out.read_text())
+                results[n] = _launch(n, spec, logs)
             progress.advance()
     eff = efficiencies({n: r["samples_per_s"]["median"] for n, r in results.items()})
     rows = [
@@ -120,6 +108,10 @@ def bench_scaling(
             "mfu": r["mfu"],
             "threads_per_rank": r["threads_per_rank"],
             "rank_samples_per_s": r["rank_samples_per_s"],
+            # the Trainer's set-up in the workers: its strategy and numeric mode
+            "strategy": r["strategy"],
+            "precision": r["precision"],
+            "tf32": r["tf32"],
         }
         for n, r in sorted(results.items())
     ]

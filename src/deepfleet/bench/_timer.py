@@ -36,7 +36,8 @@ def wall_timer(device: torch.device) -> Iterator[list[float]]:
 class PhaseTimer:
     """Splits one step into named phases: mark("forward") ends the phase before it.
 
-    begin() starts a step, mark(name) closes the phase called `name`, and durations() returns
+    begin() starts a step, mark(name) closes the phase called `name` (at now(), or at a time
+    taken earlier with now(), e.g. from a hook inside backward), and durations() returns
     seconds per phase. On CUDA the marks are events on the current stream; on the CPU they are
     perf_counter() readings.
     """
@@ -45,7 +46,8 @@ class PhaseTimer:
         self.cuda = device.type == "cuda"
         self._marks: list[tuple[str, object]] = []
 
-    def _now(self) -> object:
+    def now(self) -> object:
+        """A point in time on this timer's clock (mark(..., at=) takes it)."""
         if self.cuda:
             event = torch.cuda.Event(enable_timing=True)
             event.record()
@@ -53,12 +55,13 @@ class PhaseTimer:
         return time.perf_counter()
 
     def begin(self) -> None:
-        self._marks = [("", self._now())]
+        self._marks = [("", self.now())]
 
-    def mark(self, phase: str) -> None:
+    def mark(self, phase: str, at: object | None = None) -> None:
+        """Close `phase` now, or at `at` (an earlier now() of this step)."""
         if not self._marks:
             raise RuntimeError("PhaseTimer.mark() before begin()")
-        self._marks.append((phase, self._now()))
+        self._marks.append((phase, self.now() if at is None else at))
 
     def durations(self) -> dict[str, float]:
         """Seconds per phase of the last step (waits for the events on CUDA)."""

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import resource
 import sys
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -19,9 +19,10 @@ from deepfleet.bench._progress import BenchProgress, silent_progress
 from deepfleet.bench._stats import summarize
 from deepfleet.bench._timer import PhaseTimer, wall_timer
 from deepfleet.bench._workloads import Workload
+from deepfleet.config import TrainSection
 from deepfleet.errors import UserError
-
-_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+from deepfleet.parallel import DistEnv
+from deepfleet.train import Trainer, apply_freeze, build_optimizer, build_scheduler
 
 
 @dataclass
@@ -40,17 +41,6 @@ class TrainOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def configure_precision(device: torch.device, precision: str) -> Callable[[], Any]:
-    """Set TF32 on CUDA as asked; return a factory of the autocast context for the step."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
-        torch.backends.cudnn.allow_tf32 = precision == "tf32"
-    dtype = _AUTOCAST.get(precision)
-    if dtype is None:
-        return contextlib.nullcontext
-    return lambda: torch.autocast(device.type, dtype=dtype)
 
 
 def prepare_model(workload: Workload, device: torch.device, opts: TrainOptions) -> nn.Module:
@@ -75,33 +65,80 @@ def _peak_memory(device: torch.device) -> dict[str, Any]:
     }
 
 
-class StepRunner:
-    """One training step with phase marks; `grad_sync` adds a timed communication phase."""
+def train_config(workload: Workload, opts: TrainOptions, world_size: int = 1) -> TrainSection:
+    """The [train] table the bench's Trainer runs: the job's own (a synthetic workload: the
+    defaults of `deepfleet train`), with the bench's batch size, one optimizer step per
+    batch, and --precision, --channels-last and --compile when given. --precision fp32 means
+    strict fp32 (no TF32), tf32 fp32 with TF32 on; without it, precision and TF32 are the
+    job's, as `deepfleet train` runs them."""
+    base = workload.train_section()
+    update: dict[str, Any] = {
+        "batch_size": opts.batch_size or workload.batch_size,
+        "accumulation_steps": 1,
+        "stages": base.stages[:1],
+        "channels_last": (opts.channels_last or base.channels_last) and workload.is_image,
+        "compile": opts.compile or base.compile,
+        # One process trains alone; several run the job's strategy (auto: ddp or fsdp).
+        "strategy": "single" if world_size == 1 else base.strategy,
+    }
+    if opts.precision in ("fp32", "tf32"):
+        update.update(precision="fp32", tf32=opts.precision == "tf32")
+    elif opts.precision is not None:
+        update["precision"] = opts.precision
+    return base.model_copy(update=update)
 
-    def __init__(
-        self,
-        workload: Workload,
-        model: nn.Module,
-        device: torch.device,
-        opts: TrainOptions,
-        precision: str,
-        grad_sync: Callable[[nn.Module], None] | None = None,
-    ) -> None:
-        self.workload, self.device, self.opts = workload, device, opts
-        self.model = model
-        self.optimizer = workload.optimizer(model)
-        self.autocast = configure_precision(device, precision)
-        self.scaler = torch.amp.GradScaler(
-            "cuda", enabled=precision == "fp16" and device.type == "cuda"
-        )
-        self.grad_sync = grad_sync
+
+def numeric_mode(trainer: Trainer) -> str:
+    """What the step computes in: bf16 or fp16 autocast, else fp32 with or without TF32."""
+    precision = trainer.config.precision
+    if precision != "fp32":
+        return precision
+    return "tf32" if trainer.tf32 else "fp32"
+
+
+class _GradReady:
+    """Marks when the last gradient of a backward pass is accumulated. Under ddp the time from
+    there to the end of backward is the gradient all-reduce that backward could not hide."""
+
+    def __init__(self, params: list[nn.Parameter], timer_now: Callable[[], object]) -> None:
+        self.count, self.left, self.stamp = len(params), len(params), None
+        self.now = timer_now
+        self.handles = [p.register_post_accumulate_grad_hook(self._hook) for p in params]
+
+    def _hook(self, param: nn.Parameter) -> None:
+        self.left -= 1
+        if self.left == 0:  # one clock reading per step, at the last gradient
+            self.stamp = self.now()
+
+    def reset(self, timer_now: Callable[[], object]) -> None:
+        self.left, self.stamp, self.now = self.count, None, timer_now
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+class StepRunner:
+    """The Trainer's own training step (Trainer.train_step) with phase marks."""
+
+    def __init__(self, trainer: Trainer, opts: TrainOptions, steps: int) -> None:
+        self.trainer, self.opts, self.device = trainer, opts, trainer.device
+        # The first stage as fit() starts it: freezing, the strategy's setup, its optimizer
+        # and schedule (lr scaling aside: it changes no timing).
+        stage = trainer.config.stages[0]
+        apply_freeze(trainer.model, stage.freeze)
+        trainer.strategy.setup_stage()
+        self.optimizer = build_optimizer(stage, trainer.strategy.module)
+        self.scheduler = build_scheduler(stage, self.optimizer, max(steps, 1))
+        trainer.model.train()
+        trainer.strategy.train_model.train()
+        self.ready = None
+        if trainer.topology.strategy == "ddp":
+            params = [p for p in trainer.strategy.module.parameters() if p.requires_grad]
+            self.ready = _GradReady(params, time.perf_counter)
 
     def to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A no-op for a batch already there in the right layout."""
-        x = x.to(self.device, non_blocking=True)
-        if self.opts.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, y.to(self.device, non_blocking=True)
+        return _to_device(x, y, self.device, self.trainer.config.channels_last)
 
     def host_preparation(self) -> Callable | None:
         """What the data source does to each batch before the step sees it."""
@@ -113,22 +150,30 @@ class StepRunner:
         # pin_memory=True would hand it over.
         return lambda batch: (batch[0].pin_memory(), batch[1].pin_memory())
 
+    def _marks(self, timer: PhaseTimer) -> Callable[[str], None]:
+        if self.ready is None:
+            return timer.mark
+        self.ready.reset(timer.now)
+        ready = self.ready
+
+        def mark(phase: str) -> None:
+            if phase == "backward" and ready.stamp is not None:
+                timer.mark("backward", at=ready.stamp)
+                timer.mark("communication")
+            else:
+                timer.mark(phase)
+
+        return mark
+
     def step(self, data: Iterator[tuple[torch.Tensor, torch.Tensor]], timer: PhaseTimer) -> None:
         timer.begin()
         x, y = self.to_device(*next(data))  # fetching the batch counts as data time
         timer.mark("data")
-        with self.autocast():
-            loss = self.workload.loss_fn(self.model(x), y)
-        timer.mark("forward")
-        self.scaler.scale(loss).backward()
-        timer.mark("backward")
-        if self.grad_sync is not None:
-            self.grad_sync(self.model)
-            timer.mark("communication")
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        timer.mark("optimizer")
+        self.trainer.train_step(x, y, self.optimizer, self.scheduler, mark=self._marks(timer))
+
+    def close(self) -> None:
+        if self.ready is not None:
+            self.ready.remove()
 
 
 def _data_kind(workload: Workload, device: torch.device, opts: TrainOptions) -> str:
@@ -140,18 +185,49 @@ def _data_kind(workload: Workload, device: torch.device, opts: TrainOptions) -> 
 
 
 def _phase_summary(per_step: list[dict[str, float]]) -> dict[str, Any]:
-    phases = list(per_step[0]) if per_step else []
+    phases = list(dict.fromkeys(p for s in per_step for p in s))  # in step order
     medians = {p: summarize([s.get(p, 0.0) for s in per_step])["median"] for p in phases}
     total = sum(medians.values()) or 1.0
     return {p: {"median_ms": medians[p] * 1e3, "share": medians[p] / total} for p in phases}
 
 
-def step_flops(workload: Workload, device: torch.device, opts: TrainOptions) -> int:
-    """FLOPs of one training step of one process, counted on `device` with the kernels it runs."""
-    model = prepare_model(workload, device, opts)
-    x, y = next(workload.batches(opts.batch_size or workload.batch_size, seed=opts.seed))
-    runner = StepRunner(workload, model, device, opts, opts.precision or workload.precision)
-    return train_step_flops(model, *runner.to_device(x, y), workload.loss_fn)
+def _to_device(
+    x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_last: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """As the training loop moves a batch; a no-op for one already there."""
+    x = x.to(device, non_blocking=True)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y.to(device, non_blocking=True)
+
+
+def bench_trainer(
+    workload: Workload,
+    device: torch.device,
+    opts: TrainOptions,
+    env: DistEnv | None = None,
+    flops: bool = True,
+) -> tuple[Trainer, int | None]:
+    """The Trainer the benchmark drives, built as `deepfleet train` builds it (strategy,
+    autocast, gradient scaler, TF32), and the FLOPs of one step of one process, counted on
+    the eager model before any strategy wraps it (when `flops`)."""
+    env = env or DistEnv()
+    config = train_config(workload, opts, env.world_size)
+    model = prepare_model(workload, device, replace(opts, channels_last=config.channels_last))
+    counted = None
+    if flops:
+        x, y = next(workload.batches(config.batch_size, seed=opts.seed))
+        x, y = _to_device(x, y, device, config.channels_last)
+        counted = train_step_flops(model, x, y, workload.loss_fn)
+    trainer = Trainer(config, model, device, seed=opts.seed, task=workload.task, env=env)
+    return trainer, counted
+
+
+def step_figures(workload: Workload, device: torch.device, opts: TrainOptions) -> tuple[int, str]:
+    """FLOPs of one training step of one process, counted on `device` with the kernels it
+    runs, and the numeric mode the Trainer runs it in (fp32, tf32, bf16, fp16)."""
+    trainer, flops = bench_trainer(workload, device, opts)
+    return int(flops or 0), numeric_mode(trainer)
 
 
 def bench_train(
@@ -162,33 +238,85 @@ def bench_train(
     meter: EnergyMeter | None = None,
     progress: BenchProgress | None = None,
     peak: Peak | None = None,
-    grad_sync: Callable[[nn.Module], None] | None = None,
-    world_size: int = 1,
-    seed_offset: int = 0,
+    env: DistEnv | None = None,
     flops_per_step: int | None = None,
 ) -> dict[str, Any]:
-    """Measure training on one device (one process of `world_size`); returns a result dict.
+    """Measure training on one device (one process of `env`'s world) through the Trainer's
+    own step; returns a result dict.
 
     flops_per_step (one process's) is counted here unless given: scaling workers get it from
     the parent, so they need not load the counter's dependencies.
     """
+    env = env or DistEnv()
     meter = meter or NoMeter("not measured: no meter was given")
     progress = progress or silent_progress()
-    if opts.compile and opts.warmup < 1:
+    world_size = env.world_size
+    if train_config(workload, opts, world_size).compile and opts.warmup < 1:
         raise UserError("--compile needs --warmup >= 1, so that compiling is not timed")
-    precision = opts.precision or workload.precision
-    batch_size = opts.batch_size or workload.batch_size
-    model = prepare_model(workload, device, opts)
-    runner = StepRunner(workload, model, device, opts, precision, grad_sync)
+    trainer, counted = bench_trainer(workload, device, opts, env, flops_per_step is None)
+    flops = flops_per_step if flops_per_step is not None else counted
+    config = trainer.config
+    precision = numeric_mode(trainer)
+    batch_size = config.batch_size
+    runner = StepRunner(trainer, opts, opts.warmup + opts.repeats * opts.steps)
     data = workload.batches(
-        batch_size, seed=opts.seed + seed_offset, prepare=runner.host_preparation()
+        batch_size, seed=opts.seed + env.rank, prepare=runner.host_preparation()
     )
-    flops = flops_per_step
-    if flops is None:  # counted eagerly: the counter does not see inside compiled graphs
-        flops = train_step_flops(model, *runner.to_device(*next(data)), workload.loss_fn)
-    if opts.compile:
-        runner.model = torch.compile(model)
+    try:
+        seconds, joules, per_step, peak = _measure(runner, data, opts, meter, progress, peak)
+    finally:
+        runner.close()
+    samples = batch_size * opts.steps * world_size
+    step_s = summarize([s / opts.steps for s in seconds])
+    result: dict[str, Any] = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "precision": precision,
+        # What the Trainer set up, as its setup record in metrics.jsonl says it.
+        "tf32": trainer.tf32,
+        "train_precision": config.precision,
+        "strategy": trainer.topology.strategy,
+        "batch_size": batch_size,
+        "data": _data_kind(workload, device, opts),
+        "world_size": world_size,
+        "steps_per_repeat": opts.steps,
+        "repeats": opts.repeats,
+        "warmup_steps": opts.warmup,
+        "samples_per_s": summarize([samples / s for s in seconds]),
+        "step_seconds": step_s,
+        "phases": _phase_summary(per_step),
+        "flops_per_step": flops * world_size,  # all processes together
+        "peak_memory": _peak_memory(device),
+    }
+    if workload.is_tokens:
+        result["tokens_per_s"] = summarize(
+            [samples * workload.tokens_per_sample / s for s in seconds]
+        )
+    result["peak"] = peak.to_dict()
+    # Whole-world figures: every process does `flops` per step on its own device.
+    result["achieved_flops_per_s"] = flops * world_size / step_s["median"]
+    result["mfu"] = mfu(flops * world_size, step_s["median"], peak.flops_per_s * world_size)
+    if result["mfu"] > 1:
+        result["mfu_note"] = (
+            "above 100 %: the measured peak is lower than what the workload "
+            "reached, so the machine was busier while probing; distrust it"
+        )
+    result["energy"] = energy_summary(meter, joules, seconds, samples)
+    return result
 
+
+def _measure(
+    runner: StepRunner,
+    data: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    opts: TrainOptions,
+    meter: EnergyMeter,
+    progress: BenchProgress,
+    peak: Peak | None,
+) -> tuple[list[float], list[float], list[dict[str, float]], Peak]:
+    """Warm-up, then the timed repeats: seconds and joules per repeat, phases per step, and
+    the peak (measured between the repeats when none is known)."""
+    device = runner.device
+    precision = numeric_mode(runner.trainer)
     progress.start(f"{device} warm-up", opts.warmup)
     for _ in range(opts.warmup):  # untimed: compilation, allocator growth, kernel choice
         runner.step(data, PhaseTimer(device))
@@ -219,41 +347,7 @@ def bench_train(
         per_step += [t.durations() for t in timers]
         if probe is not None:
             probe.probe()  # outside the timed region
-
-    samples = batch_size * opts.steps * world_size
-    step_s = summarize([s / opts.steps for s in seconds])
-    result: dict[str, Any] = {
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "precision": precision,
-        "batch_size": batch_size,
-        "data": _data_kind(workload, device, opts),
-        "world_size": world_size,
-        "steps_per_repeat": opts.steps,
-        "repeats": opts.repeats,
-        "warmup_steps": opts.warmup,
-        "samples_per_s": summarize([samples / s for s in seconds]),
-        "step_seconds": step_s,
-        "phases": _phase_summary(per_step),
-        "flops_per_step": flops * world_size,  # all processes together
-        "peak_memory": _peak_memory(device),
-    }
-    if workload.is_tokens:
-        result["tokens_per_s"] = summarize(
-            [samples * workload.tokens_per_sample / s for s in seconds]
-        )
-    peak = peak or probe.best()
-    result["peak"] = peak.to_dict()
-    # Whole-world figures: every process does `flops` per step on its own device.
-    result["achieved_flops_per_s"] = flops * world_size / step_s["median"]
-    result["mfu"] = mfu(flops * world_size, step_s["median"], peak.flops_per_s * world_size)
-    if result["mfu"] > 1:
-        result["mfu_note"] = (
-            "above 100 %: the measured peak is lower than what the workload "
-            "reached, so the machine was busier while probing; distrust it"
-        )
-    result["energy"] = energy_summary(meter, joules, seconds, samples)
-    return result
+    return seconds, joules, per_step, peak or probe.best()
 
 
 def energy_summary(

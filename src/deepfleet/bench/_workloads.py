@@ -16,21 +16,17 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
-from deepfleet.config import ModelSection, load_job
+from deepfleet.config import ModelSection, StageSection, TrainSection, load_job
 from deepfleet.errors import UserError
 from deepfleet.models import build_model
+from deepfleet.tasks import CausalLMTask, ClassificationTask, Task
+from deepfleet.train import build_optimizer
 
 Batch = tuple[Tensor, Tensor]
 
-
-def classification_loss(logits: Tensor, target: Tensor) -> Tensor:
-    return F.cross_entropy(logits.float(), target)
-
-
-def next_token_loss(logits: Tensor, target: Tensor) -> Tensor:
-    return F.cross_entropy(logits.float().flatten(0, 1), target.flatten())
+# A synthetic workload's one stage (its optimizer and schedule); a job brings its own.
+BENCH_STAGE = StageSection(name="bench", lr=1e-4, weight_decay=0.01)
 
 
 @dataclass
@@ -44,10 +40,13 @@ class Workload:
     num_classes: int
     batch_size: int
     spec: dict[str, Any]
-    loss_fn: Callable[[Tensor, Tensor], Tensor] = classification_loss
+    # The task owns the training loss (the Trainer's objective); default: classification.
+    task: Task = field(default_factory=ClassificationTask)
     tokens_per_sample: int = 1  # > 1 for the decoder: throughput is then also in tokens/s
     precision: str = "fp32"
-    make_optimizer: Callable[[nn.Module], torch.optim.Optimizer] | None = None
+    # The [train] table the Trainer runs with: a job's own; None for a synthetic workload
+    # (the defaults of `deepfleet train`, AdamW at lr 1e-4).
+    train: TrainSection | None = None
     real_data: tuple[Tensor, Tensor] | None = field(default=None, repr=False)
     token_inputs: bool = False  # inputs are token ids below num_classes, whatever their length
 
@@ -62,10 +61,17 @@ class Workload:
     def build(self) -> nn.Module:
         return build_model(self.model, self.input_shape, self.num_classes)
 
+    def train_section(self) -> TrainSection:
+        """The job's [train] table, or `deepfleet train`'s defaults with BENCH_STAGE."""
+        return self.train or TrainSection(stages=[BENCH_STAGE])
+
     def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
-        if self.make_optimizer is not None:
-            return self.make_optimizer(model)
-        return torch.optim.AdamW(model.parameters(), lr=1e-4)
+        """The first stage's optimizer over `model`'s trainable parameters."""
+        return build_optimizer(self.train_section().stages[0], model)
+
+    def loss_fn(self, output: Tensor, target: Tensor) -> Tensor:
+        """The task's loss as a mean over the batch's terms (samples, tokens, outputs)."""
+        return self.task.loss(output, target) / self.task.count(target)
 
     def random_batch(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """Random inputs of the workload's shape (host memory)."""
@@ -112,6 +118,7 @@ def _synthetic(
     batch_size: int,
     **extra: Any,
 ) -> Callable[[], Workload]:
+    # Built when asked for, so each workload gets its own task object.
     def make() -> Workload:
         return Workload(
             name=name,
@@ -182,7 +189,7 @@ SYNTHETIC: dict[str, Callable[[], Workload]] = {
         (128,),
         4096,
         16,
-        loss_fn=next_token_loss,
+        task=CausalLMTask(),
         tokens_per_sample=128,
     ),
     "gpt-large": _synthetic(
@@ -194,7 +201,7 @@ SYNTHETIC: dict[str, Callable[[], Workload]] = {
         (1024,),
         50304,
         8,
-        loss_fn=next_token_loss,
+        task=CausalLMTask(),
         tokens_per_sample=1024,
     ),
 }
@@ -216,22 +223,17 @@ def job_workload(job_file: str | Path, data_dir: str | Path) -> Workload:
     # Imported here: synthetic workloads (and scaling workers) need neither.
     from deepfleet.context import task_for
     from deepfleet.data import read_manifest, read_split
-    from deepfleet.train import build_optimizer
 
     job = load_job(job_file)
     manifest = read_manifest(data_dir)
     task = task_for(job, manifest)  # one line when the data set does not fit the task
     train = read_split(manifest, "train")  # each shard checked as it is read
-    stage = job.train.stages[0]
     shape = tuple(manifest.sample_shape)
     if len(train) < job.train.batch_size:
         raise UserError(
             f"train.batch_size {job.train.batch_size} is larger than the training "
             f"split ({len(train)} samples)"
         )
-
-    def loss(output: Tensor, target: Tensor) -> Tensor:
-        return task.loss(output, target) / task.count(target)
 
     tokens = manifest.tokens
     samples = f"sequences of {shape[0]} tokens" if tokens else f"{math.prod(shape)}-value samples"
@@ -244,10 +246,10 @@ def job_workload(job_file: str | Path, data_dir: str | Path) -> Workload:
         num_classes=task.output_size(),
         batch_size=job.train.batch_size,
         spec={"kind": "job", "job_file": str(job_file), "data_dir": str(data_dir)},
-        loss_fn=loss,
+        task=task,
         tokens_per_sample=shape[0] if tokens else 1,
         precision=job.train.precision,
-        make_optimizer=lambda model: build_optimizer(stage, model),
+        train=job.train,
         real_data=(train.x, train.y),
         token_inputs=tokens,
     )

@@ -5,7 +5,15 @@ drives the trainer, so it lives above this package, in deepfleet.selftest.)"""
 
 from deepfleet.parallel._build import make_strategy
 from deepfleet.parallel._env import DistEnv, detect_env, in_worker, process_group
-from deepfleet.parallel._launch import LaunchOptions, launch, must_launch, preflight, run_id
+from deepfleet.parallel._launch import (
+    LaunchOptions,
+    launch,
+    launch_config,
+    must_launch,
+    preflight,
+    run_id,
+    start_workers,
+)
 from deepfleet.parallel._pipeline import PipelineStrategy, StagePart, split_children
 from deepfleet.parallel._strategy import (
     DDPStrategy,
@@ -32,10 +40,12 @@ __all__ = [
     "fp16_scaler",
     "in_worker",
     "launch",
+    "launch_config",
     "make_strategy",
     "must_launch",
     "preflight",
     "process_group",
     "run_id",
     "split_children",
+    "start_workers",
 ]

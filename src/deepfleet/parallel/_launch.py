@@ -1,13 +1,19 @@
 """Starting the workers of a job through torch.distributed.run's elastic agent (c10d
-rendezvous, restarts), and what `deepfleet train` does in the process the user started."""
+rendezvous, restarts), and what `deepfleet train` does in the process the user started.
+
+start_workers() is the one way deepfleet starts workers: `deepfleet train --nproc N` (a
+module entry), the self-test and the scaling benchmark (function entries) all go through it."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -15,6 +21,9 @@ from deepfleet.errors import UserError
 from deepfleet.parallel._env import in_worker
 from deepfleet.parallel._pipeline import split_children
 from deepfleet.parallel._topology import Topology, build_topology
+
+if TYPE_CHECKING:
+    from torch.distributed.launcher.api import LaunchConfig
 
 
 @dataclass(frozen=True)
@@ -63,43 +72,103 @@ def run_id(run_root: Path) -> str:
     return f"{Path(run_root).name}-{digest}"
 
 
-def launch(run_root: Path, options: LaunchOptions, *, resume: bool = False) -> None:
-    """Run `python -m deepfleet train RUN` on every rank under the elastic agent; returns
-    when all workers finished, raises UserError naming the failed rank otherwise."""
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+# How often the agent looks at its workers: how soon a finished or failed job is noticed.
+MONITOR_INTERVAL = 0.5
+
+
+def launch_config(
+    options: LaunchOptions, run_name: str, log_dir: Path | None = None
+) -> LaunchConfig:
+    """The elastic agent's settings for `options`: c10d rendezvous (a private store on a free
+    port of 127.0.0.1 for one node without --rdzv), spawned workers, --max-restarts; worker
+    output goes to the console, or under `log_dir` when given."""
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
+    from torch.distributed.launcher.api import LaunchConfig
 
     options.check()
     rdzv_configs = {}
     if options.node_rank is not None:
         # c10d assigns ranks itself; the node rank only says which node hosts the store.
         rdzv_configs["is_host"] = options.node_rank == 0
-    config = LaunchConfig(
+    logs = (
+        DefaultLogsSpecs(log_dir=str(log_dir), redirects=Std.ALL) if log_dir is not None else None
+    )
+    return LaunchConfig(
         min_nodes=options.nnodes,
         max_nodes=options.nnodes,
         nproc_per_node=options.nproc,
-        run_id=run_id(run_root),
+        logs_specs=logs,
+        run_id=run_name,
         rdzv_backend="c10d",
         # One node without --rdzv: a private store on a free local port (like --standalone).
         rdzv_endpoint=options.rdzv or "127.0.0.1:0",
         rdzv_configs=rdzv_configs,
         max_restarts=options.max_restarts,
-        monitor_interval=0.5,
+        monitor_interval=MONITOR_INTERVAL,
         start_method="spawn",
     )
-    # Like torchrun: one intra-op thread per worker unless told otherwise, since N workers
-    # with a thread per core each would fight over the cores.
+
+
+@contextmanager
+def _worker_threads() -> Iterator[None]:
+    """Like torchrun: one intra-op thread per worker unless OMP_NUM_THREADS says otherwise,
+    since N workers with a thread per core each would fight over the cores."""
+    had = os.environ.get("OMP_NUM_THREADS")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    args = ["-m", "deepfleet", "train", str(run_root), *(["--resume"] if resume else [])]
     try:
-        elastic_launch(config, sys.executable)(*args)
+        yield
+    finally:
+        if had is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+
+
+def _output_tail(log_dir: Path | None, local_rank: int, lines: int = 5) -> str:
+    if log_dir is None:
+        return "see its output above"
+    found = sorted(Path(log_dir).glob(f"*/attempt_*/{local_rank}/stderr.log"))
+    text = found[-1].read_text(errors="replace").strip().splitlines() if found else []
+    return "its last output: " + (" | ".join(text[-lines:]) or "(none)")
+
+
+def start_workers(
+    options: LaunchOptions,
+    entry: Callable[..., Any] | str,
+    *args: Any,
+    run_name: str,
+    what: str,
+    log_dir: Path | None = None,
+) -> dict[int, Any]:
+    """Run `entry` on every rank of this node under the elastic agent and wait for all.
+
+    `entry` is a module name, run as `python -m ENTRY ARGS...` (what `deepfleet train`
+    starts), or a picklable function, called as `entry(*args)` in each worker. Returns
+    each local rank's return value (None for a module). A failed worker is a UserError
+    naming `what`, the rank and its exit code."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import elastic_launch
+
+    config = launch_config(options, run_name, log_dir)
+    if isinstance(entry, str):
+        target, argv = sys.executable, ("-m", entry, *args)
+    else:
+        target, argv = entry, args
+    try:
+        with _worker_threads():
+            return elastic_launch(config, target)(*argv)
     except ChildFailedError as err:
         rank, failure = err.get_first_failure()
         raise UserError(
-            f"training failed: rank {rank} exited with code {failure.exitcode} "
-            f"(after {options.max_restarts} restart(s) allowed); see its output "
-            "above"
+            f"{what} failed: rank {rank} exited with code {failure.exitcode} "
+            f"(after {options.max_restarts} restart(s) allowed); "
+            + _output_tail(log_dir, failure.local_rank)
         ) from None
+
+
+def launch(run_root: Path, options: LaunchOptions, *, resume: bool = False) -> None:
+    """Run `python -m deepfleet train RUN` on every rank under the elastic agent; returns
+    when all workers finished, raises UserError naming the failed rank otherwise."""
+    args = ["train", str(run_root), *(["--resume"] if resume else [])]
+    start_workers(options, "deepfleet", *args, run_name=run_id(run_root), what="training")
 
 
 def must_launch(options: LaunchOptions) -> bool:

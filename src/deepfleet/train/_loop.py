@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -385,6 +386,35 @@ class Trainer:
             "comm_s": comm_s,  # explicit metric reductions
             "world_size": self.topology.world_size,
         }
+
+    def train_step(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+        scheduler,
+        mark: Callable[[str], None] | None = None,
+    ) -> torch.Tensor:
+        """One optimizer step on one batch per rank (x, y on the device, in the model's
+        layout), as fit() takes it with accumulation 1: the strategy's forward and backward
+        of the task's loss, then the optimizer step. Returns the loss summed over the batch.
+        `mark(phase)` is called as "forward", "backward" and "optimizer" end (timing only)."""
+        mark = mark or (lambda phase: None)
+
+        def backward(loss: torch.Tensor) -> None:
+            mark("forward")
+            self._backward(loss)
+
+        terms = self.task.count(y[:1])
+        global_count = len(y) * self.topology.dp
+        scale = self.topology.dp / (global_count * terms)
+        total, _ = self.strategy.forward_backward(
+            x, y, self.task.loss, scale, self.autocast, backward
+        )
+        mark("backward")
+        self._optimizer_step(optimizer, scheduler)
+        mark("optimizer")
+        return total
 
     def _backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss).backward()
