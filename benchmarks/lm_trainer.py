@@ -64,7 +64,7 @@ def config() -> TrainSection:
             "batch_size": BATCH,
             "precision": "fp32",
             "log_every": 1_000_000,
-            "stages": [
+            "phases": [
                 {
                     "name": "bench",
                     "epochs": 1,

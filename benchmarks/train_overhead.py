@@ -54,7 +54,7 @@ def config(strategy: str = "single", batch: int = BATCH) -> TrainSection:
             "strategy": strategy,
             "batch_size": batch,
             "log_every": 10_000,
-            "stages": [{"name": "bench", "epochs": EPOCHS, "lr": 1e-3, "optimizer": "adamw"}],
+            "phases": [{"name": "bench", "epochs": EPOCHS, "lr": 1e-3, "optimizer": "adamw"}],
         }
     )
 

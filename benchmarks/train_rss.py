@@ -168,7 +168,7 @@ def check_same_job() -> None:
 
     job = load_job(JOB, [])
     assert job.train.batch_size == BATCH, job.train.batch_size
-    assert sum(s.epochs for s in job.train.stages) == EPOCHS
+    assert sum(p.epochs for p in job.train.phases) == EPOCHS
     ours = build_model(job.model, (1, 8, 8), 10).state_dict()
     theirs = hand_model().state_dict()
     assert [(k, v.shape) for k, v in ours.items()] == [(k, v.shape) for k, v in theirs.items()]

@@ -12,7 +12,7 @@ import torch
 
 from deepfleet.config import JobConfig, job_from_dict
 from deepfleet.data import load_source, write_dataset
-from deepfleet.pipeline import stage_evaluate, stage_export, stage_prepare, stage_train
+from deepfleet.jobs import stage_evaluate, stage_export, stage_prepare, stage_train
 from deepfleet.runs import RunPaths, create_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ def tiny_job_dict(tmp_path: Path, **sections) -> dict:
         "model": {"name": "mlp", "params": {"hidden": [64]}},
         "train": {
             "batch_size": 64,
-            "stages": [
+            "phases": [
                 {"name": "a", "epochs": 2, "lr": 0.01, "schedule": "cosine", "warmup_steps": 5},
                 {"name": "b", "epochs": 1, "lr": 0.003, "optimizer": "sgd"},
             ],

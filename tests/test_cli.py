@@ -46,7 +46,7 @@ def test_prepare_train_evaluate_export_predict_each_alone(tmp_path, job_file, ca
     manifest = json.loads((data / "manifest.json").read_text())
     assert len(manifest["splits"]["train"]["shards"]) == 3
 
-    assert run_cli(["train", str(job_file), "--set", "train.stages.0.epochs=1"]) == 0
+    assert run_cli(["train", str(job_file), "--set", "train.phases.0.epochs=1"]) == 0
     (run,) = (tmp_path / "runs").iterdir()
     assert (run / "checkpoints" / "best.safetensors").is_file()
     assert run_cli(["evaluate", str(run)]) == 0
@@ -134,3 +134,24 @@ def test_user_error_in_a_subprocess_has_no_traceback(tmp_path):
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert only_line(done.stderr).startswith("error: ")
+
+
+def test_an_old_job_file_key_is_one_warning_line(tmp_path):
+    """[[train.stages]] still loads; the command says once, in one line, to write phases."""
+    job = tiny_job_dict(tmp_path)
+    job["train"]["stages"] = job["train"].pop("phases")
+    path = tmp_path / "old.toml"
+    path.write_bytes(tomli_w.dumps(job).encode())
+    done = run_deepfleet("train", str(path), "--prepare-only")
+    assert done.returncode == 0, done.stderr
+    notice = "warning: train.stages is deprecated: use train.phases (same entries)"
+    assert only_line(done.stderr) == notice
+    (run,) = (tmp_path / "runs").iterdir()
+    assert "[[train.phases]]" in (run / "job.toml").read_text()
+
+
+def test_an_old_key_in_set_is_one_warning_line(tmp_path, job_file, capsys):
+    args = ["train", str(job_file), "--prepare-only", "--set", "train.stages.1.epochs=2"]
+    assert run_cli(args) == 0
+    notice = "warning: train.stages is deprecated: use train.phases (same entries)"
+    assert only_line(capsys.readouterr().err) == notice

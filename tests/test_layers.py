@@ -104,10 +104,10 @@ def test_serving_does_not_load_the_trainer():
 
 
 def test_training_does_not_load_the_report_stack():
-    """The pipeline (what `deepfleet train` imports) leaves torchmetrics and matplotlib to the
+    """The job stages (what `deepfleet train` imports) leave torchmetrics and matplotlib to the
     stages that score and plot: together they are tens of MiB in every training process."""
     code = (
-        "import sys, json, deepfleet.pipeline; "
+        "import sys, json, deepfleet.jobs; "
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     )
     done = subprocess.run(

@@ -55,7 +55,7 @@ def selftest_config(
     schedule: str | None = None,
 ) -> TrainSection:
     """The [train] table of one case; the global batch is GLOBAL_BATCH in every case."""
-    stage = {
+    phase = {
         "name": "check",
         "epochs": 1,
         "lr": 0.01,
@@ -68,7 +68,7 @@ def selftest_config(
         "strategy": strategy,
         "grad_clip": 1.0,
         "log_every": 1000,
-        "stages": [stage],
+        "phases": [phase],
         "accumulation_steps": accumulation,
     }
     if strategy == "pipeline":

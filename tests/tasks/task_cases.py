@@ -64,8 +64,8 @@ def train_task(name: str, strategy: str, world: int, env, device, *args) -> dict
     if name == "causal_lm":
         # Attention's key bias has a gradient of zero up to rounding (softmax ignores a shift
         # shared by every key); AdamW would scale that rounding noise up to the learning rate.
-        stage = config.stages[0].model_copy(update={"optimizer": "sgd", "lr": 0.1})
-        config = config.model_copy(update={"stages": [stage]})
+        phase = config.phases[0].model_copy(update={"optimizer": "sgd", "lr": 0.1})
+        config = config.model_copy(update={"phases": [phase]})
     trainer = Trainer(config, task_model(task), device, seed=0, task=task, env=env)
     result = trainer.fit(data, data)
     weights = {k: v.detach().cpu().clone() for k, v in trainer.strategy.full_state_dict().items()}

@@ -13,9 +13,9 @@ from deepfleet.train import Trainer
 
 
 def _config(epochs: int) -> TrainSection:
-    stage = {"name": "s", "epochs": epochs, "lr": 0.5, "optimizer": "sgd", "momentum": 0.0}
+    phase = {"name": "s", "epochs": epochs, "lr": 0.5, "optimizer": "sgd", "momentum": 0.0}
     return TrainSection.model_validate(
-        {"strategy": "single", "batch_size": 128, "log_every": 1000, "stages": [stage]}
+        {"strategy": "single", "batch_size": 128, "log_every": 1000, "phases": [phase]}
     )
 
 

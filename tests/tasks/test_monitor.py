@@ -12,14 +12,14 @@ from task_cases import task_data, task_model
 from conftest import tiny_job_dict
 from deepfleet.config import TrainSection, job_from_dict
 from deepfleet.errors import UserError
-from deepfleet.pipeline import run_job
+from deepfleet.jobs import run_job
 from deepfleet.train import Trainer
 
 
 def _config(**train) -> TrainSection:
-    stage = {"name": "s", "epochs": 6, "lr": 0.05, "optimizer": "sgd"}
+    phase = {"name": "s", "epochs": 6, "lr": 0.05, "optimizer": "sgd"}
     return TrainSection.model_validate(
-        {"batch_size": 32, "log_every": 1000, "stages": [stage], **train}
+        {"batch_size": 32, "log_every": 1000, "phases": [phase], **train}
     )
 
 
@@ -42,7 +42,7 @@ def test_min_mode_and_early_stopping_after_patience():
     task, data = task_data("classification")
     # A learning rate of zero: nothing improves after the first validation.
     config = _config(monitor="val_loss", early_stopping={"patience": 2})
-    config.stages[0].lr = 1e-12
+    config.phases[0].lr = 1e-12
     result = Trainer(config, task_model(task), torch.device("cpu"), task=task).fit(data, data)
     assert result.stopped_early and result.epochs == 3 and len(result.history) == 3
     assert result.best_epoch == 1 and result.monitor == "val_loss"

@@ -11,7 +11,7 @@ import pytest
 from conftest import tiny_job_dict
 from deepfleet.config import job_from_dict
 from deepfleet.data import read_manifest
-from deepfleet.pipeline import run_job
+from deepfleet.jobs import run_job
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -57,7 +57,7 @@ def test_regression_with_two_outputs_answers_in_the_targets_units(tmp_path):
         task={"name": "regression"},
         data={"source": str(tmp_path / "r.csv"), "label_column": "y1,y2"},
     )
-    job["train"]["stages"] = [{"name": "s", "epochs": 30, "lr": 0.01}]
+    job["train"]["phases"] = [{"name": "s", "epochs": 30, "lr": 0.01}]
     summary = run_job(job_from_dict(job))
     assert summary.metrics["r2"] > 0.8
     table = _predictions(summary.paths)

@@ -9,7 +9,7 @@ import pytest
 from conftest import run_deepfleet, tiny_job_dict
 from deepfleet.config import dump_job, job_from_dict
 from deepfleet.errors import UserError
-from deepfleet.pipeline import stage_prepare, stage_train
+from deepfleet.jobs import stage_prepare, stage_train
 from deepfleet.runs import create_run
 
 

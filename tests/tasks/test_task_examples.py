@@ -15,7 +15,7 @@ from sklearn.metrics import r2_score
 from deepfleet.config import load_job, shipped_examples
 from deepfleet.data import read_manifest, read_split
 from deepfleet.deploy import generate, load_bundle
-from deepfleet.pipeline import run_job
+from deepfleet.jobs import run_job
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -22,7 +22,7 @@ from deepfleet.bench._train import TrainOptions, bench_train, step_figures
 from deepfleet.bench._workloads import Workload, job_workload, synthetic_workload
 from deepfleet.config import load_job
 from deepfleet.errors import UserError
-from deepfleet.pipeline import stage_prepare
+from deepfleet.jobs import stage_prepare
 from deepfleet.runs import create_run
 
 SCHEMA = "deepfleet.bench/1"

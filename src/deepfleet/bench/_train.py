@@ -75,7 +75,7 @@ def train_config(workload: Workload, opts: TrainOptions, world_size: int = 1) ->
     update: dict[str, Any] = {
         "batch_size": opts.batch_size or workload.batch_size,
         "accumulation_steps": 1,
-        "stages": base.stages[:1],
+        "phases": base.phases[:1],
         "channels_last": (opts.channels_last or base.channels_last) and workload.is_image,
         "compile": opts.compile or base.compile,
         # One process trains alone; several run the job's strategy (auto: ddp or fsdp).
@@ -123,13 +123,13 @@ class StepRunner:
 
     def __init__(self, trainer: Trainer, opts: TrainOptions, steps: int) -> None:
         self.trainer, self.opts, self.device = trainer, opts, trainer.device
-        # The first stage as fit() starts it: freezing, the strategy's setup, its optimizer
+        # The first phase as fit() starts it: freezing, the strategy's setup, its optimizer
         # and schedule (lr scaling aside: it changes no timing).
-        stage = trainer.config.stages[0]
-        apply_freeze(trainer.model, stage.freeze)
-        trainer.strategy.setup_stage()
-        self.optimizer = build_optimizer(stage, trainer.strategy.module)
-        self.scheduler = build_scheduler(stage, self.optimizer, max(steps, 1))
+        phase = trainer.config.phases[0]
+        apply_freeze(trainer.model, phase.freeze)
+        trainer.strategy.setup_phase()
+        self.optimizer = build_optimizer(phase, trainer.strategy.module)
+        self.scheduler = build_scheduler(phase, self.optimizer, max(steps, 1))
         trainer.model.train()
         trainer.strategy.train_model.train()
         self.ready = None

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from deepfleet.config import ModelSection, StageSection, TrainSection, load_job
+from deepfleet.config import ModelSection, PhaseSection, TrainSection, load_job
 from deepfleet.errors import UserError
 from deepfleet.models import build_model
 from deepfleet.tasks import CausalLMTask, ClassificationTask, Task
@@ -25,8 +25,8 @@ from deepfleet.train import build_optimizer
 
 Batch = tuple[Tensor, Tensor]
 
-# A synthetic workload's one stage (its optimizer and schedule); a job brings its own.
-BENCH_STAGE = StageSection(name="bench", lr=1e-4, weight_decay=0.01)
+# A synthetic workload's one phase (its optimizer and schedule); a job brings its own.
+BENCH_PHASE = PhaseSection(name="bench", lr=1e-4, weight_decay=0.01)
 
 
 @dataclass
@@ -62,12 +62,12 @@ class Workload:
         return build_model(self.model, self.input_shape, self.num_classes)
 
     def train_section(self) -> TrainSection:
-        """The job's [train] table, or `deepfleet train`'s defaults with BENCH_STAGE."""
-        return self.train or TrainSection(stages=[BENCH_STAGE])
+        """The job's [train] table, or `deepfleet train`'s defaults with BENCH_PHASE."""
+        return self.train or TrainSection(phases=[BENCH_PHASE])
 
     def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
-        """The first stage's optimizer over `model`'s trainable parameters."""
-        return build_optimizer(self.train_section().stages[0], model)
+        """The first phase's optimizer over `model`'s trainable parameters."""
+        return build_optimizer(self.train_section().phases[0], model)
 
     def loss_fn(self, output: Tensor, target: Tensor) -> Tensor:
         """The task's loss as a mean over the batch's terms (samples, tokens, outputs)."""
@@ -216,7 +216,7 @@ def synthetic_workload(name: str) -> Workload:
 
 
 def job_workload(job_file: str | Path, data_dir: str | Path) -> Workload:
-    """The job's model, task and first-stage optimizer over its prepared, verified training
+    """The job's model, task and first-phase optimizer over its prepared, verified training
     split. The task sizes the model's output and gives the loss: its sum over the batch's
     terms (samples, tokens, outputs) divided by their count, the mean the training loop
     takes its gradients of."""

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
+from pathlib import Path
 
-# Each module registers its commands on the one app when imported.
+# Each module registers its commands on the one app when imported, in the order that
+# `deepfleet --help` lists them (the job commands last).
+# isort: off
 from deepfleet.cli import (  # noqa: F401
     _bench,
     _cluster,
@@ -14,8 +18,10 @@ from deepfleet.cli import (  # noqa: F401
     _doctor,
     _keys,
     _parallel,
-    _pipeline,
+    _jobs,
 )
+
+# isort: on
 from deepfleet.cli._app import app
 from deepfleet.errors import UserError, storage_error
 
@@ -27,8 +33,32 @@ def _say(line: str) -> None:
     print(" ".join(line.split()), file=sys.stderr, flush=True)
 
 
+_PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def _notices(show):
+    """deepfleet's own DeprecationWarnings (an old job-file key) as one plain line each,
+    `warning: ...`, once per command and only on rank 0; every other warning as Python shows it."""
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DeprecationWarning) and Path(filename).is_relative_to(_PACKAGE):
+            if os.environ.get("RANK", "0") == "0":
+                _say(f"warning: {message}")
+            return
+        show(message, category, filename, lineno, file, line)
+
+    return showwarning
+
+
 def run_cli(argv: list[str] | None = None) -> int:
     """Run the app and return its exit code: 0 ok, 2 bad input or config, 1 internal error."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("default", category=DeprecationWarning, module=r"deepfleet\.")
+        warnings.showwarning = _notices(warnings.showwarning)
+        return _run(argv)
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         app(args=argv, prog_name="deepfleet")
     except SystemExit as done:

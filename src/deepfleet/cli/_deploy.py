@@ -1,4 +1,4 @@
-"""sign, verify, serve: one small function each (predict and export live with the pipeline)."""
+"""sign, verify, serve: one small function each (predict and export live with the job stages)."""
 
 from __future__ import annotations
 

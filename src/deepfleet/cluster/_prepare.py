@@ -28,8 +28,8 @@ def _same_job(paths: RunPaths, text: str) -> RunPaths:
 
 def prepare_run_at(job: str | Path, run_dir: str | Path) -> RunPaths:
     """The run folder for `job` at exactly `run_dir`: created and prepared if absent."""
-    # Imported here: the pipeline pulls in torch, which the manifest renderers never need.
-    from deepfleet.pipeline import stage_prepare
+    # Imported here: the job stages pull in torch, which the manifest renderers never need.
+    from deepfleet.jobs import stage_prepare
 
     config = load_job(job)
     text = dump_job(config)

@@ -17,7 +17,7 @@ from deepfleet.config._parallel import CheckpointSection, EarlyStoppingSection, 
 from deepfleet.config._reference import reference_markdown
 from deepfleet.config._run import RunSection
 from deepfleet.config._task import TaskSection
-from deepfleet.config._train import StageSection, TrainSection
+from deepfleet.config._train import PhaseSection, TrainSection
 
 __all__ = [
     "CheckpointSection",
@@ -27,9 +27,9 @@ __all__ = [
     "ExportSection",
     "JobConfig",
     "ModelSection",
+    "PhaseSection",
     "PipelineSection",
     "RunSection",
-    "StageSection",
     "TaskSection",
     "TrainSection",
     "apply_override",

@@ -10,7 +10,7 @@ from deepfleet.config._train import TrainSection
 
 
 class JobConfig(Section):
-    """A whole job: one TOML file, one table per stage of the pipeline."""
+    """A whole job: one TOML file, one table per part of the job."""
 
     run: RunSection = Field(default_factory=RunSection)
     task: TaskSection = Field(default_factory=TaskSection)

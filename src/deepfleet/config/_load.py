@@ -11,6 +11,7 @@ import tomli_w
 from pydantic import ValidationError
 
 from deepfleet.config._job import JobConfig
+from deepfleet.config._train import warn_stages_deprecated
 from deepfleet.errors import UserError
 
 DEFAULT_EXAMPLE = "digits"
@@ -48,13 +49,14 @@ def _parse_value(text: str) -> Any:
 
 
 def apply_override(raw: dict[str, Any], assignment: str) -> None:
-    """Apply one `a.b.c=value` to the raw job dict; list items by index (train.stages.0.lr)."""
+    """Apply one `a.b.c=value` to the raw job dict; list items by index (train.phases.0.lr)."""
     if "=" not in assignment:
         raise UserError(f"--set {assignment}: expected KEY=VALUE, e.g. train.epochs=3")
     key, text = assignment.split("=", 1)
     parts = [p for p in key.strip().split(".") if p]
     if not parts:
         raise UserError(f"--set {assignment}: empty key")
+    _phases_by_either_name(raw, parts)
     node: Any = raw
     for i, part in enumerate(parts[:-1]):
         where = ".".join(parts[: i + 1])
@@ -71,6 +73,18 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         node[index] = value
     else:
         node[last] = value
+
+
+def _phases_by_either_name(raw: dict[str, Any], parts: list[str]) -> None:
+    """train.stages (the old name) and train.phases in a --set key reach the same list,
+    whichever of the two names the job file uses."""
+    if len(parts) < 2 or parts[0] != "train" or parts[1] not in ("stages", "phases"):
+        return
+    train = raw.get("train")
+    written = [n for n in ("phases", "stages") if isinstance(train, dict) and n in train]
+    if parts[1] == "stages" and "stages" not in written:
+        warn_stages_deprecated()
+    parts[1] = written[0] if written else "phases"
 
 
 def _list_index(node: list, part: str, where: str) -> int:

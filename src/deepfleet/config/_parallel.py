@@ -27,7 +27,7 @@ class CheckpointSection(Section):
     """[train.checkpoint]: sharded training checkpoints for resume and restarts."""
 
     every_steps: int = Field(
-        0, ge=0, description="Also checkpoint every N optimizer steps (0: only at stage ends)."
+        0, ge=0, description="Also checkpoint every N optimizer steps (0: only at phase ends)."
     )
     keep: int = Field(2, gt=0, description="Committed checkpoints kept; older ones are deleted.")
 

@@ -19,7 +19,7 @@ def _default(field) -> str:
         if isinstance(value, BaseModel):
             return "(table)"
         if isinstance(value, list) and value and isinstance(value[0], BaseModel):
-            return "one stage with the defaults below"
+            return "one phase with the defaults below"
         return json.dumps(value)
     return "(required)"
 
@@ -64,10 +64,10 @@ def reference_markdown() -> str:
         "Generated from `deepfleet.config` (`python -m deepfleet.config.reference`); "
         "a test keeps it in step with the code.",
         "",
-        "A job file is TOML with one table per stage of the pipeline. Unknown keys are "
+        "A job file is TOML with one table per part of the job. Unknown keys are "
         "errors; errors name the key path and the bad value. Any key can be overridden "
         "from the command line with `--set table.key=value` (list items by index: "
-        "`--set train.stages.0.lr=0.01`); values are TOML values, bare words are strings. "
+        "`--set train.phases.0.lr=0.01`); values are TOML values, bare words are strings. "
         "Relative paths are relative to the job file.",
         "",
     ]

@@ -1,16 +1,24 @@
-from typing import Literal
+import warnings
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from deepfleet.config._base import Section
 from deepfleet.config._parallel import CheckpointSection, EarlyStoppingSection, PipelineSection
 
+STAGES_DEPRECATED = "train.stages is deprecated: use train.phases (same entries)"
 
-class StageSection(Section):
-    """One [[train.stages]] entry: a phase of training with its own optimizer settings."""
+
+def warn_stages_deprecated() -> None:
+    """The one notice for the old name of [[train.phases]], in a job file or a --set key."""
+    warnings.warn(STAGES_DEPRECATED, DeprecationWarning, stacklevel=2)
+
+
+class PhaseSection(Section):
+    """One [[train.phases]] entry: a phase of training with its own optimizer settings."""
 
     name: str = Field("main", min_length=1, description="Shown in logs and metrics.")
-    epochs: int = Field(1, gt=0, description="Epochs in this stage.")
+    epochs: int = Field(1, gt=0, description="Epochs in this phase.")
     lr: float = Field(1e-3, gt=0, description="Peak learning rate.")
     optimizer: Literal["adamw", "sgd"] = Field("adamw", description="adamw or sgd.")
     weight_decay: float = Field(0.0, ge=0, description="Decoupled (adamw) or L2 (sgd) decay.")
@@ -22,12 +30,12 @@ class StageSection(Section):
     step_epochs: int = Field(1, gt=0, description="step schedule: epochs between decays.")
     gamma: float = Field(0.1, gt=0, le=1, description="step schedule: decay factor.")
     freeze: list[str] = Field(
-        default_factory=list, description="Parameter-name prefixes kept frozen during this stage."
+        default_factory=list, description="Parameter-name prefixes kept frozen during this phase."
     )
 
 
 class TrainSection(Section):
-    """[train]: batch, precision and the list of stages."""
+    """[train]: batch, precision and the list of phases."""
 
     batch_size: int = Field(
         64,
@@ -35,8 +43,9 @@ class TrainSection(Section):
         description="Per data-parallel rank batch size; global batch = batch_size x "
         "data-parallel ranks x accumulation_steps.",
     )
-    stages: list[StageSection] = Field(
-        default_factory=lambda: [StageSection()], description="Run in order."
+    phases: list[PhaseSection] = Field(
+        default_factory=lambda: [PhaseSection()],
+        description="Run in order. `stages`, the old name, is still read (with a notice).",
     )
     strategy: Literal["auto", "single", "ddp", "fsdp", "pipeline"] = Field(
         "auto",
@@ -59,7 +68,7 @@ class TrainSection(Section):
     )
     lr_scaling: Literal["none", "linear", "sqrt"] = Field(
         "none",
-        description="Scale each stage's lr by (global batch / batch_size): none, linear "
+        description="Scale each phase's lr by (global batch / batch_size): none, linear "
         "or sqrt of that ratio.",
     )
     grad_clip: float | None = Field(None, gt=0, description="Clip the global grad norm.")
@@ -79,8 +88,21 @@ class TrainSection(Section):
     eval_batch_size: int = Field(1024, gt=0, description="Rows per validation batch on each rank.")
     log_every: int = Field(10, gt=0, description="Log a step line every N optimizer steps.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _stages_is_the_old_name(cls, data: Any) -> Any:
+        """[[train.stages]] (before phases had their own name) loads as [[train.phases]]."""
+        if not isinstance(data, dict) or "stages" not in data:
+            return data
+        if "phases" in data:
+            raise ValueError("stages and phases: give one (stages is the old name of phases)")
+        warn_stages_deprecated()
+        data = dict(data)
+        data["phases"] = data.pop("stages")
+        return data
+
     @model_validator(mode="after")
-    def _at_least_one_stage(self) -> "TrainSection":
-        if not self.stages:
-            raise ValueError("stages: at least one stage is required")
+    def _at_least_one_phase(self) -> "TrainSection":
+        if not self.phases:
+            raise ValueError("phases: at least one phase is required")
         return self

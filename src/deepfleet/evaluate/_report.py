@@ -28,7 +28,7 @@ HEADLINE = [
 HEADLINES: dict[str, list[str]] = {
     "classification": HEADLINE,
     "multilabel": ["f1_micro", "f1_macro", "map", "precision_micro", "recall_micro", "loss"],
-    "regression": ["mse", "rmse", "mae", "r2", "loss"],
+    "regression": ["r2", "rmse", "mae", "mse", "loss"],
     "causal_lm": ["loss", "perplexity", "tokens_per_s"],
 }
 _NOT_FIGURES = {"samples", "task", "split", "tokens", "threshold", "map_thresholds"}

@@ -116,9 +116,9 @@ class PipelineStrategy(SingleStrategy):
         self._scale = 1.0
         self._objective: Objective | None = None
 
-    def setup_stage(self) -> None:
-        # A new schedule per training stage: the set of parameters that need gradients
-        # changes. It is built at the stage's first batch, whose shape it needs.
+    def setup_phase(self) -> None:
+        # A new schedule per training phase: the set of parameters that need gradients
+        # changes. It is built at the phase's first batch, whose shape it needs.
         self.schedule = None
 
     @torch.no_grad()

@@ -71,8 +71,8 @@ class SingleStrategy:
             dist.broadcast(tensor, src=src)
         return tensor
 
-    def setup_stage(self) -> None:
-        """Called when a training stage starts (after freezing changed requires_grad)."""
+    def setup_phase(self) -> None:
+        """Called when a training phase starts (after freezing changed requires_grad)."""
         self.train_model = self._maybe_compile(self.module)
 
     def _maybe_compile(self, module: nn.Module) -> nn.Module:
@@ -121,8 +121,8 @@ class DDPStrategy(SingleStrategy):
 
     name = "ddp"
 
-    def setup_stage(self) -> None:
-        # DDP records which parameters need gradients when it is built, so a stage that
+    def setup_phase(self) -> None:
+        # DDP records which parameters need gradients when it is built, so a phase that
         # freezes or unfreezes layers gets a fresh wrapper (it re-broadcasts rank 0's weights).
         ids = [self.device.index] if self.device.type == "cuda" else None
         self.ddp = DistributedDataParallel(self.module, device_ids=ids)

@@ -62,7 +62,7 @@ def _figures(r: dict[str, Any], prefix: str) -> str:
 def _epoch_line(r: dict[str, Any]) -> str:
     val = f" val_loss={r['val_loss']:.4f}" if r.get("val_loss") is not None else ""
     return (
-        f"epoch {r['epoch']}/{r['epochs']} [{r['stage']}] "
+        f"epoch {r['epoch']}/{r['epochs']} [{r['phase']}] "
         f"loss={r['train_loss']:.4f}{_figures(r, 'train_')}{val}{_figures(r, 'val_')} "
         f"lr={r['lr']:.2e} {r['samples_per_s']:.0f} samples/s"
     )

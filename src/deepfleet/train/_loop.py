@@ -1,4 +1,4 @@
-"""The training loop: stages, precision, accumulation, validation, best weights, checkpoints,
+"""The training loop: phases, precision, accumulation, validation, best weights, checkpoints,
 under any strategy (single, ddp, fsdp, pipeline). The loop never branches on the strategy."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from deepfleet._atomic import write_json_atomic
-from deepfleet.config import StageSection, TrainSection
+from deepfleet.config import PhaseSection, TrainSection
 from deepfleet.data import SplitArrays, StreamLoader
 from deepfleet.errors import UserError
 from deepfleet.parallel import DistEnv, Topology, build_topology, fp16_scaler, make_strategy
@@ -25,7 +25,7 @@ from deepfleet.train._log import MetricsLog, NullProgress, ProgressSink
 from deepfleet.train._optim import apply_freeze, build_optimizer, build_scheduler
 from deepfleet.train._precision import autocast_factory, configure_tf32, to_channels_last
 from deepfleet.train._rng import rng_state, set_rng_state
-from deepfleet.train._state import Position, Progress
+from deepfleet.train._state import Position, TrainState
 from deepfleet.train._validate import run_split, split_batches
 from deepfleet.weights import save_tensors
 
@@ -50,7 +50,7 @@ class FitResult:
 
 def is_finished(checkpoint_dir: Path, config: TrainSection) -> bool:
     """Whether a run folder's training is complete: its latest checkpoint is past the last
-    stage and the final weights and state.json were written after it."""
+    phase and the final weights and state.json were written after it."""
     checkpoint_dir = Path(checkpoint_dir)
     if not ((checkpoint_dir / LAST).is_file() and (checkpoint_dir / STATE).is_file()):
         return False
@@ -58,7 +58,13 @@ def is_finished(checkpoint_dir: Path, config: TrainSection) -> bool:
     if latest is None:
         return False
     saved = Checkpointer(latest.parent, keep=1).read_trainer_state(latest)
-    return Progress.from_json(saved["progress"]).position.stage >= len(config.stages)
+    return _saved_state(saved).position.phase >= len(config.phases)
+
+
+def _saved_state(trainer_state: dict[str, Any]) -> TrainState:
+    """The TrainState a checkpoint holds (under "progress" in checkpoints before the name)."""
+    saved = trainer_state.get("train_state", trainer_state.get("progress"))
+    return TrainState.from_json(saved)
 
 
 @torch.no_grad()
@@ -83,7 +89,7 @@ def lr_scale(rule: str, global_batch: int, batch_size: int) -> float:
 
 
 class Trainer:
-    """Runs every stage of [train] on this rank, under the strategy the topology chose."""
+    """Runs every phase of [train] on this rank, under the strategy the topology chose."""
 
     def __init__(
         self,
@@ -132,7 +138,7 @@ class Trainer:
         self.scaler = fp16_scaler(
             self.strategy, config.precision == "fp16" and device.type == "cuda"
         )
-        self.state = Progress()
+        self.state = TrainState()
         # Sums of the epoch so far (kept in checkpoints, so a resumed epoch reports whole):
         # the objective, its terms, the samples, and the task's running figures.
         self._sums: dict[str, float] = {}
@@ -172,30 +178,30 @@ class Trainer:
             )
         self.source = plan
         resume_from = self._resume_point()
-        if resume_from is not None and self.state.position.stage >= len(cfg.stages):
-            # Every stage was done when that checkpoint was written, but the run stopped
+        if resume_from is not None and self.state.position.phase >= len(cfg.phases):
+            # Every phase was done when that checkpoint was written, but the run stopped
             # before its final weights were: restore them, never write freshly built ones.
             self._restore(resume_from, None, None)
-            return self._finish(sum(s.epochs for s in cfg.stages), 0.0)
+            return self._finish(sum(p.epochs for p in cfg.phases), 0.0)
         factor = lr_scale(
             cfg.lr_scaling,
             topo.global_batch(cfg.batch_size, cfg.accumulation_steps),
             cfg.batch_size,
         )
         self._log_setup(plan, factor, resume_from)
-        total_epochs = sum(s.epochs for s in cfg.stages)
+        total_epochs = sum(p.epochs for p in cfg.phases)
         self.progress.start(total_epochs * plan.steps_per_epoch)
         started = time.perf_counter()
         try:
-            for index, stage in enumerate(cfg.stages):
-                if index < self.state.position.stage:
+            for index, phase in enumerate(cfg.phases):
+                if index < self.state.position.phase:
                     continue  # finished before the checkpoint we resumed from
-                optimizer, scheduler = self._start_stage(stage, factor, plan)
+                optimizer, scheduler = self._start_phase(phase, factor, plan)
                 if resume_from is not None:
                     self._restore(resume_from, optimizer, scheduler)
                     resume_from = None
-                while self.state.position.stage_epoch < stage.epochs and not self._stop():
-                    self._run_epoch(stage, plan, val, optimizer, scheduler, total_epochs)
+                while self.state.position.phase_epoch < phase.epochs and not self._stop():
+                    self._run_epoch(phase, plan, val, optimizer, scheduler, total_epochs)
                 if self._stop():
                     break
                 pos = self.state.position
@@ -215,9 +221,8 @@ class Trainer:
         if not (self.resume and self.checkpointer):
             return None
         path = find_latest(self.checkpointer.root)
-        if path is not None:  # the counters first: they say which stage to rebuild
-            saved = self.checkpointer.read_trainer_state(path)
-            self.state = Progress.from_json(saved["progress"])
+        if path is not None:  # the counters first: they say which phase to rebuild
+            self.state = _saved_state(self.checkpointer.read_trainer_state(path))
         return path
 
     def _log_setup(
@@ -252,18 +257,18 @@ class Trainer:
             " thread(s) per process" + (f"; resumed from {resume_from.name}" if resume_from else "")
         )
 
-    def _start_stage(self, stage: StageSection, factor: float, plan: ArrayBatches | StreamBatches):
-        apply_freeze(self.model, stage.freeze)
-        self.strategy.setup_stage()
-        scaled = stage.model_copy(update={"lr": stage.lr * factor})
+    def _start_phase(self, phase: PhaseSection, factor: float, plan: ArrayBatches | StreamBatches):
+        apply_freeze(self.model, phase.freeze)
+        self.strategy.setup_phase()
+        scaled = phase.model_copy(update={"lr": phase.lr * factor})
         optimizer = build_optimizer(scaled, self.strategy.module)
         return optimizer, build_scheduler(scaled, optimizer, plan.steps_per_epoch)
 
-    def _run_epoch(self, stage, plan, val, optimizer, scheduler, total_epochs) -> None:
-        record = self._train_epoch(stage, plan, optimizer, scheduler)
+    def _run_epoch(self, phase, plan, val, optimizer, scheduler, total_epochs) -> None:
+        record = self._train_epoch(phase, plan, optimizer, scheduler)
         pos = self.state.position
-        pos.epoch, pos.stage_epoch, pos.step_in_epoch = pos.epoch + 1, pos.stage_epoch + 1, 0
-        record.update(stage=stage.name, epoch=pos.epoch, epochs=total_epochs)
+        pos.epoch, pos.phase_epoch, pos.step_in_epoch = pos.epoch + 1, pos.phase_epoch + 1, 0
+        record.update(phase=phase.name, epoch=pos.epoch, epochs=total_epochs)
         if val is not None and len(val):
             self._validate(val, record)
         self.log.write({"kind": "epoch", **record})
@@ -302,7 +307,7 @@ class Trainer:
     # ---- one epoch -----------------------------------------------------------------------
     def _train_epoch(
         self,
-        stage: StageSection,
+        phase: PhaseSection,
         plan: ArrayBatches | StreamBatches,
         optimizer: torch.optim.Optimizer,
         scheduler,
@@ -349,9 +354,9 @@ class Trainer:
             sums["objective"] += step_total
             self._optimizer_step(optimizer, scheduler)
             pos.step_in_epoch += 1
-            self.progress.advance(f"[{stage.name}] step {pos.global_step}")
+            self.progress.advance(f"[{phase.name}] step {pos.global_step}")
             if pos.global_step % cfg.log_every == 0:
-                comm_s += self._log_step(stage, step_total, global_count * terms, scheduler)
+                comm_s += self._log_step(phase, step_total, global_count * terms, scheduler)
             every = cfg.checkpoint.every_steps
             if every and pos.global_step % every == 0 and pos.step_in_epoch < plan.steps_per_epoch:
                 self._sums = {k: float(v.item()) for k, v in sums.items()}
@@ -398,8 +403,8 @@ class Trainer:
         """One optimizer step on one batch per rank (x, y on the device, in the model's
         layout), as fit() takes it with accumulation 1: the strategy's forward and backward
         of the task's loss, then the optimizer step. Returns the loss summed over the batch.
-        `mark(phase)` is called as "forward", "backward" and "optimizer" end (timing only)."""
-        mark = mark or (lambda phase: None)
+        `mark(name)` is called as "forward", "backward" and "optimizer" end (timing only)."""
+        mark = mark or (lambda name: None)
 
         def backward(loss: torch.Tensor) -> None:
             mark("forward")
@@ -420,14 +425,14 @@ class Trainer:
         self.scaler.scale(loss).backward()
 
     def _log_step(
-        self, stage: StageSection, step_total: torch.Tensor, group_terms: int, scheduler
+        self, phase: PhaseSection, step_total: torch.Tensor, group_terms: int, scheduler
     ) -> float:
         t0 = time.perf_counter()
         value = self.strategy.all_reduce_sum(step_total.detach().clone()).item()
         self.log.write(
             {
                 "kind": "step",
-                "stage": stage.name,
+                "phase": phase.name,
                 "step": self.step,
                 "loss": value / group_terms,
                 "lr": scheduler.get_last_lr()[0],
@@ -450,7 +455,7 @@ class Trainer:
         if self.checkpointer is None:
             return
         trainer_state = {
-            "progress": self.state.to_json(),
+            "train_state": self.state.to_json(),
             "scheduler": scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "strategy": self.topology.strategy,
@@ -467,8 +472,8 @@ class Trainer:
         self.log.write({"kind": "checkpoint", "step": self.step, "path": path.name})
 
     def _restore(self, path: Path, optimizer, scheduler) -> None:
-        at_start = self.state.position.at_stage_start
-        # At a stage start the stage builds a fresh optimizer: only the weights carry over.
+        at_start = self.state.position.at_phase_start
+        # At a phase start the phase builds a fresh optimizer: only the weights carry over.
         trainer_state, rank_state = self.checkpointer.load(
             path, self.strategy.module, None if at_start else optimizer
         )

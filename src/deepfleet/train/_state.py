@@ -10,19 +10,28 @@ from typing import Any
 class Position:
     """Counters of finished work; the data reader's position is (epoch, step_in_epoch)."""
 
-    stage: int = 0  # index of the training stage in progress
-    stage_epoch: int = 0  # epochs finished in that stage
+    phase: int = 0  # index of the training phase ([[train.phases]]) in progress
+    phase_epoch: int = 0  # epochs finished in that phase
     epoch: int = 0  # epochs finished overall (also picks the epoch's shuffle)
     step_in_epoch: int = 0  # optimizer steps finished in the current epoch
     global_step: int = 0  # optimizer steps finished overall
 
     @property
-    def at_stage_start(self) -> bool:
-        return self.stage_epoch == 0 and self.step_in_epoch == 0
+    def at_phase_start(self) -> bool:
+        return self.phase_epoch == 0 and self.step_in_epoch == 0
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Position:
+        """Checkpoints written before phases had their own name say stage and stage_epoch."""
+        data = dict(data)
+        for old, new in (("stage", "phase"), ("stage_epoch", "phase_epoch")):
+            if old in data:
+                data.setdefault(new, data.pop(old))
+        return cls(**data)
 
 
 @dataclass
-class Progress:
+class TrainState:
     """What a resumed run must remember besides tensors: best epoch and history so far."""
 
     position: Position = field(default_factory=Position)
@@ -39,10 +48,10 @@ class Progress:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Progress:
+    def from_json(cls, data: dict[str, Any]) -> TrainState:
         loss = data.get("best_val_loss")
         return cls(
-            position=Position(**data["position"]),
+            position=Position.from_json(data["position"]),
             best_val_accuracy=data["best_val_accuracy"],
             best_val_loss=float("inf") if loss is None else loss,
             best_epoch=data["best_epoch"],

@@ -1,0 +1,35 @@
+"""`deepfleet serve` refuses to start on a bad bundle or without a token, in one line."""
+
+from __future__ import annotations
+
+import pytest
+from _deploy_helpers import copy_bundle
+
+from deepfleet.cli import run_cli
+from deepfleet.deploy import new_signing_key, sign_bundle
+
+
+@pytest.fixture
+def no_serve_env(monkeypatch):
+    monkeypatch.delenv("DEEPFLEET_SERVE_TOKEN", raising=False)
+    monkeypatch.delenv("DEEPFLEET_PUBLIC_KEY", raising=False)
+
+
+def test_serve_needs_a_token_or_no_auth(trained_run, capsys, no_serve_env):
+    assert run_cli(["serve", str(trained_run.bundle)]) == 2
+    assert "needs a bearer token" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_tampered_signed_bundle(
+    trained_run, tmp_path, capsys, no_serve_env, monkeypatch
+):
+    root = copy_bundle(trained_run.bundle, tmp_path / "bundle")
+    private, public = new_signing_key(tmp_path / "keys")
+    sign_bundle(root, private)
+    (root / "job.toml").write_text("# changed\n")
+    monkeypatch.setenv("DEEPFLEET_PUBLIC_KEY", str(public))  # configured, so verified
+    assert run_cli(["serve", str(root), "--no-auth"]) == 2
+    assert "changed: job.toml" in capsys.readouterr().err
+    (root / "extra").write_text("x")
+    assert run_cli(["serve", str(trained_run.bundle), "--no-auth"]) == 2
+    assert "not signed" in capsys.readouterr().err
