@@ -25,6 +25,19 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+@pytest.fixture(autouse=True)
+def _torch_modes():
+    """Each test starts with torch's process-wide modes as the last one found them: a test
+    that trains with run.deterministic = true, or sets the thread count, leaves the next
+    test's numerics and speed alone, whatever the order."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    threads = torch.get_num_threads()
+    yield
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    torch.set_num_threads(threads)
+
+
 def tiny_job_dict(tmp_path: Path, **sections) -> dict:
     """A digits job small enough to train in a second or two."""
     job = {
