@@ -9,7 +9,7 @@ import tomli_w
 from conftest import run_deepfleet, tiny_job_dict
 from deepfleet.cli import run_cli
 
-COMMANDS = ["run", "doctor", "prepare", "train", "evaluate", "export", "predict", "keys"]
+COMMANDS = ["run", "doctor", "prepare", "train", "evaluate", "export", "predict", "keys", "runs"]
 
 
 @pytest.fixture

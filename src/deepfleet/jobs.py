@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -56,6 +56,9 @@ from deepfleet.train import (
     seed_everything,
     split_batches,
 )
+
+if TYPE_CHECKING:
+    from deepfleet.train._log import RecordLogger
 
 
 def stage_prepare(paths: RunPaths, job: JobConfig) -> Manifest:
@@ -123,7 +126,10 @@ def stage_train(
             if "val" in ctx.manifest.splits
             else None
         )
-        log = MetricsLog(paths.metrics if env.is_main else None)
+        log = MetricsLog(
+            paths.metrics if env.is_main else None,
+            _track_loggers(job, paths) if env.is_main else (),
+        )
         try:
             trainer = Trainer(
                 job.train,
@@ -141,6 +147,15 @@ def stage_train(
             return trainer.fit(train, val)
         finally:
             log.close()
+
+
+def _track_loggers(job: JobConfig, paths: RunPaths) -> list[RecordLogger]:
+    """The [track] loggers, fed by MetricsLog after each metrics.jsonl line."""
+    if not job.track.loggers:
+        return []
+    from deepfleet.track._loggers import open_loggers
+
+    return open_loggers(job.track.loggers, paths.root)
 
 
 def split_loader(

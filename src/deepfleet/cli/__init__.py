@@ -18,6 +18,7 @@ from deepfleet.cli import (  # noqa: F401
     _doctor,
     _keys,
     _parallel,
+    _runs,
     _jobs,
 )
 

@@ -17,6 +17,7 @@ from deepfleet.config._parallel import CheckpointSection, EarlyStoppingSection, 
 from deepfleet.config._reference import reference_markdown
 from deepfleet.config._run import RunSection
 from deepfleet.config._task import TaskSection
+from deepfleet.config._track import TrackSection
 from deepfleet.config._train import PhaseSection, TrainSection
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "PipelineSection",
     "RunSection",
     "TaskSection",
+    "TrackSection",
     "TrainSection",
     "apply_override",
     "dump_job",

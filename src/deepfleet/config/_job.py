@@ -6,6 +6,7 @@ from deepfleet.config._evaluate import EvaluateSection, ExportSection
 from deepfleet.config._model import ModelSection
 from deepfleet.config._run import RunSection
 from deepfleet.config._task import TaskSection
+from deepfleet.config._track import TrackSection
 from deepfleet.config._train import TrainSection
 
 
@@ -19,3 +20,4 @@ class JobConfig(Section):
     train: TrainSection = Field(default_factory=TrainSection)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
     export: ExportSection = Field(default_factory=ExportSection)
+    track: TrackSection = Field(default_factory=TrackSection)

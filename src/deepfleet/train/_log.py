@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -13,28 +15,67 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 
 class MetricsLog:
-    """Appends one JSON object per line; each line is flushed so a crash loses nothing logged."""
+    """Appends one JSON object per line; each line is flushed so a crash loses nothing logged.
 
-    def __init__(self, path: Path | None) -> None:
+    Each record written is then handed to `loggers` (the [track] loggers: TensorBoard, CSV),
+    copies of metrics.jsonl. A logger that raises is reported once on stderr and switched
+    off; the JSON lines and the training go on.
+    """
+
+    def __init__(self, path: Path | None, loggers: Sequence[RecordLogger] = ()) -> None:
         self.path = path
         self._handle = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115
+        self._loggers = list(loggers) if path else []
 
     def write(self, record: dict[str, Any]) -> None:
         if self._handle is None:
             return
-        self._handle.write(json.dumps({"time": time.time(), **record}) + "\n")
+        line = {"time": time.time(), **record}
+        self._handle.write(json.dumps(line) + "\n")
         self._handle.flush()
+        for logger in list(self._loggers):
+            try:
+                logger.write(line)
+            except Exception as err:
+                self._drop(logger, err)
+
+    def _drop(self, logger: RecordLogger, err: Exception) -> None:
+        self._loggers.remove(logger)
+        detail = " ".join(str(err).split()) or type(err).__name__
+        print(
+            f"tracking: {logger.name} logger failed ({type(err).__name__}: {detail}); "
+            "records stay in metrics.jsonl",
+            file=sys.stderr,
+            flush=True,
+        )
+        with contextlib.suppress(Exception):
+            logger.close()
 
     def close(self) -> None:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+        for logger in list(self._loggers):
+            try:
+                logger.close()
+            except Exception as err:
+                self._drop(logger, err)
+        self._loggers = []
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class RecordLogger(Protocol):
+    """A copy of the records in another format (deepfleet.track._loggers)."""
+
+    name: str
+
+    def write(self, record: dict[str, Any]) -> None: ...
+    def close(self) -> None: ...
 
 
 class ProgressSink(Protocol):

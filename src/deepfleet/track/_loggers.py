@@ -1,0 +1,160 @@
+"""Copies of the training records in other formats: TensorBoard event files and CSV tables.
+
+metrics.jsonl stays the record of a run. MetricsLog writes each record there first and then
+hands the same record (with its "time") to every logger named in [track] loggers, so the
+copies hold exactly the values the JSON lines hold.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from deepfleet._atomic import write_text_atomic
+from deepfleet.track._runs import is_number
+
+if TYPE_CHECKING:
+    from deepfleet.train._log import RecordLogger
+
+TENSORBOARD_DIR = "tensorboard"
+EPOCHS_CSV = "metrics_epochs.csv"
+STEPS_CSV = "metrics_steps.csv"
+STEP_COLUMNS = ("time", "step", "phase", "loss", "lr")
+# Keys of an epoch record that place it rather than measure it.
+_EPOCH_PLACE = {"kind", "time", "epoch", "epochs", "phase"}
+
+
+class TensorBoardLogger:
+    """Event files in <run>/tensorboard/: step records as train/loss and train/lr at the
+    global step, every number of an epoch record as epoch/<key> at the epoch, the setup
+    record and the resolved job as text."""
+
+    name = "tensorboard"
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.folder = run_dir / TENSORBOARD_DIR
+        self._writer = None
+
+    def _open(self):
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.folder))
+        return self._writer
+
+    def write(self, record: dict[str, Any]) -> None:
+        writer = self._open()
+        kind, when = record.get("kind"), record.get("time")
+        if kind == "step":
+            step = int(record["step"])
+            writer.add_scalar("train/loss", record["loss"], step, walltime=when)
+            writer.add_scalar("train/lr", record["lr"], step, walltime=when)
+        elif kind == "epoch":
+            epoch = int(record["epoch"])
+            for key, value in record.items():
+                if key not in _EPOCH_PLACE and is_number(value):
+                    writer.add_scalar(f"epoch/{key}", value, epoch, walltime=when)
+            writer.flush()
+        elif kind == "setup":
+            setup = json.dumps(record, indent=2, sort_keys=True)
+            writer.add_text("setup", f"```\n{setup}\n```", walltime=when)
+            job_file = self.run_dir / "job.toml"
+            if job_file.is_file():
+                writer.add_text("job", f"```toml\n{job_file.read_text()}\n```", walltime=when)
+            writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return value
+
+
+def _earlier_epochs(metrics: Path) -> list[dict[str, Any]]:
+    """Epoch records already in metrics.jsonl (a resumed run keeps its earlier rows)."""
+    records = []
+    try:
+        lines = metrics.read_text(encoding="utf-8").splitlines() if metrics.is_file() else []
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("kind") == "epoch":
+            records.append(record)
+    return records
+
+
+class CsvLogger:
+    """<run>/metrics_epochs.csv, one row per epoch record (the whole table rewritten
+    atomically each epoch, so a column that appears later gets a header too), and
+    <run>/metrics_steps.csv, one row appended per step record."""
+
+    name = "csv"
+
+    def __init__(self, run_dir: Path) -> None:
+        self.epochs_path = run_dir / EPOCHS_CSV
+        self.steps_path = run_dir / STEPS_CSV
+        self._epochs = _earlier_epochs(run_dir / "metrics.jsonl")
+        self._steps = None
+        self._step_writer = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        kind = record.get("kind")
+        if kind == "epoch":
+            self._epochs.append(record)
+            write_text_atomic(self.epochs_path, epochs_csv(self._epochs))
+        elif kind == "step":
+            if self._step_writer is None:
+                new = not self.steps_path.is_file() or self.steps_path.stat().st_size == 0
+                self._steps = open(self.steps_path, "a", encoding="utf-8", newline="")  # noqa: SIM115
+                self._step_writer = csv.DictWriter(
+                    self._steps, fieldnames=STEP_COLUMNS, extrasaction="ignore"
+                )
+                if new:
+                    self._step_writer.writeheader()
+            self._step_writer.writerow({k: _cell(record.get(k)) for k in STEP_COLUMNS})
+            self._steps.flush()
+
+    def close(self) -> None:
+        if self._steps is not None:
+            self._steps.close()
+            self._steps = None
+            self._step_writer = None
+
+
+def epochs_csv(records: Iterable[dict[str, Any]]) -> str:
+    """Epoch records as CSV: columns in the order keys first appear, "kind" left out."""
+    records = list(records)
+    columns: dict[str, None] = {}
+    for record in records:
+        columns.update((key, None) for key in record if key != "kind")
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow({key: _cell(record.get(key)) for key in columns})
+    return out.getvalue()
+
+
+_LOGGERS = {"tensorboard": TensorBoardLogger, "csv": CsvLogger}
+
+
+def open_loggers(names: Iterable[str], run_dir: Path) -> list[RecordLogger]:
+    """The loggers [track] names, for the run folder `run_dir`. Nothing is opened yet: each
+    opens its files on its first record, so a failure there is reported like any other."""
+    return [_LOGGERS[name](run_dir) for name in names]
