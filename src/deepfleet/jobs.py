@@ -353,7 +353,18 @@ def stage_export(paths: RunPaths) -> Path:
     )
     if job.export.signing_key:
         sign_bundle(bundle, job.export.signing_key)
+    _register_in_mlflow(paths, job, bundle)
     return bundle
+
+
+def _register_in_mlflow(paths: RunPaths, job: JobConfig, bundle: Path) -> None:
+    """[track.mlflow] register_model: the report and the bundle as artifacts of the run's
+    MLflow run, and the bundle as a new version of the registered model."""
+    if not job.track.mlflow.register_model:
+        return
+    from deepfleet.track._mlflow import register_bundle
+
+    register_bundle(paths.root, job, paths.report, bundle)
 
 
 def stage_predict(paths: RunPaths, splits: list[str] | None = None) -> dict[str, Any]:

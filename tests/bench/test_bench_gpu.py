@@ -13,10 +13,10 @@ from deepfleet.bench import (
     TrainOptions,
     bench_infer,
     bench_train,
-    meter_for,
     synthetic_workload,
     table_peak,
 )
+from deepfleet.energy import meter_for
 
 pytestmark = pytest.mark.gpu
 

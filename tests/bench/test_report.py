@@ -18,11 +18,11 @@ from deepfleet.bench import (
     comparison,
     efficiencies,
     load_report,
-    meter_for,
     run_bench,
 )
 from deepfleet.bench._workloads import Workload
 from deepfleet.config import ModelSection
+from deepfleet.energy import meter_for
 from deepfleet.errors import UserError
 
 CPU = torch.device("cpu")

@@ -132,4 +132,4 @@ def test_track_defaults_to_no_logger_and_names_each_once(tmp_path):
     with pytest.raises(UserError, match="at most once"):
         job_from_dict(tiny_job_dict(tmp_path, track={"loggers": ["csv", "csv"]}))
     with pytest.raises(UserError, match="track.loggers"):
-        job_from_dict(tiny_job_dict(tmp_path, track={"loggers": ["mlflow"]}))
+        job_from_dict(tiny_job_dict(tmp_path, track={"loggers": ["wandb"]}))

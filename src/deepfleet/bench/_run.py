@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -11,7 +12,6 @@ from typing import Any
 import torch
 
 from deepfleet._atomic import atomic_dir
-from deepfleet.bench._energy import EnergyMeter, meter_for
 from deepfleet.bench._env import environment
 from deepfleet.bench._infer import BACKENDS, InferOptions, bench_infer
 from deepfleet.bench._peak import Peak, device_peak
@@ -21,11 +21,13 @@ from deepfleet.bench._scaling import bench_scaling
 from deepfleet.bench._train import TrainOptions, bench_train, step_figures
 from deepfleet.bench._workloads import Workload, job_workload, synthetic_workload
 from deepfleet.config import load_job
+from deepfleet.energy import EnergyMeter, meter_for
 from deepfleet.errors import UserError
 from deepfleet.jobs import stage_prepare
 from deepfleet.runs import create_run
 
 SCHEMA = "deepfleet.bench/1"
+PROFILE = "profile"  # --profile: the report folder's sub-folder of traces
 NOISE_NOTE = (
     "timings are medians of the repeats; min/max show the spread. On a machine shared "
     "with other work, compare devices or runs only within one report or with "
@@ -159,14 +161,29 @@ def run_bench(
         "scaling": None,
         "notes": [NOISE_NOTE, *notes],
     }
+    # --profile: traces are written here, then copied into the report folder's profile/.
+    staged = Path(tempfile.mkdtemp(prefix="deepfleet-profile-")) if request.train.profile else None
     try:
         with tempfile.TemporaryDirectory(prefix="deepfleet-bench-") as tmp:
             for device in devices:
                 meter = (request.meters or {}).get(str(device)) or meter_for(device)
                 if request.run_train:
-                    report["train"][str(device)] = bench_train(
-                        workload, device, request.train, meter=meter, progress=progress
+                    name = str(device).replace(":", "-")
+                    result = bench_train(
+                        workload,
+                        device,
+                        request.train,
+                        meter=meter,
+                        progress=progress,
+                        profile_dir=staged / name if staged else None,
                     )
+                    if "profile" in result:
+                        result["profile"]["folder"] = f"{PROFILE}/{name}"
+                        report["notes"].append(
+                            f"{device}: torch.profiler trace and top operators in "
+                            f"{PROFILE}/{name}/ (an extra, untimed repeat)"
+                        )
+                    report["train"][str(device)] = result
                 if request.run_infer:
                     rows, infer_notes = bench_infer(
                         workload, device, request.infer, Path(tmp), progress=progress
@@ -185,8 +202,18 @@ def run_bench(
             report["scaling"] = bench_scaling(
                 workload, device.type, request.nproc, request.train, peak, flops, progress=progress
             )
+    except BaseException:
+        if staged is not None:
+            shutil.rmtree(staged, ignore_errors=True)
+        raise
     finally:
         progress.stop()
-    with atomic_dir(out, replace=out.exists()) as folder:
-        write_report(report, folder)
+    try:
+        with atomic_dir(out, replace=out.exists()) as folder:
+            write_report(report, folder)
+            if staged is not None and any(staged.iterdir()):
+                shutil.copytree(staged, folder / PROFILE)
+    finally:
+        if staged is not None:
+            shutil.rmtree(staged, ignore_errors=True)
     return report, out

@@ -7,22 +7,24 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from deepfleet.bench._energy import EnergyMeter, NoMeter, meter_info
 from deepfleet.bench._flops import train_step_flops
 from deepfleet.bench._peak import Peak, PeakProbe, known_peak, mfu
 from deepfleet.bench._progress import BenchProgress, silent_progress
 from deepfleet.bench._stats import summarize
 from deepfleet.bench._timer import PhaseTimer, wall_timer
 from deepfleet.bench._workloads import Workload
-from deepfleet.config import TrainSection
+from deepfleet.config import ProfileSection, TrainSection
+from deepfleet.energy import EnergyMeter, NoMeter, meter_info
 from deepfleet.errors import UserError
 from deepfleet.parallel import DistEnv
 from deepfleet.train import Trainer, apply_freeze, build_optimizer, build_scheduler
+from deepfleet.train._profile import StepProfiler
 
 
 @dataclass
@@ -38,6 +40,7 @@ class TrainOptions:
     compile: bool = False
     seed: int = 0
     data_on_device: bool = False  # synthetic data: keep the random pool on the device
+    profile: bool = False  # --profile: one more, untimed repeat under torch.profiler
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -240,12 +243,16 @@ def bench_train(
     peak: Peak | None = None,
     env: DistEnv | None = None,
     flops_per_step: int | None = None,
+    profile_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Measure training on one device (one process of `env`'s world) through the Trainer's
     own step; returns a result dict.
 
     flops_per_step (one process's) is counted here unless given: scaling workers get it from
     the parent, so they need not load the counter's dependencies.
+
+    With opts.profile and a `profile_dir`, one more repeat runs under torch.profiler after
+    the timed ones, so the profiler's overhead is in no reported figure.
     """
     env = env or DistEnv()
     meter = meter or NoMeter("not measured: no meter was given")
@@ -264,6 +271,7 @@ def bench_train(
     )
     try:
         seconds, joules, per_step, peak = _measure(runner, data, opts, meter, progress, peak)
+        profiled = _profile(runner, data, opts, profile_dir) if opts.profile else None
     finally:
         runner.close()
     samples = batch_size * opts.steps * world_size
@@ -302,7 +310,34 @@ def bench_train(
             "reached, so the machine was busier while probing; distrust it"
         )
     result["energy"] = energy_summary(meter, joules, seconds, samples)
+    if profiled is not None:
+        result["profile"] = profiled
     return result
+
+
+def _profile(
+    runner: StepRunner,
+    data: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    opts: TrainOptions,
+    folder: Path | None,
+) -> dict[str, Any] | None:
+    """One warm-up step and `opts.steps` recorded steps under torch.profiler, untimed: a
+    Chrome trace and top_ops.md in `folder`; their names."""
+    if folder is None:
+        return None
+    config = ProfileSection(wait=0, warmup=1, active=opts.steps, repeat=1)
+    title = f"Top operators by self CPU time, {runner.device}, {opts.steps} training steps"
+    with StepProfiler(config, runner.device, folder, title=title) as prof:
+        for _ in range(config.warmup + config.active):
+            runner.step(data, PhaseTimer(runner.device))
+            prof.step()
+    return {
+        "traces": [t.name for t in prof.traces],
+        "top_ops": prof.top_ops.name,
+        "steps": opts.steps,
+        "note": "one more repeat after the timed ones, under torch.profiler; no timing above "
+        "includes it",
+    }
 
 
 def _measure(

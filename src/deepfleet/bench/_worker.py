@@ -13,11 +13,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from deepfleet.bench._energy import NoMeter
 from deepfleet.bench._peak import Peak
 from deepfleet.bench._train import TrainOptions, bench_train
 from deepfleet.bench._workloads import load_workload
 from deepfleet.devices import choose_device
+from deepfleet.energy import NoMeter
 from deepfleet.parallel import detect_env, process_group
 
 

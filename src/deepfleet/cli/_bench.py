@@ -81,6 +81,12 @@ def bench(
     threads: int = typer.Option(
         None, "--threads", min=1, help="CPU threads for torch and onnxruntime (default: theirs)."
     ),
+    profile: bool = typer.Option(
+        False,
+        "--profile",
+        help="After the timed training steps, run --steps more under torch.profiler: a Chrome "
+        "trace and top_ops.md per device in the report folder's profile/ (untimed).",
+    ),
     no_train: bool = typer.Option(False, "--no-train", help="Skip the training benchmark."),
     no_infer: bool = typer.Option(False, "--no-infer", help="Skip the inference benchmark."),
     out: Path = typer.Option(
@@ -112,6 +118,7 @@ def bench(
             channels_last=channels_last,
             compile=compile_,
             data_on_device=data_on_device,
+            profile=profile,
         ),
         infer=InferOptions(
             batch_sizes=_int_list(batch_sizes, "--batch-sizes"),

@@ -13,7 +13,12 @@ from deepfleet.config._load import (
     shipped_examples,
 )
 from deepfleet.config._model import ModelSection
-from deepfleet.config._parallel import CheckpointSection, EarlyStoppingSection, PipelineSection
+from deepfleet.config._parallel import (
+    CheckpointSection,
+    EarlyStoppingSection,
+    PipelineSection,
+    ProfileSection,
+)
 from deepfleet.config._reference import reference_markdown
 from deepfleet.config._run import RunSection
 from deepfleet.config._task import TaskSection
@@ -30,6 +35,7 @@ __all__ = [
     "ModelSection",
     "PhaseSection",
     "PipelineSection",
+    "ProfileSection",
     "RunSection",
     "TaskSection",
     "TrackSection",

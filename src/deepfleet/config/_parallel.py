@@ -41,3 +41,14 @@ class EarlyStoppingSection(Section):
     min_delta: float = Field(
         0.0, ge=0, description="The least change of the monitored metric that counts."
     )
+
+
+class ProfileSection(Section):
+    """[train.profile]: a torch.profiler window over training steps (rank 0 only)."""
+
+    wait: int = Field(1, ge=0, description="Steps skipped before the profiler starts.")
+    warmup: int = Field(1, ge=0, description="Steps profiled but not recorded.")
+    active: int = Field(3, gt=0, description="Steps recorded in the trace.")
+    repeat: int = Field(
+        1, ge=0, description="Cycles of wait+warmup+active (0: repeat until training ends)."
+    )

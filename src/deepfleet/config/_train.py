@@ -4,7 +4,12 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from deepfleet.config._base import Section
-from deepfleet.config._parallel import CheckpointSection, EarlyStoppingSection, PipelineSection
+from deepfleet.config._parallel import (
+    CheckpointSection,
+    EarlyStoppingSection,
+    PipelineSection,
+    ProfileSection,
+)
 
 STAGES_DEPRECATED = "train.stages is deprecated: use train.phases (same entries)"
 
@@ -87,6 +92,13 @@ class TrainSection(Section):
     )
     eval_batch_size: int = Field(1024, gt=0, description="Rows per validation batch on each rank.")
     log_every: int = Field(10, gt=0, description="Log a step line every N optimizer steps.")
+    # None first: the job-file reference lists it as one optional key, not a table array.
+    profile: None | ProfileSection = Field(
+        None,
+        description="A table { wait = 1, warmup = 1, active = 3, repeat = 1 } (steps; active "
+        "> 0): profile training steps with torch.profiler on rank 0 into the run's "
+        "report/profile/ (a Chrome trace and top_ops.md). Absent: off. See docs/training.md.",
+    )
 
     @model_validator(mode="before")
     @classmethod

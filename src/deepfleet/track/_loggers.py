@@ -1,4 +1,5 @@
-"""Copies of the training records in other formats: TensorBoard event files and CSV tables.
+"""Copies of the training records in other formats: TensorBoard event files, CSV tables and
+an MLflow run (deepfleet.track._mlflow).
 
 metrics.jsonl stays the record of a run. MetricsLog writes each record there first and then
 hands the same record (with its "time") to every logger named in [track] loggers, so the
@@ -151,7 +152,13 @@ def epochs_csv(records: Iterable[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-_LOGGERS = {"tensorboard": TensorBoardLogger, "csv": CsvLogger}
+def _mlflow_logger(run_dir: Path) -> RecordLogger:
+    from deepfleet.track._mlflow import MlflowLogger
+
+    return MlflowLogger(run_dir)
+
+
+_LOGGERS = {"tensorboard": TensorBoardLogger, "csv": CsvLogger, "mlflow": _mlflow_logger}
 
 
 def open_loggers(names: Iterable[str], run_dir: Path) -> list[RecordLogger]:

@@ -24,8 +24,10 @@ from deepfleet.train._checkpoint import Checkpointer, find_latest
 from deepfleet.train._log import MetricsLog, NullProgress, ProgressSink
 from deepfleet.train._optim import apply_freeze, build_optimizer, build_scheduler
 from deepfleet.train._precision import autocast_factory, configure_tf32, to_channels_last
+from deepfleet.train._profile import StepProfiler
 from deepfleet.train._rng import rng_state, set_rng_state
 from deepfleet.train._state import Position, TrainState
+from deepfleet.train._system import SystemMonitor
 from deepfleet.train._validate import run_split, split_batches
 from deepfleet.weights import save_tensors
 
@@ -33,6 +35,7 @@ BEST = "best.safetensors"
 LAST = "last.safetensors"
 STATE = "state.json"
 TRAIN_CHECKPOINTS = "train"
+PROFILE_DIR = Path("report") / "profile"  # in the run folder
 
 
 @dataclass
@@ -134,6 +137,15 @@ class Trainer:
             else None
         )
         self.resume = resume
+        # The run folder holds checkpoints/ and report/: profiles go to its report/profile/.
+        # Without a checkpoint folder there is no run folder, and nothing is profiled.
+        self.profile_dir = (
+            self.checkpoint_dir.parent / PROFILE_DIR
+            if config.profile is not None and self.checkpoint_dir and self.env.is_main
+            else None
+        )
+        self._profiler: StepProfiler | None = None
+        self.system = SystemMonitor(device, energy=self.env.is_main)
         self.autocast = autocast_factory(config.precision, device)
         self.scaler = fp16_scaler(
             self.strategy, config.precision == "fp16" and device.type == "cuda"
@@ -193,6 +205,7 @@ class Trainer:
         self.progress.start(total_epochs * plan.steps_per_epoch)
         started = time.perf_counter()
         try:
+            self._start_profiler()
             for index, phase in enumerate(cfg.phases):
                 if index < self.state.position.phase:
                     continue  # finished before the checkpoint we resumed from
@@ -209,8 +222,26 @@ class Trainer:
                 self._checkpoint(optimizer, scheduler)
             apply_freeze(self.model, [])
         finally:
+            self._stop_profiler()
             self.progress.stop()
         return self._finish(total_epochs, time.perf_counter() - started)
+
+    def _start_profiler(self) -> None:
+        if self.profile_dir is None:
+            return
+        run = self.checkpoint_dir.parent
+
+        def logged(record: dict[str, Any]) -> None:
+            paths = {k: str(Path(record[k]).relative_to(run)) for k in ("trace", "top_ops")}
+            self.log.write({**record, **paths})
+
+        self._profiler = StepProfiler(self.config.profile, self.device, self.profile_dir, logged)
+        self._profiler.start()
+
+    def _stop_profiler(self) -> None:
+        if self._profiler is not None:
+            self._profiler.stop()
+            self._profiler = None
 
     def _stop(self) -> bool:
         """Early stopping: `patience` epochs in a row without an improvement of the monitor."""
@@ -325,6 +356,8 @@ class Trainer:
         owns = self.strategy.owns_outputs
         channels_last = cfg.channels_last
         backward = self._backward
+        profiler = self._profiler
+        self.system.start()
         started = t0 = time.perf_counter()
         for group, global_count in plan.epoch(pos.epoch, pos.step_in_epoch):
             step_total = torch.zeros((), device=device)
@@ -353,6 +386,8 @@ class Trainer:
                 t0 = time.perf_counter()
             sums["objective"] += step_total
             self._optimizer_step(optimizer, scheduler)
+            if profiler is not None:
+                profiler.step()
             pos.step_in_epoch += 1
             self.progress.advance(f"[{phase.name}] step {pos.global_step}")
             if pos.global_step % cfg.log_every == 0:
@@ -371,6 +406,7 @@ class Trainer:
         comm_s += time.perf_counter() - t0
         self._sums = {}
         seconds = time.perf_counter() - started
+        system = self.system.stop()
         samples = reduced["samples"]
         running = {
             f"train_{k}": v / max(samples, 1)
@@ -390,6 +426,7 @@ class Trainer:
             "compute_s": max(seconds - data_s - comm_s, 0.0),
             "comm_s": comm_s,  # explicit metric reductions
             "world_size": self.topology.world_size,
+            **system,
         }
 
     def train_step(

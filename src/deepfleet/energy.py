@@ -1,4 +1,5 @@
-"""Energy meters. Real ones read Zeus (NVML's total-energy counter on GPUs, RAPL on CPUs).
+"""Energy meters, for the bench and for training's per-epoch figures. Real ones read Zeus
+(NVML's total-energy counter on GPUs, RAPL on CPUs).
 
 A meter that cannot read anything says so (available False, with the reason); the report then
 states that energy was not measured. Nothing here estimates energy from time or TDP.
