@@ -12,7 +12,13 @@ from deepfleet.config import job_from_dict
 from deepfleet.errors import UserError
 from deepfleet.jobs import stage_prepare, stage_train
 from deepfleet.runs import create_run
-from deepfleet.track._loggers import EPOCHS_CSV, STEPS_CSV, TENSORBOARD_DIR
+from deepfleet.track._loggers import (
+    EPOCHS_CSV,
+    HPARAMS_RUN,
+    STEPS_CSV,
+    TENSORBOARD_DIR,
+    hparams,
+)
 from deepfleet.train import MetricsLog, read_metrics
 
 NOT_SCALARS = {"kind", "time", "epoch", "epochs", "phase"}
@@ -79,6 +85,47 @@ def test_tensorboard_and_csv_hold_the_metrics_records(tmp_path):
     for row, record in zip(step_rows, steps, strict=True):
         assert float(row["loss"]) == record["loss"] and float(row["lr"]) == record["lr"]
         assert row["phase"] == record["phase"]
+
+
+def test_tensorboard_logs_train_and_model_keys_as_hparams(tmp_path):
+    from tensorboard.plugins.hparams import metadata
+
+    paths, _, records = _train(tmp_path, ["tensorboard"])
+    last = [r for r in records if r["kind"] == "epoch"][-1]
+    acc = EventAccumulator(str(paths.root / TENSORBOARD_DIR / HPARAMS_RUN))
+    acc.Reload()
+    content = acc.PluginTagToContent(metadata.PLUGIN_NAME)
+    start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
+    logged = {
+        key: value.number_value if value.HasField("number_value") else value.string_value
+        for key, value in start.hparams.items()
+    }
+    assert logged["train.batch_size"] == 64
+    assert logged["train.phases.0.epochs"] == 2
+    assert isinstance(logged["train.phases.0.name"], str)
+    assert all(key.split(".")[0] in ("train", "model") for key in logged)
+    assert any(key.startswith("model.") for key in logged)
+    for key, value in _numbers(last).items():
+        (event,) = acc.Scalars(f"epoch/{key}")
+        assert event.step == last["epoch"]
+        assert event.value == pytest.approx(value, rel=1e-6, abs=1e-6), key
+
+
+def test_hparams_flattens_tables_and_lists():
+    job = {
+        "run": {"name": "x"},
+        "model": {"name": "cnn", "params": {"channels": [32, 64], "dropout": 0.2}},
+        "train": {"batch_size": 64, "amp": False, "phases": [{"name": "a", "lr": 0.01}]},
+    }
+    assert hparams(job) == {
+        "model.name": "cnn",
+        "model.params.channels": "[32, 64]",
+        "model.params.dropout": 0.2,
+        "train.batch_size": 64,
+        "train.amp": False,
+        "train.phases.0.name": "a",
+        "train.phases.0.lr": 0.01,
+    }
 
 
 def test_a_failing_logger_is_reported_once_and_training_goes_on(tmp_path, monkeypatch, capsys):

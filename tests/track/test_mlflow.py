@@ -39,8 +39,14 @@ def _healthy(uri: str) -> bool:
 
 
 @pytest.fixture
-def mlflow_server(tmp_path: Path):
-    """`mlflow server` on 127.0.0.1 with a SQLite store, up until the test ends."""
+def mlflow_server(mlflow_process):
+    """The tracking URI of `mlflow server` on 127.0.0.1, up until the test ends."""
+    return mlflow_process[0]
+
+
+@pytest.fixture
+def mlflow_process(tmp_path: Path):
+    """`mlflow server` on 127.0.0.1 with a SQLite store: (tracking URI, server process)."""
     port = _free_port()
     uri = f"http://127.0.0.1:{port}"
     store = tmp_path / "mlflow"
@@ -72,7 +78,7 @@ def mlflow_server(tmp_path: Path):
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"mlflow server did not start:\n{log_text(store)}")
             time.sleep(0.5)
-        yield uri
+        yield uri, server
     finally:
         server.terminate()
         try:
@@ -141,6 +147,37 @@ def test_unreachable_server_warns_once_and_training_goes_on(tmp_path, monkeypatc
     )
     summary = run_job(job_from_dict(raw))
 
+    records = read_metrics(summary.paths.metrics)
+    assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2, 3]
+    assert summary.predicted_rows > 0
+    warnings = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("tracking:")]
+    assert len(warnings) == 1
+    assert "mlflow logger failed" in warnings[0]
+
+
+def test_server_stopped_mid_run_warns_once_and_training_goes_on(
+    tmp_path, mlflow_process, monkeypatch, capsys
+):
+    from deepfleet.track import _mlflow
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    uri, server = mlflow_process
+    write = _mlflow.MlflowLogger.write
+    stopped = []
+
+    def write_then_stop_server(self, record):
+        write(self, record)
+        if record.get("kind") == "epoch" and not stopped:
+            server.terminate()
+            server.wait(timeout=15)
+            stopped.append(record["epoch"])
+
+    monkeypatch.setattr(_mlflow.MlflowLogger, "write", write_then_stop_server)
+    raw = tiny_job_dict(tmp_path, track={"loggers": ["mlflow"], "mlflow": {"tracking_uri": uri}})
+    summary = run_job(job_from_dict(raw))
+
+    assert stopped == [1]
     records = read_metrics(summary.paths.metrics)
     assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2, 3]
     assert summary.predicted_rows > 0

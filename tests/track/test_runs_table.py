@@ -9,7 +9,7 @@ from deepfleet.config import job_from_dict
 from deepfleet.errors import UserError
 from deepfleet.jobs import stage_evaluate, stage_prepare, stage_train
 from deepfleet.runs import RunPaths, create_run
-from deepfleet.track._compare import compare_runs
+from deepfleet.track._compare import _curve_keys, compare_runs, load_result
 from deepfleet.track._runs import list_runs
 
 
@@ -100,6 +100,22 @@ def test_compare_writes_table_and_curves(runs_dir, tmp_path):
         assert set(numeric) <= set(table["columns"])
     assert (out / "curves.png").read_bytes().startswith(b"\x89PNG")
     assert not list(out.glob(".*tmp*"))
+    _assert_curves_image(
+        out / "curves.png", len(_curve_keys([load_result(alpha), load_result(beta)]))
+    )
+
+
+def _assert_curves_image(path: Path, panels: int) -> None:
+    """A PNG about the size plot_curves draws: figsize (4.5 per panel x 3.6 inches) at 110
+    dpi; bbox_inches="tight" trims or grows the margins, so allow 50% to 110% of it."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        width, height = image.size
+    assert panels >= 2
+    assert 0.5 * 4.5 * panels * 110 <= width <= 1.1 * 4.5 * panels * 110
+    assert 0.5 * 3.6 * 110 <= height <= 1.1 * 3.6 * 110
 
 
 def test_compare_library_on_one_run(runs_dir, tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,10 +30,41 @@ STEP_COLUMNS = ("time", "step", "phase", "loss", "lr")
 _EPOCH_PLACE = {"kind", "time", "epoch", "epochs", "phase"}
 
 
+HPARAMS_RUN = "hparams"
+# Tables of the resolved job whose keys are logged as TensorBoard hyper-parameters.
+_HPARAM_TABLES = ("train", "model")
+
+
+def hparams(job: dict[str, Any]) -> dict[str, Any]:
+    """[train] and [model] of a job as flat hyper-parameters ("train.batch_size",
+    "train.phases.0.lr", "model.params.hidden"): numbers, booleans and strings as they are,
+    lists of numbers or strings as JSON text."""
+    flat: dict[str, Any] = {}
+
+    def add(name: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                add(f"{name}.{key}", item)
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for index, item in enumerate(value):
+                add(f"{name}.{index}", item)
+        elif isinstance(value, bool | int | float | str):
+            flat[name] = value
+        elif value is not None:
+            flat[name] = json.dumps(value, default=str)
+
+    for table in _HPARAM_TABLES:
+        if isinstance(job.get(table), dict):
+            add(table, job[table])
+    return flat
+
+
 class TensorBoardLogger:
     """Event files in <run>/tensorboard/: step records as train/loss and train/lr at the
     global step, every number of an epoch record as epoch/<key> at the epoch, the setup
-    record and the resolved job as text."""
+    record and the resolved job as text. On close, the job's [train] and [model] keys as
+    hyper-parameters with the last epoch's numbers as their metrics (add_hparams, in
+    <run>/tensorboard/hparams/)."""
 
     name = "tensorboard"
 
@@ -40,6 +72,7 @@ class TensorBoardLogger:
         self.run_dir = run_dir
         self.folder = run_dir / TENSORBOARD_DIR
         self._writer = None
+        self._last_epoch: dict[str, Any] | None = None
 
     def _open(self):
         if self._writer is None:
@@ -61,6 +94,7 @@ class TensorBoardLogger:
                 if key not in _EPOCH_PLACE and is_number(value):
                     writer.add_scalar(f"epoch/{key}", value, epoch, walltime=when)
             writer.flush()
+            self._last_epoch = record
         elif kind == "setup":
             setup = json.dumps(record, indent=2, sort_keys=True)
             writer.add_text("setup", f"```\n{setup}\n```", walltime=when)
@@ -69,10 +103,30 @@ class TensorBoardLogger:
                 writer.add_text("job", f"```toml\n{job_file.read_text()}\n```", walltime=when)
             writer.flush()
 
+    def _log_hparams(self) -> None:
+        job_file = self.run_dir / "job.toml"
+        if self._writer is None or self._last_epoch is None or not job_file.is_file():
+            return
+        params = hparams(tomllib.loads(job_file.read_text(encoding="utf-8")))
+        last = self._last_epoch
+        metrics = {
+            f"epoch/{key}": float(value)
+            for key, value in last.items()
+            if key not in _EPOCH_PLACE and is_number(value)
+        }
+        if params and metrics:
+            self._writer.add_hparams(
+                params, metrics, run_name=HPARAMS_RUN, global_step=int(last["epoch"])
+            )
+
     def close(self) -> None:
         if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+            try:
+                self._log_hparams()
+            finally:
+                self._writer.close()
+                self._writer = None
+                self._last_epoch = None
 
 
 def _cell(value: Any) -> Any:
