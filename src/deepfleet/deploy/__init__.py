@@ -15,7 +15,7 @@ from deepfleet.deploy._bundle import (
 )
 from deepfleet.deploy._generate import generate
 from deepfleet.deploy._onnx import ONNX_FILE, ONNX_TOLERANCE, export_onnx
-from deepfleet.deploy._predict import predict_dataset, predict_shard, predictions_table
+from deepfleet.deploy._predict import predict_dataset, predict_shard
 from deepfleet.deploy._signing import new_signing_key, open_bundle, sign_bundle, verify_bundle
 
 __all__ = [
@@ -38,7 +38,6 @@ __all__ = [
     "open_bundle",
     "predict_dataset",
     "predict_shard",
-    "predictions_table",
     "read_bundle_spec",
     "sign_bundle",
     "verify_bundle",

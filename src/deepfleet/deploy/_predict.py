@@ -46,26 +46,6 @@ PARTS = ".parts"
 MAX_OUTPUT_VALUES = 64 << 20
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
-def predictions_table(ids: np.ndarray, probs: np.ndarray, class_names: list[str]) -> pa.Table:
-    """id, label, label_name, confidence, then one probability column per class."""
-    labels = probs.argmax(axis=1)
-    columns = {
-        "id": pa.array(ids, pa.int64()),
-        "label": pa.array(labels, pa.int64()),
-        "label_name": pa.array([class_names[i] for i in labels], pa.string()),
-        "confidence": pa.array(probs.max(axis=1), pa.float32()),
-    }
-    for i, name in enumerate(class_names):
-        columns[f"prob_{name}"] = pa.array(probs[:, i], pa.float32())
-    return pa.table(columns)
-
-
 def _preprocessing(bundle: LoadedBundle, manifest: Manifest) -> Preprocessing:
     """The bundle's record; a bundle written before preprocessing was recorded takes the
     data's, as it always did."""

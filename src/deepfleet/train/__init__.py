@@ -18,7 +18,6 @@ from deepfleet.train._loop import (
     TRAIN_CHECKPOINTS,
     FitResult,
     Trainer,
-    evaluate_loss_accuracy,
     is_finished,
     lr_scale,
 )
@@ -47,7 +46,6 @@ __all__ = [
     "build_scheduler",
     "committed",
     "default_progress",
-    "evaluate_loss_accuracy",
     "find_latest",
     "is_finished",
     "load_weights",

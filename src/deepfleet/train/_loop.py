@@ -70,22 +70,6 @@ def _saved_state(trainer_state: dict[str, Any]) -> TrainState:
     return TrainState.from_json(saved)
 
 
-@torch.no_grad()
-def evaluate_loss_accuracy(
-    model: nn.Module, data: SplitArrays, device: torch.device, batch_size: int = 1024
-) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of `model` over a split (eval mode)."""
-    model.eval()
-    total_loss, correct = 0.0, 0
-    for start in range(0, len(data), batch_size):
-        x = data.x[start : start + batch_size].to(device)
-        y = data.y[start : start + batch_size].to(device)
-        logits = model(x).float()
-        total_loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
-    return total_loss / max(len(data), 1), correct / max(len(data), 1)
-
-
 def lr_scale(rule: str, global_batch: int, batch_size: int) -> float:
     ratio = global_batch / batch_size
     return {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[rule]

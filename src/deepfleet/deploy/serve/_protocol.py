@@ -21,8 +21,8 @@ import numpy as np
 
 from deepfleet.data import Preprocessing
 from deepfleet.deploy._onnx import INPUT_NAME
-from deepfleet.deploy._predict import softmax
 from deepfleet.deploy.serve._errors import RequestError
+from deepfleet.tasks import softmax
 
 # Any numeric tensor type is accepted and read as raw values (the preprocessing decides what
 # those may be); the metadata declares the data set's own type.
