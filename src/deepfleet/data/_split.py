@@ -7,7 +7,10 @@ import numpy as np
 from deepfleet.errors import UserError
 
 
-def _draw(rows: np.ndarray, labels: np.ndarray, share: float, seed: int, name: str):
+def _draw(rows: np.ndarray, labels: np.ndarray | None, share: float, seed: int, name: str):
+    """(rest, drawn): stratified by class labels, or a seeded permutation without them."""
+    if labels is None:
+        return _shuffled(rows, share, seed)
     from sklearn.model_selection import train_test_split  # slow to import; only needed here
 
     classes, counts = np.unique(labels[rows], return_counts=True)
@@ -47,14 +50,8 @@ def stratified_split(
     is ignored, and val_fraction is a share of the remaining rows.
     """
     index = np.arange(len(labels) if labels is not None else int(rows or 0))
-    if labels is None:
-        if len(index) < 3 and (val_fraction > 0 or test_fraction > 0):
-            raise UserError(f"cannot split {len(index)} samples into train, val and test")
-
-        def draw(part, labels_, share, seed_, name):
-            return _shuffled(part, share, seed_)
-    else:
-        draw = _draw
+    if labels is None and len(index) < 3 and (val_fraction > 0 or test_fraction > 0):
+        raise UserError(f"cannot split {len(index)} samples into train, val and test")
     parts: dict[str, np.ndarray] = {}
     if test_rows is not None:
         parts["test"] = np.asarray(test_rows, dtype=np.int64)
@@ -63,9 +60,9 @@ def stratified_split(
     else:
         rest = index
         if test_fraction > 0:
-            rest, parts["test"] = draw(index, labels, test_fraction, seed, "test")
+            rest, parts["test"] = _draw(index, labels, test_fraction, seed, "test")
         val_share = val_fraction / (1.0 - test_fraction)
     if val_fraction > 0:
-        rest, parts["val"] = draw(rest, labels, val_share, seed + 1, "val")
+        rest, parts["val"] = _draw(rest, labels, val_share, seed + 1, "val")
     parts["train"] = rest
     return {name: np.sort(rows) for name, rows in parts.items()}
