@@ -307,6 +307,10 @@ def stage_evaluate(paths: RunPaths) -> dict[str, Any]:
         title=f"{job.run.name}: {split} split",
         samples_text=continuations(ctx, model) if ctx.manifest.tokens else None,
     )
+    if "tensorboard" in job.track.loggers:
+        from deepfleet.track._loggers import log_report_images
+
+        log_report_images(paths.root, paths.report)
     return metrics
 
 

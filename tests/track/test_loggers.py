@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from conftest import tiny_job_dict
 from deepfleet.config import job_from_dict
 from deepfleet.errors import UserError
-from deepfleet.jobs import stage_prepare, stage_train
+from deepfleet.jobs import stage_evaluate, stage_prepare, stage_train
 from deepfleet.runs import create_run
 from deepfleet.track._loggers import (
     EPOCHS_CSV,
@@ -109,6 +109,24 @@ def test_tensorboard_logs_train_and_model_keys_as_hparams(tmp_path):
         (event,) = acc.Scalars(f"epoch/{key}")
         assert event.step == last["epoch"]
         assert event.value == pytest.approx(value, rel=1e-6, abs=1e-6), key
+
+
+def test_tensorboard_holds_the_report_figures_as_images(tmp_path):
+    from PIL import Image
+
+    paths, _, records = _train(tmp_path, ["tensorboard"])
+    stage_evaluate(paths)
+    pngs = sorted(paths.report.glob("*.png"))
+    assert {"curves", "confusion"} <= {p.stem for p in pngs}
+    acc = EventAccumulator(str(paths.root / TENSORBOARD_DIR), size_guidance={"images": 0})
+    acc.Reload()
+    assert set(acc.Tags()["images"]) == {f"report/{p.stem}" for p in pngs}
+    last = [r for r in records if r["kind"] == "epoch"][-1]["epoch"]
+    for png in pngs:
+        (event,) = acc.Images(f"report/{png.stem}")
+        with Image.open(png) as image:
+            assert (event.width, event.height) == image.size
+        assert event.step == last
 
 
 def test_hparams_flattens_tables_and_lists():

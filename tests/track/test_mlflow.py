@@ -93,7 +93,10 @@ def log_text(store: Path) -> str:
     return (store / "server.log").read_text(errors="replace")[-4000:]
 
 
-def test_run_params_metrics_and_model_version_in_mlflow(tmp_path, mlflow_server, capsys):
+def test_run_params_metrics_and_model_version_in_mlflow(
+    tmp_path, mlflow_server, capsys, monkeypatch
+):
+    import mlflow
     from mlflow import MlflowClient
 
     raw = tiny_job_dict(
@@ -130,12 +133,27 @@ def test_run_params_metrics_and_model_version_in_mlflow(tmp_path, mlflow_server,
     assert version.run_id == run_id
 
     assert version.tags["bundle_sha256"] == hashlib.sha256(bundle_json.read_bytes()).hexdigest()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    info = mlflow.models.get_model_info(f"models:/tiny/{version.version}")
+    inputs = info.signature.inputs.to_dict()
+    outputs = {o["name"]: o for o in info.signature.outputs.to_dict()}
     spec = json.loads(bundle_json.read_text())
-    assert json.loads(version.tags["input_shape"]) == spec["input"]["shape"]
+    assert inputs == [
+        {
+            "name": "input",
+            "type": "tensor",
+            "tensor-spec": {"dtype": "uint8", "shape": (-1, *spec["input"]["shape"])},
+        }
+    ]
+    classes = len(spec["class_names"])
+    assert outputs["logits"]["tensor-spec"] == {"dtype": "float32", "shape": (-1, classes)}
+    assert outputs["probabilities"]["tensor-spec"] == {"dtype": "float32", "shape": (-1, classes)}
+    assert outputs["label"]["tensor-spec"] == {"dtype": "int64", "shape": (-1,)}
+    assert info.flavors["deepfleet"]["bundle_sha256"] == version.tags["bundle_sha256"]
     artifacts = {a.path for a in client.list_artifacts(run_id)}
-    assert {"report", "bundle"} <= artifacts
-    bundle_files = {Path(a.path).name for a in client.list_artifacts(run_id, "bundle")}
-    assert "model.json" in bundle_files
+    assert {"report", "model"} <= artifacts
+    bundle_files = {Path(a.path).name for a in client.list_artifacts(run_id, "model/bundle")}
+    assert bundle_files == set(spec["files"]) | {"model.json"}
 
 
 def test_unreachable_server_warns_once_and_training_goes_on(tmp_path, monkeypatch, capsys):

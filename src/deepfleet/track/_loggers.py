@@ -131,6 +131,31 @@ class TensorBoardLogger:
                 self._last_epoch = None
 
 
+REPORT_IMAGES = "report"
+
+
+def log_report_images(run_dir: Path, report: Path) -> list[str]:
+    """The report's figures (the curves, the confusion matrix or the task's own plot: every
+    PNG in `report`) as TensorBoard images in <run>/tensorboard/, tagged "report/<name>", at
+    the last epoch. Evaluation runs after training, so this opens the event folder again.
+    Returns the tags written."""
+    import numpy as np
+    from PIL import Image
+    from torch.utils.tensorboard import SummaryWriter
+
+    epochs = _earlier_epochs(run_dir / "metrics.jsonl")
+    step = int(epochs[-1]["epoch"]) if epochs else 0
+    tags = []
+    with contextlib.closing(SummaryWriter(log_dir=str(run_dir / TENSORBOARD_DIR))) as writer:
+        for png in sorted(report.glob("*.png")):
+            with Image.open(png) as image:
+                pixels = np.asarray(image.convert("RGB"))
+            tag = f"{REPORT_IMAGES}/{png.stem}"
+            writer.add_image(tag, pixels, step, dataformats="HWC")
+            tags.append(tag)
+    return tags
+
+
 def _cell(value: Any) -> Any:
     if value is None:
         return ""

@@ -155,34 +155,73 @@ class MlflowLogger:
             self._client = None
 
 
-def _signature_tags(spec: dict[str, Any]) -> dict[str, str]:
-    """The bundle's input and output, from model.json, as model version tags."""
-    tags = {}
-    for side in ("input", "output"):
-        part = spec.get(side) or {}
-        if "shape" in part:
-            tags[f"{side}_shape"] = json.dumps(part["shape"])
-        tags[f"{side}_dtype"] = str(part.get("dtype", "float32"))
-    return tags
+MODEL_ARTIFACT = "model"  # the registered model: MLmodel (with the signature) + bundle/
+FLAVOR = "deepfleet"
+
+
+def signature_of(bundle: Path) -> Any:
+    """The bundle's input and output tensors as an MLflow ModelSignature: the raw samples a
+    client sends (the dtype before the bundle's preprocessing) and the tensors the server
+    answers with for the bundle's task, named and shaped as in the OIP model metadata."""
+    import numpy as np
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    from deepfleet.deploy import load_bundle
+    from deepfleet.deploy._onnx import INPUT_NAME
+    from deepfleet.deploy.serve._outputs import outputs_of
+    from deepfleet.deploy.serve._protocol import NUMERIC_TYPES
+
+    loaded = load_bundle(bundle)
+    raw = np.dtype(loaded.preprocessing.raw_dtype)
+    inputs = Schema([TensorSpec(raw, (-1, *loaded.input_shape), INPUT_NAME)])
+    outputs = Schema(
+        [
+            TensorSpec(np.dtype(NUMERIC_TYPES[o.datatype]), tuple(o.shape), o.name)
+            for o in outputs_of(loaded).values()
+        ]
+    )
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def _log_model(client: MlflowClient, run_id: str, bundle: Path, digest: str) -> None:
+    """The bundle under MODEL_ARTIFACT/bundle, beside an MLmodel file that carries its
+    signature and a `deepfleet` flavor naming the folder and the digest (so MLflow's own
+    `get_model_info` shows the signature); the bundle's folder itself stays exactly as
+    exported, so a downloaded copy verifies and serves."""
+    import tempfile
+
+    from mlflow.models import Model
+
+    model = Model(
+        artifact_path=MODEL_ARTIFACT,
+        run_id=run_id,
+        signature=signature_of(bundle),
+        flavors={FLAVOR: {"bundle": "bundle", "bundle_sha256": digest}},
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        model.save(str(Path(folder) / "MLmodel"))
+        client.log_artifacts(run_id, folder, MODEL_ARTIFACT)
+    client.log_artifacts(run_id, str(bundle), f"{MODEL_ARTIFACT}/bundle")
 
 
 def register_bundle(run_dir: Path, job: JobConfig, report: Path, bundle: Path) -> str:
-    """Log report/ and bundle/ as artifacts of the run folder's MLflow run and register the
-    bundle as a new version of [track.mlflow] registered_model (default: the run name), tagged
-    with model.json's sha256, the weights version and the input and output spec. Returns the
-    model version."""
+    """Log report/ as an artifact of the run folder's MLflow run, and the bundle with an
+    MLmodel file (its input/output signature) as `model/`, and register that as a new
+    version of [track.mlflow] registered_model (default: the run name), tagged with
+    model.json's sha256 and the weights version. Returns the model version."""
     from mlflow.exceptions import MlflowException
 
     client, run_id, _ = open_run(run_dir, job)
     if report.is_dir():
         client.log_artifacts(run_id, str(report), "report")
-    client.log_artifacts(run_id, str(bundle), "bundle")
     model_json = bundle / "model.json"
     spec = json.loads(model_json.read_text())
+    digest = hashlib.sha256(model_json.read_bytes()).hexdigest()
+    _log_model(client, run_id, bundle, digest)
     tags = {
-        "bundle_sha256": hashlib.sha256(model_json.read_bytes()).hexdigest(),
+        "bundle_sha256": digest,
         "weights_version": str(spec.get("files", {}).get("weights.safetensors", ""))[:12],
-        **_signature_tags(spec),
     }
     name = job.track.mlflow.registered_model or job.run.name
     try:
@@ -190,7 +229,7 @@ def register_bundle(run_dir: Path, job: JobConfig, report: Path, bundle: Path) -
     except MlflowException as err:
         if err.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    source = f"{client.get_run(run_id).info.artifact_uri}/bundle"
+    source = f"{client.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT}"
     version = client.create_model_version(name, source, run_id=run_id, tags=tags)
     client.set_terminated(run_id, "FINISHED")
     return str(version.version)
