@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import queue
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,19 +15,33 @@ from typing import Any, Protocol
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+# Records waiting for the loggers at most; a writer beyond that waits (bounded memory).
+_QUEUE = 10_000
+# How long closing waits for the loggers to take what is queued (an MLflow client may be
+# retrying a request); past that the rest is left to metrics.jsonl, with one line.
+_CLOSE_WAIT_S = 300.0
+_STOP = object()
+
 
 class MetricsLog:
     """Appends one JSON object per line; each line is flushed so a crash loses nothing logged.
 
-    Each record written is then handed to `loggers` (the [track] loggers: TensorBoard, CSV),
-    copies of metrics.jsonl. A logger that raises is reported once on stderr and switched
-    off; the JSON lines and the training go on.
+    Each record written is then handed to `loggers` (the [track] loggers: TensorBoard, CSV,
+    MLflow), copies of metrics.jsonl, in order, from a thread of their own: a logger's work
+    (an HTTP request to a tracking server, an event file flush) never holds a training step.
+    A logger that raises is reported once on stderr and switched off; the JSON lines and the
+    training go on. close() waits for the loggers to take every queued record.
     """
 
     def __init__(self, path: Path | None, loggers: Sequence[RecordLogger] = ()) -> None:
         self.path = path
         self._handle = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115
         self._loggers = list(loggers) if path else []
+        self._queue: queue.Queue = queue.Queue(maxsize=_QUEUE)
+        self._thread: threading.Thread | None = None
+        if self._loggers:
+            self._thread = threading.Thread(target=self._deliver, name="loggers", daemon=True)
+            self._thread.start()
 
     def write(self, record: dict[str, Any]) -> None:
         if self._handle is None:
@@ -33,11 +49,23 @@ class MetricsLog:
         line = {"time": time.time(), **record}
         self._handle.write(json.dumps(line) + "\n")
         self._handle.flush()
+        if self._thread is not None:
+            self._queue.put(line)
+
+    def _deliver(self) -> None:
+        """The loggers' thread: each record to each logger, then close them at _STOP."""
+        while (line := self._queue.get()) is not _STOP:
+            for logger in list(self._loggers):
+                try:
+                    logger.write(line)
+                except Exception as err:
+                    self._drop(logger, err)
         for logger in list(self._loggers):
             try:
-                logger.write(line)
+                logger.close()
             except Exception as err:
                 self._drop(logger, err)
+        self._loggers = []
 
     def _drop(self, logger: RecordLogger, err: Exception) -> None:
         self._loggers.remove(logger)
@@ -55,12 +83,17 @@ class MetricsLog:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
-        for logger in list(self._loggers):
-            try:
-                logger.close()
-            except Exception as err:
-                self._drop(logger, err)
-        self._loggers = []
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(_CLOSE_WAIT_S)
+            if self._thread.is_alive():
+                print(
+                    f"tracking: loggers still busy after {_CLOSE_WAIT_S:.0f} s; "
+                    "the remaining records are in metrics.jsonl only",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            self._thread = None
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
