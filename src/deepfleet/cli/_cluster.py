@@ -42,6 +42,17 @@ def k8s(
     data_key_secret: str = typer.Option(
         None, "--data-key-secret", help="Secret holding the data key (item `key`)."
     ),
+    trainer: str = typer.Option(
+        "v1",
+        "--trainer",
+        help="v1: Kubeflow PyTorchJob and an Indexed Job; v2: a Kubeflow Trainer TrainJob.",
+    ),
+    s3_secret: str = typer.Option(
+        None,
+        "--s3-secret",
+        help="Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for s3:// data or runs "
+        "(default NAME-s3).",
+    ),
     serve: str = typer.Option(
         None,
         "--serve",
@@ -53,8 +64,8 @@ def k8s(
         None, "--token-secret", help="--serve: Secret holding the API token (item `token`)."
     ),
 ) -> None:
-    """Kubernetes manifests: a PyTorchJob and an Indexed Job for training, or with --serve a
-    Deployment, Service and HorizontalPodAutoscaler for the server."""
+    """Kubernetes manifests: a PyTorchJob and an Indexed Job for training (--trainer v2: a
+    TrainJob), or with --serve a Deployment, Service and HorizontalPodAutoscaler."""
     from deepfleet.cluster import (
         ClusterSpec,
         ServeSpec,
@@ -94,6 +105,8 @@ def k8s(
                 max_restarts=max_restarts,
                 rdzv_port=port,
                 data_key_secret=data_key_secret,
+                trainer=trainer,
+                s3_secret=s3_secret,
             ),
             out,
         )

@@ -1,4 +1,5 @@
-"""Run deepfleet on clusters: Kubernetes manifests (Kubeflow PyTorchJob, Indexed Job, serving)
+"""Run deepfleet on clusters: Kubernetes manifests (Kubeflow PyTorchJob, Indexed Job, Kubeflow
+Trainer v2 TrainJob, serving, a NetworkPolicy around training)
 and Slurm sbatch scripts, rendered from data and written atomically."""
 
 from deepfleet.cluster._commands import serve_args, train_args

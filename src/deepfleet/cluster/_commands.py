@@ -28,9 +28,10 @@ KEYS_DIR = "/run/deepfleet/keys"
 DATA_KEY_FILE = f"{KEYS_DIR}/data.key"
 
 
-def run_dir(name: str) -> str:
-    """The run folder of a cluster job on the shared volume: a fixed path every pod knows."""
-    return f"{RUNS_DIR}/{name}"
+def run_dir(name: str, runs_dir: str = RUNS_DIR) -> str:
+    """The run folder of a cluster job, on the shared volume or object storage: a fixed
+    path every pod knows."""
+    return f"{runs_dir.rstrip('/')}/{name}"
 
 
 def prepare_args(job: str, run_folder: str) -> list[str]:

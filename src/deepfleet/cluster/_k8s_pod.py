@@ -68,16 +68,22 @@ def job_config_name(name: str) -> str:
     return f"{name}-job"
 
 
-def train_volumes(name: str, data_key_secret: str | None) -> tuple[list, list]:
-    """(volumes, mounts) of a training pod: the workspace, the job file, shm, the data key."""
-    volumes: list[dict[str, Any]] = [
-        {"name": "workspace", "persistentVolumeClaim": {"claimName": workspace_claim(name)}},
+def train_volumes(name: str, data_key_secret: str | None, shared: bool = True) -> tuple[list, list]:
+    """(volumes, mounts) of a training pod: the workspace (unless the run lives on object
+    storage), the job file, shm, the data key."""
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    if shared:
+        volumes.append(
+            {"name": "workspace", "persistentVolumeClaim": {"claimName": workspace_claim(name)}}
+        )
+        mounts.append({"name": "workspace", "mountPath": WORKSPACE})
+    volumes += [
         {"name": "job", "configMap": {"name": job_config_name(name)}},
         # DataLoader workers pass batches through /dev/shm; the container default is 64 MiB.
         {"name": "dshm", "emptyDir": {"medium": "Memory"}},
     ]
-    mounts: list[dict[str, Any]] = [
-        {"name": "workspace", "mountPath": WORKSPACE},
+    mounts += [
         {"name": "job", "mountPath": JOB_DIR, "readOnly": True},
         {"name": "dshm", "mountPath": "/dev/shm"},
     ]
@@ -118,5 +124,22 @@ def secret_volume(volume: str, secret: str, item: str) -> dict[str, Any]:
     }
 
 
-def train_env() -> list[dict[str, Any]]:
-    return [{"name": "PYTHONUNBUFFERED", "value": "1"}]
+def train_env(s3_secret: str | None = None) -> list[dict[str, Any]]:
+    """The training containers' environment; with an S3 Secret, its credentials as references
+    (botocore reads AWS_* from the environment; the values never appear in a manifest)."""
+    env: list[dict[str, Any]] = [{"name": "PYTHONUNBUFFERED", "value": "1"}]
+    if s3_secret:
+        env += [
+            _secret_env("AWS_ACCESS_KEY_ID", s3_secret),
+            _secret_env("AWS_SECRET_ACCESS_KEY", s3_secret),
+            # Temporary credentials carry a session token; long-lived keys have none.
+            _secret_env("AWS_SESSION_TOKEN", s3_secret, optional=True),
+        ]
+    return env
+
+
+def _secret_env(var: str, secret: str, optional: bool = False) -> dict[str, Any]:
+    ref: dict[str, Any] = {"name": secret, "key": var}
+    if optional:
+        ref["optional"] = True
+    return {"name": var, "valueFrom": {"secretKeyRef": ref}}

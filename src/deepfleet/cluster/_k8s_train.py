@@ -25,11 +25,11 @@ REPLICA_INDEX = "metadata.labels['training.kubeflow.org/replica-index']"
 COMPLETION_INDEX = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
 
 
-def _restart_policy(spec: ClusterSpec) -> str:
+def restart_policy(spec: ClusterSpec) -> str:
     return "OnFailure" if spec.resume else "Never"
 
 
-def _backoff(spec: ClusterSpec) -> int:
+def backoff(spec: ClusterSpec) -> int:
     return spec.max_restarts if spec.resume else 0
 
 
@@ -37,12 +37,21 @@ def _node_rank_env(field_path: str) -> list[dict[str, Any]]:
     return [{"name": "NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": field_path}}}]
 
 
-def _pod_spec(
-    spec: ClusterSpec, rdzv: str, port_name: str, index_field: str, **extra: Any
+def pod_spec(
+    spec: ClusterSpec,
+    *,
+    rdzv: str,
+    node_rank: str,
+    container: str = "pytorch",
+    rank_env: list[dict[str, Any]] | None = None,
+    port_name: str | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
-    volumes, mounts = pod.train_volumes(spec.name, spec.data_key_secret)
-    folder = run_dir(spec.name)
-    env = pod.train_env()
+    """One node's pod: an init container that makes (or finds) the run folder, then the
+    node's launcher. `node_rank` and `rdzv` may be $(VAR) references Kubernetes expands."""
+    volumes, mounts = pod.train_volumes(spec.name, spec.data_key_secret, spec.shared_volume)
+    folder = run_dir(spec.name, spec.runs_dir)
+    env = pod.train_env(spec.s3_secret_name)
     security = pod.container_security(read_only_root=False)
     prepare = {
         "name": "prepare",
@@ -56,7 +65,7 @@ def _pod_spec(
     }
     train: dict[str, Any] = {
         # The operator finds the training container by this name.
-        "name": "pytorch",
+        "name": container,
         "image": spec.image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["deepfleet"],
@@ -64,22 +73,22 @@ def _pod_spec(
             folder,
             nproc=spec.nproc,
             nnodes=spec.nodes,
-            node_rank="$(NODE_RANK)",
+            node_rank=node_rank,
             rdzv=rdzv,
             max_restarts=spec.max_restarts,
             resume=spec.resume,
         ),
-        "env": _node_rank_env(index_field) + env,
-        "ports": [{"name": port_name, "containerPort": spec.rdzv_port, "protocol": "TCP"}],
-        "volumeMounts": mounts,
-        "securityContext": security,
+        "env": (rank_env or []) + env,
     }
+    if port_name:
+        train["ports"] = [{"name": port_name, "containerPort": spec.rdzv_port, "protocol": "TCP"}]
+    train |= {"volumeMounts": mounts, "securityContext": security}
     resources = pod.gpu_resources(spec.gpus_per_node)
     if resources:
         train["resources"] = resources
     body: dict[str, Any] = {
         **extra,
-        "restartPolicy": _restart_policy(spec),
+        "restartPolicy": restart_policy(spec),
         "securityContext": pod.pod_security(),
         "initContainers": ([pod.copy_key_container(spec.image)] if spec.data_key_secret else [])
         + [prepare],
@@ -99,14 +108,20 @@ def pytorchjob(spec: ClusterSpec) -> dict[str, Any]:
     template = {
         "metadata": {"labels": pod.labels(spec.name, "train")},
         # The operator reads the rendezvous port from the port named pytorchjob-port.
-        "spec": _pod_spec(spec, rdzv, "pytorchjob-port", REPLICA_INDEX),
+        "spec": pod_spec(
+            spec,
+            rdzv=rdzv,
+            node_rank="$(NODE_RANK)",
+            rank_env=_node_rank_env(REPLICA_INDEX),
+            port_name="pytorchjob-port",
+        ),
     }
     return {
         "apiVersion": "kubeflow.org/v1",
         "kind": "PyTorchJob",
         "metadata": pod.metadata(spec.name, spec.namespace, spec.name, "train"),
         "spec": {
-            "runPolicy": {"backoffLimit": _backoff(spec), "cleanPodPolicy": "Running"},
+            "runPolicy": {"backoffLimit": backoff(spec), "cleanPodPolicy": "Running"},
             "elasticPolicy": {
                 "rdzvBackend": "c10d",
                 "rdzvPort": spec.rdzv_port,
@@ -118,7 +133,7 @@ def pytorchjob(spec: ClusterSpec) -> dict[str, Any]:
             "pytorchReplicaSpecs": {
                 "Worker": {
                     "replicas": spec.nodes,
-                    "restartPolicy": _restart_policy(spec),
+                    "restartPolicy": restart_policy(spec),
                     "template": template,
                 },
             },
@@ -164,12 +179,17 @@ def indexed_job(spec: ClusterSpec) -> dict[str, Any]:
             "completionMode": "Indexed",
             "completions": spec.nodes,
             "parallelism": spec.nodes,
-            "backoffLimit": _backoff(spec),
+            "backoffLimit": backoff(spec),
             "template": {
                 "metadata": {"labels": pod.labels(spec.name, "train")},
                 # subdomain + the Service above = DNS names for the pods.
-                "spec": _pod_spec(
-                    spec, rdzv, "rdzv", COMPLETION_INDEX, subdomain=rdzv_service_name(spec)
+                "spec": pod_spec(
+                    spec,
+                    rdzv=rdzv,
+                    node_rank="$(NODE_RANK)",
+                    rank_env=_node_rank_env(COMPLETION_INDEX),
+                    port_name="rdzv",
+                    subdomain=rdzv_service_name(spec),
                 ),
             },
         },

@@ -4,6 +4,7 @@ write them atomically."""
 from __future__ import annotations
 
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import tomli_w
 import yaml
 
 from deepfleet._atomic import write_text_atomic
-from deepfleet.cluster import _k8s_serve, _k8s_shared, _k8s_train
+from deepfleet.cluster import _k8s_network, _k8s_serve, _k8s_shared, _k8s_train, _k8s_trainer_v2
 from deepfleet.cluster._commands import DATA_KEY_FILE, RUNS_DIR
 from deepfleet.cluster._slurm import sbatch_script
 from deepfleet.cluster._spec import ClusterSpec, ServeSpec, SlurmSpec
@@ -21,6 +22,8 @@ from deepfleet.errors import UserError
 COMMON = "common.yaml"
 PYTORCHJOB = "pytorchjob.yaml"
 INDEXED_JOB = "indexed-job.yaml"
+TRAINJOB = "trainjob.yaml"
+S3 = "s3://"
 SERVE = "serve.yaml"
 
 
@@ -62,7 +65,10 @@ def cluster_job_toml(job: str | Path, data_key: bool = False) -> str:
     path = resolve_job_path(job)
     load_job(path)  # every problem with the job file is reported here, before any output
     raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    raw.setdefault("run", {})["runs_dir"] = RUNS_DIR
+    run = raw.setdefault("run", {})
+    # A run on object storage stays there; any other runs_dir names this machine's disk.
+    if not str(run.get("runs_dir", "")).startswith(S3):
+        run["runs_dir"] = RUNS_DIR
     if data_key:
         raw.setdefault("data", {})["key"] = DATA_KEY_FILE
     elif raw.get("data", {}).get("key"):
@@ -79,33 +85,70 @@ def job_name(job: str | Path) -> str:
 
 
 def render_k8s(spec: ClusterSpec, job_toml: str) -> dict[str, str]:
-    """File name -> YAML: the shared objects and the two ways to run training."""
+    """File name -> YAML: the shared objects and the ways to run training (v1: a PyTorchJob
+    and an Indexed Job; v2: a Kubeflow Trainer TrainJob). Each training file carries the
+    NetworkPolicy that admits only the job's own pods."""
     apply = "kubectl apply -f common.yaml -f"
-    return {
+    shared = [_k8s_shared.job_configmap(spec, job_toml)]
+    if spec.shared_volume:
+        shared.insert(0, _k8s_shared.workspace_pvc(spec))
+    files = {
         COMMON: to_yaml(
-            [_k8s_shared.workspace_pvc(spec), _k8s_shared.job_configmap(spec, job_toml)],
+            shared,
             [
-                "Written by `deepfleet cluster k8s`: the shared volume and the job file.",
-                "Apply before either training manifest.",
+                "Written by `deepfleet cluster k8s`: "
+                + (
+                    "the shared volume and the job file." if spec.shared_volume else "the job file."
+                ),
+                "Apply before the training manifest.",
             ],
-        ),
-        PYTORCHJOB: to_yaml(
-            [_k8s_train.pytorchjob(spec)],
-            [
-                "Written by `deepfleet cluster k8s`: training under the Kubeflow training "
-                "operator.",
-                f"Run: {apply} {PYTORCHJOB}",
-            ],
-        ),
-        INDEXED_JOB: to_yaml(
-            [_k8s_train.rdzv_service(spec), _k8s_train.indexed_job(spec)],
-            [
-                "Written by `deepfleet cluster k8s`: training without the operator",
-                "(an Indexed Job; pod 0 hosts the c10d rendezvous).",
-                f"Run: {apply} {INDEXED_JOB}",
-            ],
-        ),
+        )
     }
+    policy = _k8s_network.network_policy(spec)
+    secret = spec.s3_secret_name
+    credentials = (
+        [
+            f"S3 credentials come from the Secret {secret} (never from this file):",
+            f"  kubectl create secret generic {secret} "
+            "--from-literal=AWS_ACCESS_KEY_ID=... --from-literal=AWS_SECRET_ACCESS_KEY=...",
+            "Note: deepfleet's stages do not read or write s3:// yet (docs/storage.md);",
+            "until they do, keep data and runs on the shared volume.",
+        ]
+        if secret
+        else []
+    )
+    if spec.trainer == "v2":
+        files[TRAINJOB] = to_yaml(
+            [policy, _k8s_trainer_v2.training_runtime(spec), _k8s_trainer_v2.trainjob(spec)],
+            [
+                "Written by `deepfleet cluster k8s --trainer v2`: training under Kubeflow "
+                "Trainer v2",
+                "(a TrainingRuntime and a TrainJob; only the job's pods may reach its pods).",
+                *credentials,
+                f"Run: {apply} {TRAINJOB}",
+            ],
+        )
+        return files
+    files[PYTORCHJOB] = to_yaml(
+        [policy, _k8s_train.pytorchjob(spec)],
+        [
+            "Written by `deepfleet cluster k8s`: training under the Kubeflow training operator",
+            "(only the job's pods may reach its pods).",
+            *credentials,
+            f"Run: {apply} {PYTORCHJOB}",
+        ],
+    )
+    files[INDEXED_JOB] = to_yaml(
+        [policy, _k8s_train.rdzv_service(spec), _k8s_train.indexed_job(spec)],
+        [
+            "Written by `deepfleet cluster k8s`: training without the operator",
+            "(an Indexed Job; pod 0 hosts the c10d rendezvous; only the job's pods may reach "
+            "its pods).",
+            *credentials,
+            f"Run: {apply} {INDEXED_JOB}",
+        ],
+    )
+    return files
 
 
 def render_serve(spec: ServeSpec) -> dict[str, str]:
@@ -136,8 +179,16 @@ def write_files(out: Path, files: dict[str, str]) -> list[Path]:
 
 
 def write_k8s(job: str | Path, spec: ClusterSpec, out: Path) -> list[Path]:
-    """Training manifests for `job` into the folder `out`."""
-    return write_files(out, render_k8s(spec, cluster_job_toml(job, bool(spec.data_key_secret))))
+    """Training manifests for `job` into the folder `out`; where the job keeps its data and
+    runs (the shared volume or s3://) is read from the job file."""
+    job_toml = cluster_job_toml(job, bool(spec.data_key_secret))
+    raw = tomllib.loads(job_toml)
+    spec = replace(
+        spec,
+        runs_dir=raw["run"]["runs_dir"],
+        data_on_s3=str(raw.get("data", {}).get("prepared", "")).startswith(S3),
+    )
+    return write_files(out, render_k8s(spec, job_toml))
 
 
 def write_serve(spec: ServeSpec, out: Path) -> list[Path]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from deepfleet.cluster._commands import RUNS_DIR
 from deepfleet.errors import UserError
 
 # Kubernetes object names are DNS-1123 labels; pods of an Indexed Job are named
@@ -13,6 +14,9 @@ from deepfleet.errors import UserError
 MAX_NAME = 40
 _LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$")
+TRAINERS = ("v1", "v2")
+# Kubeflow Trainer v2 puts the rendezvous on this port (PET_MASTER_PORT, ContainerTrainerPort).
+V2_PORT = 29500
 _DURATION = re.compile(r"^([0-9]+-)?[0-9]{1,2}:[0-9]{2}:[0-9]{2}$")
 
 
@@ -48,6 +52,15 @@ class ClusterSpec:
     max_restarts: int = 3
     rdzv_port: int = 29500
     data_key_secret: str | None = None
+    # "v1": Kubeflow training operator PyTorchJob (and an Indexed Job); "v2": Kubeflow Trainer
+    # TrainJob with a TrainingRuntime.
+    trainer: str = "v1"
+    # Where run folders live: the shared volume, or an s3:// URL (then no volume is mounted).
+    runs_dir: str = RUNS_DIR
+    # The job's data (data.prepared) is an s3:// URL.
+    data_on_s3: bool = False
+    # The Secret holding the S3 credentials (default `<name>-s3`), used when anything is on s3://.
+    s3_secret: str | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name, "name")
@@ -69,11 +82,37 @@ class ClusterSpec:
             raise UserError(f"--port must be in 1024..65535, got {self.rdzv_port}")
         if self.data_key_secret is not None:
             check_name(self.data_key_secret, "--data-key-secret")
+        if self.trainer not in TRAINERS:
+            raise UserError(f"--trainer {self.trainer!r}: expected one of {', '.join(TRAINERS)}")
+        if not (self.runs_dir.startswith(("/", "s3://")) and len(self.runs_dir) > len("s3://")):
+            raise UserError(
+                f"run.runs_dir {self.runs_dir!r}: on a cluster, expected an s3:// URL "
+                "(or leave it unset for the shared volume)"
+            )
+        if self.s3_secret is not None:
+            check_name(self.s3_secret, "--s3-secret")
+        if self.trainer == "v2" and self.rdzv_port != V2_PORT:
+            raise UserError(
+                f"--port {self.rdzv_port}: with --trainer v2 the Kubeflow Trainer sets the "
+                f"rendezvous port ({V2_PORT}); leave --port unset"
+            )
 
     @property
     def nproc(self) -> int:
         """Processes per node: one per GPU, or one on a CPU-only node."""
         return max(self.gpus_per_node, 1)
+
+    @property
+    def shared_volume(self) -> bool:
+        """Run folders on the shared volume; a run on object storage needs none."""
+        return not self.runs_dir.startswith("s3://")
+
+    @property
+    def s3_secret_name(self) -> str | None:
+        """The Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, when the job uses s3://."""
+        if self.shared_volume and not self.data_on_s3:
+            return None
+        return self.s3_secret or f"{self.name}-s3"
 
 
 @dataclass(frozen=True)
