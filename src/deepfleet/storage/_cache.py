@@ -114,6 +114,7 @@ class ShardCache:
             with locked(self.root / ".lock"):
                 fd = self._try_pin(path)
             if fd is not None:
+                self._pending.pop(sha256, None)  # a finished prefetch: forget it
                 return fd, path
             pending = self._pending.pop(sha256, None)
             if pending is not None:
