@@ -147,3 +147,25 @@ def test_several_processes_never_exceed_the_limit(shards, s3_options, tmp_path):
     assert counts == [24, 24, 24]
     assert 0 < peak[0] <= limit, peak[0]
     assert _bytes_on_disk(folder) <= limit
+
+
+def test_a_dead_downloads_reservation_is_dropped_and_a_live_one_counts(tmp_path):
+    import fcntl
+
+    store = Store(tmp_path / "source")
+    store.write_bytes("a.bin", b"x" * 10)
+    with ShardCache(store, tmp_path / "c", limit_bytes=100) as cache:
+        incoming = tmp_path / "c" / "incoming"
+        stale = incoming / f"{'0' * 64}.4242.90.part"  # its process died: nobody holds it
+        stale.write_bytes(b"partial")
+        live = incoming / f"{'1' * 64}.4243.60.part"
+        fd = os.open(live, os.O_RDWR | os.O_CREAT)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a download in progress in another process
+        try:
+            assert cache.usage() == 60
+            assert not stale.exists() and live.exists()
+            assert cache.fetch("a.bin", _digest(b"x" * 10)).read_bytes() == b"x" * 10
+            assert cache.usage() == 70
+        finally:
+            os.close(fd)
+        assert cache.usage() == 10 and not live.exists()

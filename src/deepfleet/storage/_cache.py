@@ -12,8 +12,10 @@ verified once, when it arrives (a mismatch is an error and nothing is kept). The
 complete files plus the sizes reserved by downloads in progress never exceeds the limit:
 space is reserved under the lock before a byte is written, by evicting the least recently
 used files that no reader holds. Readers hold a shared flock on the file they use, and
-eviction skips a file it cannot lock exclusively. Reservations of processes that died are
-dropped. Everything is safe with several processes of a node sharing the folder.
+eviction skips a file it cannot lock exclusively. A downloader holds an exclusive lock on its
+reservation file, so a reservation nobody holds belongs to a process that died and is
+dropped (locks, unlike process ids, mean the same in every container sharing the folder).
+Everything is safe with several processes of a node sharing the folder.
 """
 
 from __future__ import annotations
@@ -35,16 +37,6 @@ from deepfleet.storage._store import Store
 log = logging.getLogger("deepfleet.storage")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _PART = re.compile(r"^([0-9a-f]{64})\.(\d+)\.(\d+)\.part$")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class ShardCache:
@@ -122,6 +114,7 @@ class ShardCache:
             with locked(self.root / ".lock"):
                 fd = self._try_pin(path)
             if fd is not None:
+                self._pending.pop(sha256, None)  # a finished prefetch: forget it
                 return fd, path
             pending = self._pending.pop(sha256, None)
             if pending is not None:
@@ -159,7 +152,7 @@ class ShardCache:
                     f"{size} bytes do not fit in the cache limit of {self.limit} bytes",
                 )
             part = self.incoming / f"{sha256}.{os.getpid()}.{size}.part"
-            self._reserve(part, size)
+            held = self._reserve(part, size)
             try:
                 _, digest = self.store.download(name, part, max_bytes=size)
                 if digest != sha256:
@@ -171,6 +164,7 @@ class ShardCache:
                 os.replace(part, final)  # atomic: readers see all of it or nothing
             finally:
                 part.unlink(missing_ok=True)
+                os.close(held)
 
     def _usage(self) -> tuple[int, list[tuple[float, Path, int]]]:
         """(bytes used, complete files as (mtime, path, size)); drops dead reservations."""
@@ -186,14 +180,28 @@ class ShardCache:
             m = _PART.match(entry.name)
             if not m:
                 continue
-            if _alive(int(m.group(2))):
+            if self._held(Path(entry.path)):
                 used += int(m.group(3))
-            else:
-                Path(entry.path).unlink(missing_ok=True)  # its process died mid-download
         return used, sorted(files)
 
-    def _reserve(self, part: Path, size: int) -> None:
-        """Make room for `size` bytes and claim it by creating `part`, under the lock."""
+    @staticmethod
+    def _held(part: Path) -> bool:
+        """Whether a live download holds `part`; one that nobody holds is removed."""
+        try:
+            fd = os.open(part, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            if try_exclusive(fd):
+                part.unlink(missing_ok=True)  # its process died mid-download
+                return False
+            return True
+        finally:
+            os.close(fd)
+
+    def _reserve(self, part: Path, size: int) -> int:
+        """Make room for `size` bytes and claim it by creating `part`, under the lock;
+        returns the descriptor whose lock marks the reservation as live."""
         deadline = time.monotonic() + self.wait_s
         while True:
             with locked(self.root / ".lock"):
@@ -204,8 +212,9 @@ class ShardCache:
                     if self._evict(path):
                         used -= nbytes
                 if used + size <= self.limit:
-                    part.touch()
-                    return
+                    fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o600)
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    return fd
             if time.monotonic() > deadline:
                 raise StorageError(
                     self.root,
