@@ -17,9 +17,22 @@ from deepfleet.deploy import export_bundle, load_bundle
 from deepfleet.deploy._backends import make_backend
 from deepfleet.models import mlp
 
+# Bundles already exported in this test session, by (data, seed, hidden): the test modules
+# share them (a copy is cheaper than an ONNX export).
+_EXPORTED: dict[tuple, Path] = {}
+
 
 def digits_classifier(out: Path, data_dir: Path, *, seed: int, hidden: list[int]) -> Path:
     """An MLP trained for 60 Adam steps on the digits train split, exported to `out`."""
+    key = (str(data_dir), seed, tuple(hidden))
+    if key in _EXPORTED and _EXPORTED[key].is_dir():
+        shutil.copytree(_EXPORTED[key], out)
+        return out
+    _EXPORTED[key] = _export(out, data_dir, seed, hidden)
+    return out
+
+
+def _export(out: Path, data_dir: Path, seed: int, hidden: list[int]) -> Path:
     manifest = read_manifest(data_dir)
     train = read_split(manifest, "train")
     torch.manual_seed(seed)

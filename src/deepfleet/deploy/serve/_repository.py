@@ -242,20 +242,20 @@ class Repository:
         if found is None:
             found = {}
         keep = self.config.max_versions
-        wanted = set(sorted(found)[-keep:] if keep else found)
-        for number in sorted(set(versions) | set(found)):
-            entry = versions.get(number)
-            if number not in found:  # the folder is gone
-                if entry is not None:
-                    await self._retire(entry, "removed from the repository")
-                    del versions[number]
-                continue
-            if number not in wanted:
-                entry = versions.setdefault(number, Version(number, found[number], UNAVAILABLE))
-                await self._retire(entry, f"unloaded: only the latest {keep} versions are served")
-                continue
+        wanted = sorted(found)[-keep:] if keep else sorted(found)
+        # Load first, retire after: a model keeps answering on its old versions until the
+        # new ones are READY.
+        for number in wanted:
             entry = versions.setdefault(number, Version(number, found[number]))
             await self._refresh(name, entry, found[number], retry)
+        for number in sorted(set(versions) - set(wanted)):
+            entry = versions[number]
+            if number in found:
+                reason = f"unloaded: only the latest {keep} versions are served"
+                await self._retire(entry, reason)
+            else:  # the folder is gone
+                await self._retire(entry, "removed from the repository")
+                del versions[number]
 
     async def _refresh(self, name: str, entry: Version, path: Path, retry: bool) -> None:
         """Load the version when its folder is new or changed (or on request, when it is
