@@ -1,0 +1,113 @@
+"""The repository's version changes, driven directly on an event loop (no server process):
+a version being retired answers what it admitted first, a reload swaps in place, and a new
+version that fails verification never displaces the one serving."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+
+import numpy as np
+import pytest
+from _repo_bundles import digits_classifier, own_logits, place_version
+
+from deepfleet.data import read_split
+from deepfleet.deploy._backends import BACKEND_TOLERANCE
+from deepfleet.deploy.serve import ServeConfig
+from deepfleet.deploy.serve._metrics import Metrics
+from deepfleet.deploy.serve._repository import NotReady, Repository
+
+
+@pytest.fixture(scope="module")
+def bundles(digits_data, tmp_path_factory):
+    base = tmp_path_factory.mktemp("drain-bundles")
+    return {
+        seed: digits_classifier(base / str(seed), digits_data, seed=seed, hidden=[32])
+        for seed in (1, 2)
+    }
+
+
+@pytest.fixture(scope="module")
+def x(digits_data) -> np.ndarray:
+    return read_split(digits_data, "test").x[:4].numpy()
+
+
+def _repository(root, **settings) -> Repository:
+    return Repository(ServeConfig(bundle=str(root), timeout_s=5, **settings), Metrics())
+
+
+def _states(repository: Repository) -> dict[str, tuple[str, str]]:
+    return {r["version"]: (r["state"], r["reason"]) for r in repository.index()}
+
+
+def test_an_unload_waits_for_the_requests_its_version_admitted(bundles, x, tmp_path):
+    place_version(bundles[1], tmp_path, "alpha", 1)
+
+    async def scenario():
+        repository = _repository(tmp_path)
+        await repository.start()
+        served = repository.get("alpha")
+        try:
+            with served.inflight.admitted():
+                unloading = asyncio.create_task(repository.unload("alpha"))
+                await asyncio.sleep(0.3)
+                assert not unloading.done()  # held by the request in flight
+                assert _states(repository)["1"] == ("UNLOADING", "unloaded")
+                with pytest.raises(NotReady):
+                    repository.get("alpha")  # admits nothing new
+                answer = await served.run(x, time.perf_counter(), repository.metrics)
+            await asyncio.wait_for(unloading, 10)
+            assert _states(repository)["1"] == ("UNAVAILABLE", "unloaded")
+            return answer
+        finally:
+            await repository.stop()
+
+    answer = asyncio.run(scenario())
+    np.testing.assert_allclose(answer, own_logits(bundles[1], x), atol=BACKEND_TOLERANCE)
+
+
+def test_a_changed_version_folder_reloads_in_place(bundles, x, tmp_path):
+    folder = place_version(bundles[1], tmp_path, "alpha", 1)
+
+    async def scenario():
+        repository = _repository(tmp_path)
+        await repository.start()
+        try:
+            before = repository.get("alpha", "1")
+            shutil.rmtree(folder)
+            place_version(bundles[2], tmp_path, "alpha", 1)
+            await repository.load("alpha")
+            after = repository.get("alpha", "1")
+            assert after is not before and after.version == "1"
+            assert after.bundle.version != before.bundle.version  # the weights' digest
+            return await after.run(x, time.perf_counter(), repository.metrics)
+        finally:
+            await repository.stop()
+
+    answer = asyncio.run(scenario())
+    np.testing.assert_allclose(answer, own_logits(bundles[2], x), atol=BACKEND_TOLERANCE)
+
+
+def test_a_newer_version_that_fails_verification_never_takes_over(bundles, tmp_path):
+    place_version(bundles[1], tmp_path, "alpha", 1)
+
+    async def scenario():
+        repository = _repository(tmp_path)
+        await repository.start()
+        try:
+            bad = place_version(bundles[2], tmp_path, "alpha", 2)
+            (bad / "model.onnx").write_bytes(b"not what was exported")
+            await repository.sync_all()  # what a poll does
+            states = _states(repository)
+            assert states["1"] == ("READY", "")
+            assert states["2"][0] == "UNAVAILABLE"
+            assert "model.onnx does not match its sha256" in states["2"][1]
+            assert repository.get("alpha").version == "1"
+            assert repository.versions("alpha") == ["1"]
+            with pytest.raises(NotReady, match="version 2 is UNAVAILABLE"):
+                repository.get("alpha", "2")
+        finally:
+            await repository.stop()
+
+    asyncio.run(scenario())
