@@ -23,7 +23,9 @@ from _deploy_helpers import Server, infer_body, raw_split
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from conftest import run_deepfleet
+from deepfleet.deploy.serve import ServeConfig
+from deepfleet.deploy.serve._loading import check_before_start
+from deepfleet.errors import UserError
 
 pytestmark = pytest.mark.e2e
 TOKEN = secrets.token_hex(16)
@@ -196,17 +198,17 @@ def test_grpc_shares_the_batchers_and_metrics_of_http(server, stub, raw):
     assert rows == 1 + 2 + 3 + 4 + 5
 
 
-def test_a_taken_grpc_port_is_one_line_and_exit_2(trained_run):
+def test_a_taken_grpc_port_is_refused_before_serving(trained_run):
+    """The check `deepfleet serve` makes before uvicorn starts (a UserError: one line, exit 2)."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = run_deepfleet(
-            "serve", str(trained_run.bundle), "--no-auth", "--grpc-port", str(port), timeout=120
-        )
-    assert done.returncode == 2
-    assert f"--grpc-port {port}: cannot bind 127.0.0.1" in done.stderr
-    assert "Traceback" not in done.stderr
+        config = ServeConfig(bundle=str(trained_run.bundle), grpc_port=port)
+        with pytest.raises(UserError, match=f"--grpc-port {port}: cannot bind 127.0.0.1"):
+            check_before_start(config)
+    with pytest.raises(UserError, match="is also the HTTP --port"):
+        ServeConfig(bundle=str(trained_run.bundle), port=port, grpc_port=port)
 
 
 def _listeners(port: int) -> int:
