@@ -15,6 +15,7 @@ from _repo_bundles import digits_classifier, own_logits, place_version
 from deepfleet.data import read_split
 from deepfleet.deploy._backends import BACKEND_TOLERANCE
 from deepfleet.deploy.serve import ServeConfig
+from deepfleet.deploy.serve._errors import RequestError
 from deepfleet.deploy.serve._metrics import Metrics
 from deepfleet.deploy.serve._repository import NotReady, Repository
 
@@ -107,6 +108,28 @@ def test_a_newer_version_that_fails_verification_never_takes_over(bundles, tmp_p
             assert repository.versions("alpha") == ["1"]
             with pytest.raises(NotReady, match="version 2 is UNAVAILABLE"):
                 repository.get("alpha", "2")
+        finally:
+            await repository.stop()
+
+    asyncio.run(scenario())
+
+
+def test_polling_follows_model_folders_that_come_and_go(bundles, tmp_path):
+    place_version(bundles[1], tmp_path, "alpha", 1)
+
+    async def scenario():
+        repository = _repository(tmp_path)
+        await repository.start()
+        try:
+            place_version(bundles[2], tmp_path, "beta", 7)
+            shutil.rmtree(tmp_path / "alpha")
+            await repository.sync_all()
+            assert [(r["name"], r["version"], r["state"]) for r in repository.index()] == [
+                ("beta", "7", "READY")
+            ]
+            with pytest.raises(RequestError, match="unknown model 'alpha'"):
+                repository.get("alpha")
+            assert repository.get(None).name == "beta"  # the only model answers /predict
         finally:
             await repository.stop()
 
