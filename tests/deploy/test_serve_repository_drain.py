@@ -1,21 +1,25 @@
 """The repository's version changes, driven directly on an event loop (no server process):
-a version being retired answers what it admitted first, a reload swaps in place, and a new
-version that fails verification never displaces the one serving."""
+a version being retired answers what it admitted first (text streams too), a reload swaps in
+place, and a new version that fails verification never displaces the one serving."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import time
 
 import numpy as np
 import pytest
 from _repo_bundles import digits_classifier, own_logits, place_version
+from _task_bundles import lm_bundle, tokenizer_file
 
 from deepfleet.data import read_split
+from deepfleet.data._text import load_tokenizer
 from deepfleet.deploy._backends import BACKEND_TOLERANCE
 from deepfleet.deploy.serve import ServeConfig
 from deepfleet.deploy.serve._errors import RequestError
+from deepfleet.deploy.serve._generation import parse_generate
 from deepfleet.deploy.serve._metrics import Metrics
 from deepfleet.deploy.serve._repository import NotReady, Repository
 
@@ -134,3 +138,32 @@ def test_polling_follows_model_folders_that_come_and_go(bundles, tmp_path):
             await repository.stop()
 
     asyncio.run(scenario())
+
+
+def test_an_unload_lets_a_running_text_stream_finish(tmp_path):
+    tokenizer = tokenizer_file(tmp_path)
+    vocab = load_tokenizer(tokenizer).get_vocab_size()
+    lm_bundle(tmp_path / "lm" / "1", tokenizer, vocab=vocab, onnx=False)
+    wanted = 120
+
+    async def scenario():
+        repository = _repository(tmp_path, max_new_tokens=wanted)
+        await repository.start()
+        try:
+            served = repository.get("lm")
+            generation = served.generation
+            request = parse_generate({"prompt": "the quick", "max_new_tokens": wanted}, wanted)
+            ids = generation.prompt_ids(request.prompt)
+            with served.inflight.admitted():  # as the route holds it until the stream starts
+                stream = await generation.start(request, ids, time.perf_counter())
+            unloading = asyncio.create_task(repository.unload("lm"))
+            events = [json.loads(e.decode().removeprefix("data: ")) async for e in stream]
+            await asyncio.wait_for(unloading, 30)
+            assert _states(repository)["1"] == ("UNAVAILABLE", "unloaded")
+            return events
+        finally:
+            await repository.stop()
+
+    events = asyncio.run(scenario())
+    assert events[-1]["done"] is True, events[-1]  # not cut off by the unload
+    assert events[-1]["tokens"] == len(events) - 1

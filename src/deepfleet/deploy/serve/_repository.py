@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ UNLOADED = "unloaded"
 # Past the request timeout every admitted request has been answered (or timed out); the
 # grace covers the answer being written.
 DRAIN_GRACE_S = 5.0
+GENERATION_POLL_S = 0.05
 
 
 class NotReady(RequestError):
@@ -295,12 +297,25 @@ class Repository:
         entry.state = UNAVAILABLE
 
     async def _drain_and_stop(self, served: Served) -> None:
-        if not await served.inflight.drained(self.config.timeout_s + DRAIN_GRACE_S):
+        deadline = time.monotonic() + self.config.timeout_s + DRAIN_GRACE_S
+        if not await served.inflight.drained(deadline - time.monotonic()):
             log.warning(
                 "model %s version %s: %d requests still in flight at unload",
                 served.name,
                 served.version,
                 served.inflight.count,
+            )
+        generation = served.generation
+        # A text stream outlives its request handler: wait for the streams too (a generation
+        # is bounded per token by the timeout, not as a whole, so the same deadline cuts it).
+        while generation is not None and generation.active and time.monotonic() < deadline:
+            await asyncio.sleep(GENERATION_POLL_S)
+        if generation is not None and generation.active:
+            log.warning(
+                "model %s version %s: %d generations cut at unload",
+                served.name,
+                served.version,
+                generation.active,
             )
         await stop_version(served)
 

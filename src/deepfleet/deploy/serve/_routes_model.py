@@ -183,10 +183,13 @@ async def _generate(request: Request, s: Served):
             else f"it is a {s.bundle.task.name} model"
         )
         raise RequestError(404, f"model {s.bundle.name!r} does not generate text ({why})")
-    payload = parse_json(await read_body(request, config.max_body_bytes))
-    body = parse_generate(payload, config.max_new_tokens)
-    ids = generation.prompt_ids(body.prompt)
-    events = await generation.start(body, ids, arrived)
+    # In flight until the generation runs; from then on the version's retirement waits for
+    # the generation itself (Generation.active) until its stream ends.
+    with s.inflight.admitted():
+        payload = parse_json(await read_body(request, config.max_body_bytes))
+        body = parse_generate(payload, config.max_new_tokens)
+        ids = generation.prompt_ids(body.prompt)
+        events = await generation.start(body, ids, arrived)
     return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
