@@ -112,6 +112,10 @@ def test_a_newer_version_that_fails_verification_never_takes_over(bundles, tmp_p
             assert repository.versions("alpha") == ["1"]
             with pytest.raises(NotReady, match="version 2 is UNAVAILABLE"):
                 repository.get("alpha", "2")
+            for odd in ("02", "9" * 5000, "-1", "1.0"):  # never int() on what a path says
+                with pytest.raises(RequestError, match="unknown version") as refused:
+                    repository.get("alpha", odd)
+                assert refused.value.status == 404 and len(refused.value.message) < 120
         finally:
             await repository.stop()
 

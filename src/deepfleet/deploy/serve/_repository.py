@@ -23,7 +23,7 @@ from pathlib import Path
 
 from deepfleet.deploy.serve._config import ServeConfig
 from deepfleet.deploy.serve._errors import RequestError
-from deepfleet.deploy.serve._layout import Layout, layout_of, stamp
+from deepfleet.deploy.serve._layout import VERSION, Layout, layout_of, stamp
 from deepfleet.deploy.serve._loading import open_version, start_version, stop_version
 from deepfleet.deploy.serve._metrics import Metrics
 from deepfleet.deploy.serve._state import Served
@@ -69,7 +69,9 @@ class Version:
 
 
 def _number(version: str) -> int | None:
-    return int(version) if version.isdigit() and str(int(version)) == version else None
+    """A version as a folder names it: digits, no leading zero (bounded: a path segment of
+    thousands of digits must not reach int())."""
+    return int(version) if VERSION.fullmatch(version) else None
 
 
 def _reason(err: Exception) -> str:
@@ -142,7 +144,7 @@ class Repository:
         if entry is None:
             known = ", ".join(str(n) for n in sorted(versions)) or "none"
             raise RequestError(
-                404, f"unknown version {version!r} of model {name!r}; it has versions: {known}"
+                404, f"unknown version {version[:40]!r} of model {name!r}; it has versions: {known}"
             )
         if entry.state != READY or entry.served is None:
             raise NotReady(f"model {name!r} version {version} is {entry.state}: {entry.reason}")
