@@ -133,7 +133,9 @@ class Repository:
             name = next(iter(self._models))
         versions = self._models.get(name)
         if versions is None:
-            raise RequestError(404, f"unknown model {name!r}; this server serves {self._names()}")
+            raise RequestError(
+                404, f"unknown model {name[:80]!r}; this server serves {self._names()}"
+            )
         if not version:
             ready = [v for v in versions.values() if v.state == READY and v.served is not None]
             if not ready:
