@@ -205,7 +205,9 @@ class Repository:
         self._check_control()
         async with self._lock:
             if self.layout.versions(name) is None:
-                raise RequestError(404, f"no model {name!r} in the repository {self.layout.root}")
+                raise RequestError(
+                    404, f"no model {name[:80]!r} in the repository {self.layout.root}"
+                )
             self._held.discard(name)
             await self._sync(name, retry=True)
             versions = self._models.get(name, {})
