@@ -222,7 +222,7 @@ class Repository:
             versions = self._models.get(name)
             if versions is None:
                 raise RequestError(
-                    404, f"unknown model {name!r}; this server serves {self._names()}"
+                    404, f"unknown model {name[:80]!r}; this server serves {self._names()}"
                 )
             self._held.add(name)
             for entry in versions.values():
