@@ -45,6 +45,7 @@ OPEN_METHODS = frozenset(
 )
 MAX_SEND_BYTES = 64 << 20  # the largest answer: max batch x the widest output, with room
 EXTENSIONS = ["model_repository"]
+IDLE_CONNECTION_MS = 5 * 60 * 1000
 
 STATUS = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
@@ -217,6 +218,8 @@ async def start_grpc(config: ServeConfig, repository: Repository, metrics: Metri
         ("grpc.max_receive_message_length", config.max_body_bytes),
         ("grpc.max_send_message_length", MAX_SEND_BYTES),
         ("grpc.so_reuseport", 1 if config.workers > 1 else 0),
+        # gRPC has no cap on connections: at least idle ones do not stay open forever.
+        ("grpc.max_connection_idle_ms", IDLE_CONNECTION_MS),
     ]
     interceptors = [TokenCheck(config.token, metrics)] if config.token else []
     server = grpc.aio.server(
