@@ -9,7 +9,7 @@ TORCH_VERSION ?= 2.13.0
 # The container image `make image` builds.
 IMAGE ?= deepfleet:0.1.0
 
-.PHONY: demo test install dev lint bench clean image image-lint constraints
+.PHONY: demo test install dev lint bench clean image image-lint constraints proto
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -54,3 +54,7 @@ image-lint: dev
 # Re-pin the image's Python dependencies to the versions installed in $(VENV).
 constraints: install
 	$(PY) docker/constraints.py > docker/constraints.txt
+
+# The gRPC modules of deploy/serve/_proto, regenerated from grpc_predict_v2.proto.
+proto: dev
+	PYTHON=$(PY) scripts/gen_proto.sh

@@ -44,10 +44,21 @@ class Server:
     """`python -m deepfleet serve ...` on 127.0.0.1 and a free port, stopped on exit."""
 
     def __init__(
-        self, bundle: Path, *args: str, log: Path, token: str | None = None, startup_s: float = 90
+        self,
+        bundle: Path,
+        *args: str,
+        log: Path,
+        token: str | None = None,
+        startup_s: float = 90,
+        grpc: bool = False,
     ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # With grpc, OIP v2 over gRPC on a second free port (self.grpc_url, host:port).
+        self.grpc_port = free_port() if grpc else 0
+        self.grpc_url = f"127.0.0.1:{self.grpc_port}"
+        if grpc:
+            args = (*args, "--grpc-port", str(self.grpc_port))
         self.token = token
         env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
         env.pop("DEEPFLEET_SERVE_TOKEN", None)

@@ -33,3 +33,20 @@ def test_serve_refuses_a_tampered_signed_bundle(
     (root / "extra").write_text("x")
     assert run_cli(["serve", str(trained_run.bundle), "--no-auth"]) == 2
     assert "not signed" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_folder_that_is_neither_bundle_nor_repository(
+    tmp_path, capsys, no_serve_env
+):
+    (tmp_path / "empty").mkdir()
+    assert run_cli(["serve", str(tmp_path / "empty"), "--no-auth"]) == 2
+    assert "neither a bundle (model.json) nor a model repository" in capsys.readouterr().err
+    assert run_cli(["serve", str(tmp_path / "missing"), "--no-auth"]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    for flag, value, says in (
+        ("--grpc-port", "70000", "--grpc-port must be 0..65535"),
+        ("--max-versions", "-1", "--max-versions must be >= 0"),
+        ("--poll-interval", "-2", "--poll-interval must be >= 0"),
+    ):
+        assert run_cli(["serve", str(tmp_path / "empty"), "--no-auth", flag, value]) == 2
+        assert says in capsys.readouterr().err

@@ -46,16 +46,14 @@ def test_every_route_not_listed_open_refuses_a_missing_token(client):
     protected = [(m, p) for m, p in routes if p not in OPEN_ROUTES]
     assert len(protected) >= 5
     for method, path in protected:
-        url = re.sub(
-            r"\{version\}", client.app.state.served.version, path.replace("{name}", "tiny")
-        )
+        url = re.sub(r"\{version\}", "1", path.replace("{name}", "tiny"))
         reply = client.request(method, url, content=b"{}")
         assert reply.status_code == 401, (method, path, reply.text)
         assert reply.json() == {"error": "missing or wrong bearer token"}
 
 
 def test_the_open_routes_answer_without_a_token(client):
-    version = client.app.state.served.version
+    version = "1"
     for path in (
         "/v2",
         "/v2/health/live",

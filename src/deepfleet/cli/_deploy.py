@@ -40,9 +40,23 @@ def verify(
 
 @app.command()
 def serve(
-    bundle: Path = typer.Argument(..., help="A bundle folder."),
+    bundle: Path = typer.Argument(
+        ..., help="A bundle folder, or a model repository of REPO/<model>/<version>/ bundles."
+    ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
+    grpc_port: int = typer.Option(
+        0, "--grpc-port", help="Also serve OIP v2 over gRPC on this port of --host (0: no gRPC)."
+    ),
+    poll_interval: float = typer.Option(
+        0.0,
+        "--poll-interval",
+        help="Rescan the repository for new, changed or removed versions every this many "
+        "seconds (0: only on a repository load call).",
+    ),
+    max_versions: int = typer.Option(
+        0, "--max-versions", help="Serve the latest N versions of each model (0: all)."
+    ),
     backend: str = typer.Option(
         "auto",
         "--backend",
@@ -76,7 +90,8 @@ def serve(
     ),
     access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
 ) -> None:
-    """Serve a bundle over HTTP: Open Inference Protocol v2, /predict, /metrics."""
+    """Serve a bundle or a model repository: Open Inference Protocol v2 over HTTP (and gRPC
+    with --grpc-port), the repository API, /predict, /metrics."""
     from deepfleet.deploy.serve import ServeConfig, read_token
     from deepfleet.deploy.serve import serve as run_server
 
@@ -84,6 +99,9 @@ def serve(
         bundle=str(bundle),
         host=host,
         port=port,
+        grpc_port=grpc_port,
+        poll_interval_s=poll_interval,
+        max_versions=max_versions,
         backend=backend,
         device=device,
         compiled=compiled,

@@ -1,11 +1,13 @@
 """The ASGI app: Open Inference Protocol v2 REST, /predict, /generate, /metrics, behind
-bearer auth.
+bearer auth, and (with a gRPC port) OIP v2 over gRPC in the same process.
 
-The routes live in two routers: _routes_model (model metadata, infer, /predict, generate),
-every route of which depends on the token check, and _routes_open (health, readiness, server
-metadata, /metrics), open by design; FastAPI's own OpenAPI schema and docs are open too. This
-module assembles them: the lifespan that loads the bundle into `app.state`, the error
-handlers that answer every error as JSON, and the request metrics.
+The routes live in three routers: _routes_model (model metadata, infer, /predict,
+generate) and _routes_repository (the repository index, load, unload), every route of which
+depends on the token check, and _routes_open (health, readiness, server metadata, /metrics),
+open by design; FastAPI's own OpenAPI schema and docs are open too. This module assembles
+them: the lifespan that loads the models into `app.state.repository` and starts the gRPC
+server on the same event loop (so both protocols share the models, batchers, limits and
+metrics), the error handlers that answer every error as JSON, and the request metrics.
 """
 
 from __future__ import annotations
@@ -15,25 +17,19 @@ import logging
 import time
 from contextlib import asynccontextmanager
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException
 
 from deepfleet import __version__
-from deepfleet.deploy._backends import Backend, cpu_threads_per_process, make_backend
-from deepfleet.deploy._bundle import LoadedBundle
-from deepfleet.deploy._signing import open_bundle
-from deepfleet.deploy.serve import _routes_model, _routes_open
+from deepfleet.deploy.serve import _routes_model, _routes_open, _routes_repository
 from deepfleet.deploy.serve import _schemas as schemas
-from deepfleet.deploy.serve._batcher import DynamicBatcher
 from deepfleet.deploy.serve._config import ServeConfig
 from deepfleet.deploy.serve._errors import RequestError
-from deepfleet.deploy.serve._generation import generation_for
 from deepfleet.deploy.serve._http import json_response
 from deepfleet.deploy.serve._metrics import Metrics
-from deepfleet.deploy.serve._state import Served
+from deepfleet.deploy.serve._repository import Repository
 
 log = logging.getLogger("deepfleet.serve")
 
@@ -52,19 +48,6 @@ OPEN_ROUTES = frozenset(
         "/redoc",
     }
 )
-
-
-def _backends(config: ServeConfig, bundle: LoadedBundle) -> list[Backend]:
-    threads = cpu_threads_per_process(config.replicas * config.workers)
-    backends = [
-        make_backend(bundle, config.backend, config.device, config.compiled, threads)
-        for _ in range(config.replicas)
-    ]
-    dtype = np.dtype(bundle.input_dtype)
-    for backend in backends:  # warm up: first calls allocate (and compile, when compiled)
-        for rows in sorted({1, config.max_batch_size}):
-            backend(np.zeros((rows, *bundle.input_shape), dtype))
-    return backends
 
 
 class _MetricsMiddleware:
@@ -97,31 +80,29 @@ class _MetricsMiddleware:
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
     config: ServeConfig = app.state.config
-    bundle = open_bundle(config.bundle, config.public_key, device="cpu")
-    backends = _backends(config, bundle)
-    batcher = DynamicBatcher(
-        backends,
-        app.state.metrics,
-        max_batch_size=config.max_batch_size,
-        max_delay_s=config.max_delay_ms / 1000,
-        max_queue=config.max_queue,
-        batching=config.batching,
-    )
-    batcher.start()
-    generation = generation_for(bundle, config, app.state.metrics)
-    app.state.served = Served(config, bundle, batcher, backends[0].name, generation)
+    repository = Repository(config, app.state.metrics)
+    await repository.start()
+    app.state.repository = repository
+    grpc_server = None
+    if config.grpc_port:
+        # Imported only when asked for: the generated protobuf modules stay out of processes
+        # that serve HTTP alone.
+        from deepfleet.deploy.serve._grpc import start_grpc
+
+        grpc_server = await start_grpc(config, repository, app.state.metrics)
     # Everything loaded so far (torch, onnxruntime, the app) lives as long as the process:
     # freezing it keeps the collector from rescanning it in full collections, which
     # otherwise pause every request for hundreds of milliseconds under load.
     gc.collect()
     gc.freeze()
-    log.info("serving %s (%s, %d replicas)", bundle.name, backends[0].name, len(backends))
+    ready = sum(row["state"] == "READY" for row in repository.index())
+    log.info("serving %d model versions from %s", ready, config.bundle)
     try:
         yield
     finally:
-        await batcher.stop()
-        if generation is not None:
-            generation.stop()
+        if grpc_server is not None:
+            await grpc_server.stop(grace=2)
+        await repository.stop()
 
 
 async def _request_error(request: Request, err: RequestError):
@@ -145,16 +126,16 @@ async def _internal_error(request: Request, err: Exception):
 
 
 def create_app(config: ServeConfig) -> FastAPI:
-    """The app for one worker process; the bundle loads (and is verified) at startup."""
+    """The app for one worker process; the models load (and are verified) at startup."""
     app = FastAPI(
         title="deepfleet",
         version=__version__,
         lifespan=_lifespan,
-        description="Open Inference Protocol v2 (REST) for one deepfleet bundle.",
+        description="Open Inference Protocol v2 (REST) for deepfleet bundles.",
     )
     app.state.config = config
     app.state.metrics = Metrics()
-    app.state.served = None
+    app.state.repository = None
     app.add_middleware(_MetricsMiddleware, metrics=app.state.metrics)
     app.add_exception_handler(RequestError, _request_error)
     app.add_exception_handler(HTTPException, _http_error)
@@ -162,6 +143,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     app.add_exception_handler(Exception, _internal_error)
     app.include_router(_routes_open.router)
     app.include_router(_routes_model.router)
+    app.include_router(_routes_repository.router)
 
     def openapi():
         if app.openapi_schema is None:

@@ -17,9 +17,12 @@ TOKEN_ENV = "DEEPFLEET_SERVE_TOKEN"
 class ServeConfig:
     """Everything the server needs; every queue, body and pool has a bound."""
 
-    bundle: str
+    bundle: str  # one bundle folder, or a model repository (<model>/<version>/ bundles)
     host: str = "127.0.0.1"
     port: int = 8000
+    grpc_port: int = 0  # OIP v2 over gRPC on this port of `host`; 0: no gRPC
+    poll_interval_s: float = 0.0  # rescan the repository this often; 0: only on load calls
+    max_versions: int = 0  # serve the latest N versions of each model; 0: every version
     backend: str = "auto"  # auto: onnxruntime when the bundle has model.onnx, else torch
     device: str = "cpu"
     compiled: bool = False  # torch backend through torch.compile
@@ -40,6 +43,19 @@ class ServeConfig:
     def __post_init__(self) -> None:
         checks = [
             (self.port >= 0 and self.port < 65536, f"--port must be 0..65535, got {self.port}"),
+            (
+                0 <= self.grpc_port < 65536,
+                f"--grpc-port must be 0..65535 (0: no gRPC), got {self.grpc_port}",
+            ),
+            (
+                self.grpc_port == 0 or self.grpc_port != self.port,
+                f"--grpc-port {self.grpc_port} is also the HTTP --port",
+            ),
+            (
+                self.poll_interval_s >= 0,
+                f"--poll-interval must be >= 0 (0: off), got {self.poll_interval_s}",
+            ),
+            (self.max_versions >= 0, f"--max-versions must be >= 0, got {self.max_versions}"),
             (self.max_batch_size >= 1, f"--max-batch-size must be >= 1, got {self.max_batch_size}"),
             (self.max_delay_ms >= 0, f"--max-delay-ms must be >= 0, got {self.max_delay_ms}"),
             (self.max_queue >= 1, f"--max-queue must be >= 1, got {self.max_queue}"),

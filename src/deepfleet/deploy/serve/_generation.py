@@ -120,6 +120,12 @@ class Generation:
         self._executor = ThreadPoolExecutor(config.replicas, thread_name_prefix="generate")
         self._running: set[threading.Event] = set()
 
+    @property
+    def active(self) -> int:
+        """Generations running (their streams not finished): a version being retired waits
+        for them, as it waits for its infer requests."""
+        return len(self._running)
+
     def stop(self) -> None:
         """Stop every generation at its next token and wait for the threads."""
         for cancel in list(self._running):

@@ -24,9 +24,11 @@ from deepfleet.deploy.serve._protocol import (
 )
 from deepfleet.deploy.serve._state import (
     Served,
+    admitted,
     config_of,
     metrics_of,
     model_named,
+    repository_of,
     require_token,
     served,
 )
@@ -35,9 +37,12 @@ from deepfleet.deploy.serve._state import (
 router = APIRouter(dependencies=[Depends(require_token)])
 
 
-def _metadata(s: Served) -> dict:
+def model_metadata_of(s: Served, versions: list[str]) -> dict:
+    """OIP model metadata of one served version (`versions`: the model's READY ones)."""
     bundle = s.bundle
     parameters = {
+        "version": s.version,
+        "digest": bundle.version,  # the weights' sha256 prefix: which bundle this version is
         "task": bundle.task.name,
         "class_names": bundle.class_names,
         "max_batch_size": s.config.max_batch_size,
@@ -52,8 +57,8 @@ def _metadata(s: Served) -> dict:
             "max_new_tokens": s.config.max_new_tokens,
         }
     return {
-        "name": bundle.name,
-        "versions": [s.version],
+        "name": s.name,
+        "versions": versions,
         "platform": s.platform,
         "inputs": [
             {
@@ -72,12 +77,14 @@ META_DOC = {200: {"model": schemas.ModelMetadata}, 404: {"model": schemas.ErrorB
 
 @router.get("/v2/models/{name}", tags=["models"], responses=META_DOC)
 async def model_metadata(name: str, request: Request):
-    return json_response(_metadata(model_named(request, name)))
+    s = model_named(request, name)
+    return json_response(model_metadata_of(s, repository_of(request).versions(name)))
 
 
 @router.get("/v2/models/{name}/versions/{version}", tags=["models"], responses=META_DOC)
 async def model_version_metadata(name: str, version: str, request: Request):
-    return json_response(_metadata(model_named(request, name, version)))
+    s = model_named(request, name, version)
+    return json_response(model_metadata_of(s, repository_of(request).versions(name)))
 
 
 INFER_DOC = {
@@ -94,21 +101,23 @@ INFER_DOC = {
 
 async def _infer(request: Request, name: str, version: str | None):
     arrived = time.perf_counter()
-    s, config = model_named(request, name, version), config_of(request)
-    with s.batcher.arriving():
-        payload = parse_json(await read_body(request, config.max_body_bytes))
-        x, request_id, wanted = parse_infer(
-            payload,
-            s.bundle.input_shape,
-            config.max_batch_size,
-            s.preprocessing,
-            offered=list(s.outputs),
-            defaults=[o.name for o in s.outputs.values() if o.default],
-            vocab=s.bundle.vocab_size,
-        )
-    outputs = await s.run(x, arrived, metrics_of(request))
+    config = config_of(request)
+    # Admitted to one version for the whole request: a version swap lets it finish there.
+    with admitted(request, name, version) as s:
+        with s.batcher.arriving():
+            payload = parse_json(await read_body(request, config.max_body_bytes))
+            x, request_id, wanted = parse_infer(
+                payload,
+                s.bundle.input_shape,
+                config.max_batch_size,
+                s.preprocessing,
+                offered=list(s.outputs),
+                defaults=[o.name for o in s.outputs.values() if o.default],
+                vocab=s.bundle.vocab_size,
+            )
+        outputs = await s.run(x, arrived, metrics_of(request))
     tensors = infer_outputs(outputs, wanted, s.outputs)
-    return json_response(infer_response(tensors, s.bundle.name, s.version, request_id))
+    return json_response(infer_response(tensors, s.name, s.version, request_id))
 
 
 @router.post("/v2/models/{name}/infer", tags=["inference"], **INFER_DOC)
@@ -129,22 +138,21 @@ async def model_version_infer(name: str, version: str, request: Request):
 )
 async def predict(request: Request):
     arrived = time.perf_counter()
-    s, config = served(request), config_of(request)
-    with s.batcher.arriving():
-        payload = parse_json(await read_body(request, config.max_body_bytes))
-        x = parse_predict(
-            payload,
-            s.bundle.input_shape,
-            config.max_batch_size,
-            s.preprocessing,
-            vocab=s.bundle.vocab_size,
-        )
-    outputs = await s.run(x, arrived, metrics_of(request))
+    config = config_of(request)
+    with admitted(request, None) as s:  # the only model (400 when there are several)
+        with s.batcher.arriving():
+            payload = parse_json(await read_body(request, config.max_body_bytes))
+            x = parse_predict(
+                payload,
+                s.bundle.input_shape,
+                config.max_batch_size,
+                s.preprocessing,
+                vocab=s.bundle.vocab_size,
+            )
+        outputs = await s.run(x, arrived, metrics_of(request))
     if s.bundle.task.name == "classification":
-        return json_response(predict_response(outputs, s.bundle.class_names, s.bundle.name))
-    return json_response(
-        {"model_name": s.bundle.name, "predictions": predictions(s.bundle, outputs)}
-    )
+        return json_response(predict_response(outputs, s.bundle.class_names, s.name))
+    return json_response({"model_name": s.name, "predictions": predictions(s.bundle, outputs)})
 
 
 GENERATE_DOC = {
@@ -175,10 +183,13 @@ async def _generate(request: Request, s: Served):
             else f"it is a {s.bundle.task.name} model"
         )
         raise RequestError(404, f"model {s.bundle.name!r} does not generate text ({why})")
-    payload = parse_json(await read_body(request, config.max_body_bytes))
-    body = parse_generate(payload, config.max_new_tokens)
-    ids = generation.prompt_ids(body.prompt)
-    events = await generation.start(body, ids, arrived)
+    # In flight until the generation runs; from then on the version's retirement waits for
+    # the generation itself (Generation.active) until its stream ends.
+    with s.inflight.admitted():
+        payload = parse_json(await read_body(request, config.max_body_bytes))
+        body = parse_generate(payload, config.max_new_tokens)
+        ids = generation.prompt_ids(body.prompt)
+        events = await generation.start(body, ids, arrived)
     return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
 
 

@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from deepfleet import __version__
 from deepfleet.deploy.serve._http import json_response
-from deepfleet.deploy.serve._state import metrics_of, model_named, served
+from deepfleet.deploy.serve._state import metrics_of, ready_model_name, repository_of
 
 router = APIRouter()
 
@@ -25,17 +25,18 @@ async def live():
 
 @router.get("/v2/health/ready", tags=["health"])
 async def ready(request: Request):
-    return json_response({"ready": getattr(request.app.state, "served", None) is not None})
+    repository = getattr(request.app.state, "repository", None)
+    return json_response({"ready": repository is not None and repository.ready})
 
 
 @router.get("/v2/models/{name}/ready", tags=["models"])
 async def model_ready(name: str, request: Request):
-    return json_response({"name": model_named(request, name).bundle.name, "ready": True})
+    return json_response({"name": ready_model_name(request, name), "ready": True})
 
 
 @router.get("/v2/models/{name}/versions/{version}/ready", tags=["models"])
 async def model_version_ready(name: str, version: str, request: Request):
-    return json_response({"name": model_named(request, name, version).bundle.name, "ready": True})
+    return json_response({"name": ready_model_name(request, name, version), "ready": True})
 
 
 @router.get("/metrics", tags=["health"])
@@ -44,5 +45,5 @@ async def prometheus_metrics(request: Request):
     return Response(
         metrics.render(),
         media_type=metrics.content_type,
-        headers={"X-Queue-Depth": str(served(request).batcher.depth)},
+        headers={"X-Queue-Depth": str(repository_of(request).queue_depth)},
     )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import tempfile
 
-from deepfleet.deploy._signing import open_bundle
 from deepfleet.deploy.serve._config import CONFIG_ENV, TOKEN_ENV, ServeConfig
+from deepfleet.deploy.serve._loading import check_before_start
 
 
 def serve(config: ServeConfig) -> None:
@@ -14,7 +14,7 @@ def serve(config: ServeConfig) -> None:
     import uvicorn
 
     # Fail before binding a port: a missing, tampered or unsigned bundle is the user's error.
-    open_bundle(config.bundle, config.public_key)
+    check_before_start(config)
     os.environ[CONFIG_ENV] = config.to_env()
     if config.token:
         os.environ[TOKEN_ENV] = config.token

@@ -1,12 +1,16 @@
 """What one worker process serves, kept in `app.state`, and the FastAPI dependencies that
-hand it to the routes: the loaded model, the token check, the model a path names."""
+hand it to the routes: the loaded models (a Repository of Served versions), the token check,
+the model a path names."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from fastapi import Request
@@ -17,28 +21,35 @@ from deepfleet.deploy.serve._batcher import DynamicBatcher
 from deepfleet.deploy.serve._config import ServeConfig
 from deepfleet.deploy.serve._errors import RequestError
 from deepfleet.deploy.serve._generation import Generation
+from deepfleet.deploy.serve._inflight import InFlight
 from deepfleet.deploy.serve._metrics import Metrics
 from deepfleet.deploy.serve._outputs import Output, outputs_of
+
+if TYPE_CHECKING:
+    from deepfleet.deploy.serve._repository import Repository
 
 
 @dataclass
 class Served:
-    """The loaded bundle, its batcher, its outputs and (for a causal LM with a tokenizer)
-    its text generation (set by the app's lifespan)."""
+    """One served model version: the loaded bundle, its batcher, its outputs and (for a
+    causal LM with a tokenizer) its text generation; `name` and `version` are the
+    repository's (a single bundle: its own name, version "1"); `inflight` counts the
+    requests admitted to it, which it answers before it is retired."""
 
     config: ServeConfig
     bundle: LoadedBundle
     batcher: DynamicBatcher
     platform: str
     generation: Generation | None = None
+    name: str = ""
+    version: str = "1"
     outputs: dict[str, Output] = field(init=False)
+    inflight: InFlight = field(init=False)
 
     def __post_init__(self) -> None:
+        self.name = self.name or self.bundle.name
         self.outputs = outputs_of(self.bundle)
-
-    @property
-    def version(self) -> str:
-        return self.bundle.version
+        self.inflight = InFlight()
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -65,8 +76,23 @@ def metrics_of(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
+def repository_of(request: Request) -> Repository:
+    return request.app.state.repository
+
+
 def served(request: Request) -> Served:
-    return request.app.state.served
+    """The model of the routes that name none (/predict, /generate): the only model's
+    latest version; a 400 when the server holds several models."""
+    return repository_of(request).get(None)
+
+
+@contextlib.contextmanager
+def admitted(request: Request, name: str | None, version: str | None = None) -> Iterator[Served]:
+    """The model version a request runs on (`name` None: the only model), counted in flight
+    until the request is answered, so a retiring version finishes it first."""
+    s = repository_of(request).get(name, version)
+    with s.inflight.admitted():
+        yield s
 
 
 def require_token(request: Request) -> None:
@@ -86,13 +112,19 @@ def require_token(request: Request) -> None:
         )
 
 
+def ready_model_name(request: Request, name: str, version: str | None = None) -> str:
+    """The model's name when that version answers; for the open readiness routes, so the
+    error names no reason (the index, behind the token, has it)."""
+    from deepfleet.deploy.serve._repository import NotReady
+
+    try:
+        return repository_of(request).get(name, version).name
+    except NotReady:
+        which = f"model {name!r}" + (f" version {version}" if version else "")
+        raise RequestError(400, f"{which} is not ready") from None
+
+
 def model_named(request: Request, name: str, version: str | None = None) -> Served:
-    """The served model when the path names it (and its version), else 404."""
-    s = served(request)
-    if name != s.bundle.name:
-        raise RequestError(404, f"unknown model {name!r}; this server serves {s.bundle.name!r}")
-    if version is not None and version != s.version:
-        raise RequestError(
-            404, f"unknown version {version!r} of model {name!r}; it has {s.version!r}"
-        )
-    return s
+    """The model version a path names (no version: the latest ready one); 404 when the
+    repository has no such model or version, 400 when that version is not ready."""
+    return repository_of(request).get(name, version)

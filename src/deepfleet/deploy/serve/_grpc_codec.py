@@ -1,0 +1,120 @@
+"""OIP v2 gRPC messages to and from what the HTTP side already speaks.
+
+An infer request becomes the same JSON-shaped payload the REST route parses, so one parser
+(_protocol.parse_infer) validates both protocols and names problems the same way. Input
+values come either typed (`contents`, the field that matches the datatype) or as
+`raw_input_contents` (little-endian bytes in row-major order, one entry per input). Answers
+always carry `raw_output_contents`, as Triton's do and as tritonclient reads them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from deepfleet.deploy.serve._errors import RequestError
+from deepfleet.deploy.serve._outputs import Output
+from deepfleet.deploy.serve._proto import grpc_predict_v2_pb2 as pb
+from deepfleet.deploy.serve._protocol import NUMERIC_TYPES
+
+# Which typed field of InferTensorContents holds each datatype (FP16 travels raw only).
+CONTENTS_FIELD = {
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+}
+
+
+def _raw_values(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes) -> list:
+    what = f"input {tensor.name!r}"
+    kind = NUMERIC_TYPES.get(tensor.datatype)
+    shape = list(tensor.shape)
+    if kind is None or any(d < 0 for d in shape):
+        return []  # the parser names the datatype or shape problem
+    dtype = np.dtype(kind).newbyteorder("<")
+    needed = math.prod(shape) * dtype.itemsize
+    if len(raw) != needed:
+        raise RequestError(
+            400,
+            f"{what}: raw content has {len(raw)} bytes but shape {shape} of "
+            f"{tensor.datatype} needs {needed}",
+        )
+    return np.frombuffer(raw, dtype).tolist()
+
+
+def _typed_values(tensor: pb.ModelInferRequest.InferInputTensor) -> list:
+    if tensor.datatype == "FP16":
+        raise RequestError(400, f"input {tensor.name!r}: FP16 values travel as raw contents")
+    field = CONTENTS_FIELD.get(tensor.datatype)
+    return list(getattr(tensor.contents, field)) if field else []
+
+
+def infer_payload(request: pb.ModelInferRequest) -> dict[str, Any]:
+    """The request as the REST JSON body (parse_infer checks names, shape and values)."""
+    raw = list(request.raw_input_contents)
+    if raw and len(raw) != len(request.inputs):
+        raise RequestError(
+            400,
+            f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs "
+            "(one per input, in order)",
+        )
+    inputs = []
+    for i, tensor in enumerate(request.inputs):
+        if raw and tensor.HasField("contents"):
+            raise RequestError(
+                400, f"input {tensor.name!r}: give contents or raw_input_contents, not both"
+            )
+        values = _raw_values(tensor, raw[i]) if raw else _typed_values(tensor)
+        inputs.append(
+            {
+                "name": tensor.name,
+                "datatype": tensor.datatype,
+                "shape": list(tensor.shape),
+                "data": values,
+            }
+        )
+    payload: dict[str, Any] = {"inputs": inputs}
+    if request.id:
+        payload["id"] = request.id
+    if request.outputs:
+        payload["outputs"] = [{"name": o.name} for o in request.outputs]
+    return payload
+
+
+def infer_response(
+    outputs: np.ndarray,
+    wanted: list[str],
+    offered: dict[str, Output],
+    model: str,
+    version: str,
+    request_id: str | None,
+) -> pb.ModelInferResponse:
+    """The wanted output tensors, each as raw little-endian bytes."""
+    answer = pb.ModelInferResponse(model_name=model, model_version=version, id=request_id or "")
+    for name in wanted:
+        out = offered[name]
+        dtype = np.dtype(NUMERIC_TYPES[out.datatype]).newbyteorder("<")
+        value = np.ascontiguousarray(out.compute(outputs), dtype=dtype)
+        answer.outputs.add(name=name, datatype=out.datatype, shape=list(value.shape))
+        answer.raw_output_contents.append(value.tobytes())
+    return answer
+
+
+def metadata_response(meta: dict[str, Any]) -> pb.ModelMetadataResponse:
+    """The REST model metadata as the gRPC message (which has no `parameters`)."""
+    answer = pb.ModelMetadataResponse(
+        name=meta["name"], versions=meta["versions"], platform=meta["platform"]
+    )
+    for spec, target in ((meta["inputs"], answer.inputs), (meta["outputs"], answer.outputs)):
+        for tensor in spec:
+            target.add(name=tensor["name"], datatype=tensor["datatype"], shape=tensor["shape"])
+    return answer
