@@ -19,6 +19,7 @@ from deepfleet.deploy.serve._errors import RequestError
 from deepfleet.deploy.serve._generation import Generation
 from deepfleet.deploy.serve._metrics import Metrics
 from deepfleet.deploy.serve._outputs import Output, outputs_of
+from deepfleet.deploy.serve._protocol import InputSpec
 
 
 @dataclass
@@ -32,9 +33,14 @@ class Served:
     platform: str
     generation: Generation | None = None
     outputs: dict[str, Output] = field(init=False)
+    input_spec: InputSpec = field(init=False)
 
     def __post_init__(self) -> None:
         self.outputs = outputs_of(self.bundle)
+        b = self.bundle
+        self.input_spec = InputSpec(
+            b.input_shape, self.config.max_batch_size, b.preprocessing, b.vocab_size
+        )
 
     @property
     def version(self) -> str:
