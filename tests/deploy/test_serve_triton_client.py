@@ -250,6 +250,18 @@ BAD = {
 }
 
 
+def test_compressed_body_is_refused_415(client, server, test_rows):
+    """tritonclient's request compression: refused, since a compressed body would get past
+    the body limit before it is inflated."""
+    x = test_rows[1][:2]
+    tensor = triton.InferInput("input", list(x.shape), "UINT8")
+    tensor.set_data_from_numpy(x)
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("tiny", [tensor], headers=server.headers, request_compression_algorithm="gzip")
+    assert caught.value.status() == "415"
+    assert "Content-Encoding 'gzip' is not supported" in caught.value.message()
+
+
 @pytest.mark.parametrize("case", list(BAD))
 def test_malformed_request_gets_4xx_json_error(server, case):
     body, header_length, status, message = BAD[case]

@@ -15,6 +15,11 @@ from deepfleet.deploy.serve._errors import RequestError
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it is known to exceed `limit` bytes."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":  # compressed bodies would slip past the size bound
+        raise RequestError(
+            415, f"Content-Encoding {encoding[:40]!r} is not supported; send the body as is"
+        )
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise RequestError(
