@@ -22,7 +22,9 @@ and it parses in Python, several times slower than httptools under load; a wrapp
 would parse the stream twice. The subclass reuses uvicorn's request cycle unchanged and only
 adds bookkeeping to the callbacks httptools already makes.
 
-uvicorn is given this class by import path (`http=`), so each worker process builds it.
+uvicorn is given this class by import path (`http=`), so each worker process builds it. It
+leans on the parent's callbacks and request cycle, which are uvicorn's internals (tested with
+uvicorn 0.55): tests/deploy/test_serve_hostile.py is the check to run after upgrading it.
 """
 
 from __future__ import annotations
