@@ -36,13 +36,20 @@ class LoadResult:
         }
 
 
-def http_request(port: int, path: str, body: bytes, token: str | None = None) -> bytes:
-    auth = f"Authorization: Bearer {token}\r\n" if token else ""
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{auth}\r\n"
-    )
-    return head.encode() + body
+def http_request(
+    port: int,
+    path: str,
+    body: bytes,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> bytes:
+    """A whole POST request; `headers` add to (or replace) the JSON content type."""
+    fields = {"Content-Type": "application/json", **(headers or {})}
+    if token:
+        fields["Authorization"] = f"Bearer {token}"
+    extra = "".join(f"{k}: {v}\r\n" for k, v in fields.items())
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {len(body)}\r\n"
+    return (head + extra + "\r\n").encode() + body
 
 
 async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, bool]:

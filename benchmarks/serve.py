@@ -5,7 +5,9 @@ not depend on their values):
   * throughput and p50/p99 latency of POST /predict (one sample per request), closed-loop
     clients at 1 and 32, for: deepfleet with dynamic batching, deepfleet with batching off,
     LitServe with its defaults (no batching), and LitServe with its batching (64, 2 ms);
-    rounds interleaved, medians reported, ratios against LitServe;
+    rounds interleaved, medians reported, ratios against LitServe; with --before-src DIR also
+    deepfleet from another commit's src/ (batching on), so a change's own cost is measured
+    in the same run as the comparison;
   * a 30 s run of 32 clients against deepfleet (p50, p99, non-200 answers, server memory);
   * onnxruntime against torch eager, in process, at batch 1 and 64.
 
@@ -117,16 +119,21 @@ class Proc:
         self._log.close()
 
 
-def start_servers(bundle: Path, litserve_python: str | None, logs: Path, token: str):
+def start_servers(
+    bundle: Path, litserve_python: str | None, logs: Path, token: str, before: Path | None = None
+):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "DEEPFLEET_SERVE_TOKEN": token}
+    variants = [("deepfleet_batching", [], env), ("deepfleet_no_batching", ["--no-batching"], env)]
+    if before is not None:  # another source tree of deepfleet (an earlier commit), batching on
+        variants.append(("deepfleet_before", [], {**env, "PYTHONPATH": str(before)}))
     servers = {}
-    for name, extra in (("deepfleet_batching", []), ("deepfleet_no_batching", ["--no-batching"])):
+    for name, extra, server_env in variants:
         port = free_port()
         servers[name] = Proc(
             name,
             [sys.executable, "-m", "deepfleet", "serve", str(bundle), "--port", str(port), *extra],
             f"http://127.0.0.1:{port}/v2/health/ready",
-            env,
+            server_env,
             logs / name,
         )
     if litserve_python:
@@ -194,7 +201,7 @@ def ratios(medians: dict) -> dict:
             ours[c]["throughput_rps"] / off["throughput_rps"], 2
         )
         out[f"batching_vs_off_p99_{c}_clients"] = round(ours[c]["p99_ms"] / off["p99_ms"], 2)
-        for ref in ("litserve", "litserve_batching"):
+        for ref in ("litserve", "litserve_batching", "deepfleet_before"):
             if ref in medians:
                 other = medians[ref][c]
                 out[f"vs_{ref}_throughput_{c}_clients"] = round(
@@ -294,6 +301,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--load-seconds", type=float, default=30.0)
     parser.add_argument("--litserve-python", default=DEFAULT_LITSERVE)
+    parser.add_argument(
+        "--before-src",
+        type=Path,
+        help="also serve from this src/ of another deepfleet commit (batching on), to compare",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "serve.json")
     args = parser.parse_args()
     litserve_python = args.litserve_python if Path(args.litserve_python).exists() else None
@@ -307,7 +319,7 @@ def main() -> None:
         bundle = digits_cnn_bundle(Path(tmp))
         backends = backend_bench(bundle, samples)
         print("backends:", json.dumps(backends), flush=True)
-        servers = start_servers(bundle, litserve_python, Path(tmp), token)
+        servers = start_servers(bundle, litserve_python, Path(tmp), token, args.before_src)
         try:
             medians, raw = serving_rounds(servers, samples, token, args.rounds, args.seconds)
             load = load_run(servers["deepfleet_batching"], samples, token, args.load_seconds)
@@ -325,6 +337,7 @@ def main() -> None:
             "seconds_per_run": args.seconds,
             "deepfleet": "1 worker, 1 replica, max batch 64, max delay 2 ms",
             "litserve_batching": "max_batch_size 64, batch_timeout 2 ms",
+            "deepfleet_before": str(args.before_src) if args.before_src else None,
         },
         "serving_medians": medians,
         "ratios": ratios(medians),

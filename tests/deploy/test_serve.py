@@ -80,7 +80,7 @@ def test_health_and_model_metadata(server):
     assert meta["inputs"] == [{"name": "input", "datatype": "UINT8", "shape": [-1, 1, 8, 8]}]
     assert meta["parameters"]["input_scale"] == 1 / 16
     assert {o["name"] for o in meta["outputs"]} == {"logits", "probabilities", "label"}
-    assert meta["platform"] == "onnxruntime"
+    assert meta["platform"] == "onnx_onnxv1"  # the OIP's name for an ONNX model
     version = meta["versions"][0]
     assert (
         httpx.get(

@@ -50,3 +50,36 @@ def test_serve_refuses_a_folder_that_is_neither_bundle_nor_repository(
     ):
         assert run_cli(["serve", str(tmp_path / "empty"), "--no-auth", flag, value]) == 2
         assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "host, warned",
+    [
+        ("0.0.0.0", True),
+        ("::", True),
+        ("10.1.2.3", True),
+        ("myhost.example", True),
+        ("127.0.0.1", False),
+        ("127.0.0.5", False),
+        ("::1", False),
+        ("localhost", False),
+    ],
+)
+def test_no_auth_on_a_reachable_address_warns(trained_run, host, warned):
+    from deepfleet.deploy.serve import ServeConfig
+    from deepfleet.deploy.serve._run import exposure_warning
+
+    config = ServeConfig(bundle=str(trained_run.bundle), host=host)
+    assert (exposure_warning(config) is not None) == warned
+    with_token = ServeConfig(bundle=str(trained_run.bundle), host=host, token="t" * 16)
+    assert exposure_warning(with_token) is None
+
+
+def test_serve_warns_before_anything_else(tmp_path, capsys, no_serve_env):
+    # A missing bundle stops the command before it binds: the warning came first.
+    missing = tmp_path / "missing"
+    assert run_cli(["serve", str(missing), "--host", "0.0.0.0", "--no-auth"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("WARNING: serving on 0.0.0.0 WITHOUT AUTHENTICATION")
+    assert run_cli(["serve", str(missing), "--no-auth"]) == 2
+    assert "WARNING" not in capsys.readouterr().err

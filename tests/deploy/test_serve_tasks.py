@@ -152,7 +152,8 @@ def test_causal_lm_metadata_infer_and_predict(lm, bundles):
         {"name": "next_token_logits", "datatype": "FP32", "shape": [-1, vocab]},
     ]
     assert meta["parameters"]["task"] == "causal_lm"
-    assert meta["parameters"]["generate"] == {"context_length": CONTEXT, "max_new_tokens": CAP}
+    assert meta["parameters"]["generate_context_length"] == CONTEXT
+    assert meta["parameters"]["generate_max_new_tokens"] == CAP
     ids = np.random.default_rng(0).integers(0, vocab, size=(2, CONTEXT))
     body = {
         "inputs": [

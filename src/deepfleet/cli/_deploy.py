@@ -79,7 +79,22 @@ def serve(
     replicas: int = typer.Option(1, "--replicas", help="Model copies per worker process."),
     workers: int = typer.Option(1, "--workers", help="uvicorn worker processes."),
     max_connections: int = typer.Option(
-        1024, "--max-connections", help="Concurrent connections before 503."
+        1024, "--max-connections", help="Open connections per worker before 503."
+    ),
+    max_client_connections: int = typer.Option(
+        256,
+        "--max-connections-per-client",
+        help="Open connections from one client address per worker before 503.",
+    ),
+    max_header_kb: int = typer.Option(
+        32, "--max-header-kb", help="Request line and header fields (431 above)."
+    ),
+    max_headers: int = typer.Option(100, "--max-headers", help="Header fields (431 above)."),
+    header_timeout: float = typer.Option(
+        10.0, "--header-timeout", help="Seconds for a request's head to arrive (then 408)."
+    ),
+    body_timeout: float = typer.Option(
+        60.0, "--body-timeout", help="Seconds for a request's body to arrive (then 408)."
     ),
     token_file: Path = typer.Option(
         None, "--token-file", help="File holding the bearer token (default $DEEPFLEET_SERVE_TOKEN)."
@@ -114,6 +129,11 @@ def serve(
         replicas=replicas,
         workers=workers,
         max_connections=max_connections,
+        max_client_connections=max_client_connections,
+        max_header_bytes=max_header_kb * 1024,
+        max_headers=max_headers,
+        header_timeout_s=header_timeout,
+        body_timeout_s=body_timeout,
         token=read_token(token_file, no_auth),
         public_key=str(public_key) if public_key else None,
         access_log=access_log,

@@ -21,11 +21,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from deepfleet import __version__
 from deepfleet.deploy.serve import _routes_model, _routes_open, _routes_repository
 from deepfleet.deploy.serve import _schemas as schemas
 from deepfleet.deploy.serve._config import ServeConfig
+from deepfleet.deploy.serve._connection import CUT_OFF, METRICS_STATE
 from deepfleet.deploy.serve._errors import RequestError
 from deepfleet.deploy.serve._http import json_response
 from deepfleet.deploy.serve._metrics import Metrics
@@ -98,7 +101,9 @@ async def _lifespan(app: FastAPI):
     ready = sum(row["state"] == "READY" for row in repository.index())
     log.info("serving %d model versions from %s", ready, config.bundle)
     try:
-        yield
+        # uvicorn hands this state to every connection too: the connection layer counts
+        # its refusals in the same metrics.
+        yield {METRICS_STATE: app.state.metrics}
     finally:
         if grpc_server is not None:
             await grpc_server.stop(grace=2)
@@ -118,6 +123,21 @@ async def _validation_error(request: Request, err: RequestValidationError):
     return json_response(
         {"error": f"{'.'.join(map(str, first.get('loc', [])))}: {first['msg']}"}, 400
     )
+
+
+# nginx's code for "client closed the request": no one reads the answer, but /metrics
+# counts it apart from the server's errors.
+CLIENT_CLOSED = 499
+
+
+async def _client_gone(request: Request, err: ClientDisconnect):
+    """The client left before its body was read: one line, not a traceback and not a 5xx.
+    A body the connection layer cut off (408) was logged there already."""
+    status = request.scope.get(CUT_OFF)
+    if status is None:
+        client = request.client.host if request.client else "a client"
+        log.info("%s disconnected before sending the whole request body", client)
+    return Response(status_code=status or CLIENT_CLOSED)
 
 
 async def _internal_error(request: Request, err: Exception):
@@ -140,6 +160,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     app.add_exception_handler(RequestError, _request_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _internal_error)
     app.include_router(_routes_open.router)
     app.include_router(_routes_model.router)

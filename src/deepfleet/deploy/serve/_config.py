@@ -34,7 +34,14 @@ class ServeConfig:
     timeout_s: float = 10.0  # per request, from arrival to answer; then 503
     replicas: int = 1  # model copies (threads) inside each worker process
     workers: int = 1  # uvicorn worker processes
-    max_connections: int = 1024  # uvicorn limit_concurrency; beyond it 503
+    max_connections: int = 1024  # open connections per worker; beyond it 503
+    # The connection layer's bounds (_connection): one client address cannot take every
+    # slot, a request head is bounded in bytes, fields and time, a body in time.
+    max_client_connections: int = 256  # open connections from one address, per worker
+    max_header_bytes: int = 32 << 10  # request line and header fields; larger gets 431
+    max_headers: int = 100  # header fields per request; more gets 431
+    header_timeout_s: float = 10.0  # first byte of a request to the end of its head; 408
+    body_timeout_s: float = 60.0  # end of the head to the end of the body; then 408
     max_new_tokens: int = 256  # the most tokens one generate request may ask for
     token: str | None = None  # bearer token for inference and model metadata
     public_key: str | None = None  # verify the bundle's signature at start
@@ -64,6 +71,11 @@ class ServeConfig:
             (self.replicas >= 1, f"--replicas must be >= 1, got {self.replicas}"),
             (self.workers >= 1, f"--workers must be >= 1, got {self.workers}"),
             (self.max_connections >= 1, "--max-connections must be >= 1"),
+            (self.max_client_connections >= 1, "--max-connections-per-client must be >= 1"),
+            (self.max_header_bytes >= 1024, "--max-header-kb must be >= 1"),
+            (self.max_headers >= 8, f"--max-headers must be >= 8, got {self.max_headers}"),
+            (self.header_timeout_s > 0, "--header-timeout must be > 0"),
+            (self.body_timeout_s > 0, "--body-timeout must be > 0"),
             (
                 self.max_new_tokens >= 1,
                 f"--max-new-tokens must be >= 1, got {self.max_new_tokens}",

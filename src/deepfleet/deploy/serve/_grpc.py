@@ -143,17 +143,14 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         s = self.repository.get(request.model_name or _missing("model_name"), request.model_version)
         # Admitted to this version until answered: a version swap lets it finish here.
         with s.inflight.admitted():
-            x, request_id, wanted = parse_infer(
+            req = parse_infer(
                 payload,
-                s.bundle.input_shape,
-                self.config.max_batch_size,
-                s.preprocessing,
+                s.input_spec,
                 offered=list(s.outputs),
                 defaults=[o.name for o in s.outputs.values() if o.default],
-                vocab=s.bundle.vocab_size,
             )
-            outputs = await s.run(x, arrived, self.metrics)
-        return infer_response(outputs, wanted, s.outputs, s.name, s.version, request_id)
+            outputs = await s.run(req.x, arrived, self.metrics)
+        return infer_response(outputs, req.outputs, s.outputs, s.name, s.version, req.id)
 
     @_rpc
     async def RepositoryIndex(self, request, context):

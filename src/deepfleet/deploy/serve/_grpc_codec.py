@@ -9,7 +9,6 @@ always carry `raw_output_contents`, as Triton's do and as tritonclient reads the
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -17,7 +16,7 @@ import numpy as np
 from deepfleet.deploy.serve._errors import RequestError
 from deepfleet.deploy.serve._outputs import Output
 from deepfleet.deploy.serve._proto import grpc_predict_v2_pb2 as pb
-from deepfleet.deploy.serve._protocol import NUMERIC_TYPES
+from deepfleet.deploy.serve._protocol import output_tensors
 
 # Which typed field of InferTensorContents holds each datatype (FP16 travels raw only).
 CONTENTS_FIELD = {
@@ -32,23 +31,6 @@ CONTENTS_FIELD = {
     "FP32": "fp32_contents",
     "FP64": "fp64_contents",
 }
-
-
-def _raw_values(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes) -> list:
-    what = f"input {tensor.name!r}"
-    kind = NUMERIC_TYPES.get(tensor.datatype)
-    shape = list(tensor.shape)
-    if kind is None or any(d < 0 for d in shape):
-        return []  # the parser names the datatype or shape problem
-    dtype = np.dtype(kind).newbyteorder("<")
-    needed = math.prod(shape) * dtype.itemsize
-    if len(raw) != needed:
-        raise RequestError(
-            400,
-            f"{what}: raw content has {len(raw)} bytes but shape {shape} of "
-            f"{tensor.datatype} needs {needed}",
-        )
-    return np.frombuffer(raw, dtype).tolist()
 
 
 def _typed_values(tensor: pb.ModelInferRequest.InferInputTensor) -> list:
@@ -73,7 +55,8 @@ def infer_payload(request: pb.ModelInferRequest) -> dict[str, Any]:
             raise RequestError(
                 400, f"input {tensor.name!r}: give contents or raw_input_contents, not both"
             )
-        values = _raw_values(tensor, raw[i]) if raw else _typed_values(tensor)
+        # Raw bytes go to the parser as they are: it checks their size against the shape.
+        values = raw[i] if raw else _typed_values(tensor)
         inputs.append(
             {
                 "name": tensor.name,
@@ -98,14 +81,13 @@ def infer_response(
     version: str,
     request_id: str | None,
 ) -> pb.ModelInferResponse:
-    """The wanted output tensors, each as raw little-endian bytes."""
+    """The wanted output tensors, each as raw little-endian bytes (the same bytes the REST
+    binary extension sends)."""
     answer = pb.ModelInferResponse(model_name=model, model_version=version, id=request_id or "")
-    for name in wanted:
-        out = offered[name]
-        dtype = np.dtype(NUMERIC_TYPES[out.datatype]).newbyteorder("<")
-        value = np.ascontiguousarray(out.compute(outputs), dtype=dtype)
-        answer.outputs.add(name=name, datatype=out.datatype, shape=list(value.shape))
-        answer.raw_output_contents.append(value.tobytes())
+    tensors, parts = output_tensors(outputs, wanted, offered, frozenset(wanted))
+    for tensor, part in zip(tensors, parts, strict=True):
+        answer.outputs.add(name=tensor["name"], datatype=tensor["datatype"], shape=tensor["shape"])
+        answer.raw_output_contents.append(part)
     return answer
 
 

@@ -1,7 +1,11 @@
-"""Open Inference Protocol v2 (REST, JSON tensors) and the simple /predict body: parsing,
-validation and answers. Every way a body can be wrong becomes a RequestError(400) that names
-the problem; nothing a client sends reaches the model unless it is a finite array of exactly
-the model's input shape.
+"""Open Inference Protocol v2 (tensors as JSON or as binary data) and the simple /predict
+body: parsing, validation and answers. Every way a body can be wrong becomes a
+RequestError(400) that names the problem; nothing a client sends reaches the model unless it
+is a finite array of exactly the model's input shape.
+
+model_input(name, datatype, shape, data, spec) is the one check of an input tensor, whatever
+carried it (JSON values, raw bytes, a NumPy array), so every front end validates alike.
+Parameters this server does not implement are refused by name (check_parameters).
 
 Clients send raw samples, as the data set stores them (digits: whole numbers 0..16, declared
 UINT8 in the metadata; token ids for a model of text); the bundle's preprocessing
@@ -15,13 +19,16 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from deepfleet.data import Preprocessing
 from deepfleet.deploy._onnx import INPUT_NAME
+from deepfleet.deploy.serve._binary import BinaryData
 from deepfleet.deploy.serve._errors import RequestError
+from deepfleet.deploy.serve._outputs import Output
 from deepfleet.tasks import softmax
 
 # Any numeric tensor type is accepted and read as raw values (the preprocessing decides what
@@ -72,6 +79,10 @@ def parse_json(body: bytes) -> Any:
         raise RequestError(400, "malformed JSON: the body is not UTF-8") from None
     except RecursionError:
         raise RequestError(400, "malformed JSON: nested too deeply") from None
+    except ValueError:  # Python refuses integers of more than sys.get_int_max_str_digits()
+        raise RequestError(
+            400, "malformed JSON: a number has too many digits to be a tensor value"
+        ) from None
 
 
 def _has_bool(data: Any) -> bool:
@@ -139,93 +150,221 @@ def _shape(value: Any, what: str) -> list[int]:
     return value
 
 
+@dataclass(frozen=True)
+class InputSpec:
+    """What the served model takes: the raw sample shape, the most rows per request, the
+    preprocessing that turns raw values into its input, and the vocabulary (token ids)."""
+
+    shape: tuple[int, ...]
+    max_rows: int
+    preprocessing: Preprocessing
+    vocab: int | None = None
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """A validated OIP v2 inference request: the model input batch, the request id, the
+    output names wanted (in order) and those to send as binary data."""
+
+    x: np.ndarray
+    id: str | None
+    outputs: list[str]
+    binary_outputs: frozenset[str]
+
+
+# The parameters this server implements (the binary tensor data extension); any other is
+# refused with 400 rather than silently ignored.
+REQUEST_PARAMETERS = {"binary_data_output": bool}
+INPUT_PARAMETERS = {"binary_data_size": int}
+OUTPUT_PARAMETERS = {"binary_data": bool}
+
+
+def check_parameters(parameters: Any, allowed: dict[str, type], where: str) -> dict[str, Any]:
+    """`parameters` as a dict of the names this server implements, with their types checked."""
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise RequestError(400, f"{where}: 'parameters' must be a JSON object")
+    unknown = sorted(k for k in parameters if k not in allowed)
+    if unknown:
+        raise RequestError(
+            400,
+            f"{where}: unsupported parameter{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(json.dumps(k) for k in unknown)} (this server implements "
+            f"{', '.join(allowed) or 'none'})",
+        )
+    for key, kind in allowed.items():
+        value = parameters.get(key)
+        if value is not None and (type(value) is not kind or (kind is int and value < 0)):
+            wanted = "true or false" if kind is bool else "a non-negative integer"
+            raise RequestError(400, f"{where}: parameter '{key}' must be {wanted}")
+    return parameters
+
+
+def raw_tensor(data: bytes | memoryview, datatype: str, shape: list[int], what: str) -> np.ndarray:
+    """Raw tensor bytes (row-major, little-endian, as the binary extension and gRPC's
+    raw_input_contents carry them) -> a flat array, refused unless the size is exact."""
+    dtype = np.dtype(NUMERIC_TYPES[datatype]).newbyteorder("<")
+    needed = math.prod(shape) * dtype.itemsize
+    if len(data) != needed:
+        raise RequestError(
+            400,
+            f"{what}: {len(data)} bytes of binary data, but shape {shape} of {datatype} "
+            f"needs {needed}",
+        )
+    return np.frombuffer(data, dtype)
+
+
+def model_input(name: Any, datatype: Any, shape: Any, data: Any, spec: InputSpec) -> np.ndarray:
+    """One input tensor -> the validated model input batch, for any front end.
+
+    `data` is JSON values (a flat or nested list), a NumPy array, or raw little-endian bytes.
+    Every way the tensor can be wrong becomes RequestError(400) naming the problem.
+    """
+    _check_input_name(name)
+    what = f"input '{INPUT_NAME}'"
+    if not isinstance(datatype, str) or datatype not in NUMERIC_TYPES:
+        raise RequestError(
+            400,
+            f"{what}: datatype {json.dumps(datatype)[:40]} is not "
+            f"supported; send {datatype_of(spec.preprocessing.raw_dtype)} (any "
+            "numeric type is read as raw values)",
+        )
+    shape = _shape(shape, what)
+    expected = [-1, *spec.shape]
+    if len(shape) != len(expected) or list(shape[1:]) != list(spec.shape) or shape[0] < 1:
+        raise RequestError(400, f"{what}: shape {shape} does not match the model's {expected}")
+    if shape[0] > spec.max_rows:
+        raise RequestError(
+            400,
+            f"{what}: batch of {shape[0]} rows exceeds the server's max batch size {spec.max_rows}",
+        )
+    if isinstance(data, bytes | bytearray | memoryview):
+        array = raw_tensor(data, datatype, shape, what)
+    elif isinstance(data, np.ndarray):
+        array = data
+        if array.dtype.kind not in "fiu":
+            raise RequestError(400, f"{what}: data must hold numbers only")
+    else:
+        array = to_array(data, what)
+    if array.size != math.prod(shape):
+        raise RequestError(
+            400, f"{what}: data has {array.size} values but shape {shape} needs {math.prod(shape)}"
+        )
+    return _model_input(array.reshape(shape), what, spec.preprocessing, spec.vocab)
+
+
 def parse_infer(
     payload: Any,
-    input_shape: tuple[int, ...],
-    max_rows: int,
-    preprocessing: Preprocessing,
+    spec: InputSpec,
     offered: Sequence[str] = OUTPUTS,
     defaults: Sequence[str] | None = None,
-    vocab: int | None = None,
-) -> tuple[np.ndarray, str | None, list[str]]:
-    """An OIP v2 inference request -> (model input batch, request id, output names wanted).
+    binary: BinaryData | None = None,
+) -> InferRequest:
+    """An OIP v2 inference request (its JSON part, and the binary data after it when the
+    request uses the binary tensor data extension) -> InferRequest.
 
     `offered` are the output names the model has; `defaults` those sent when the request
-    names none (all offered when None); `vocab` bounds token ids.
+    names none (all offered when None).
     """
     if not isinstance(payload, dict):
         raise RequestError(400, "request body must be a JSON object with an 'inputs' list")
     request_id = payload.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise RequestError(400, "'id' must be a string")
-    if not isinstance(payload.get("parameters", {}), dict):
-        raise RequestError(400, "'parameters' must be a JSON object")
+    parameters = check_parameters(payload.get("parameters"), REQUEST_PARAMETERS, "request")
     inputs = payload.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise RequestError(
             400, f"missing input tensor '{INPUT_NAME}' (the request has no 'inputs')"
         )
-    names = [t.get("name") if isinstance(t, dict) else None for t in inputs]
-    for name in names:
-        if name != INPUT_NAME:
-            raise RequestError(
-                400,
-                f"unknown input tensor {json.dumps(name)} (the model "
-                f"takes one input, '{INPUT_NAME}')",
-            )
-    if len(names) > 1:
-        raise RequestError(400, f"input tensor '{INPUT_NAME}' is given {len(names)} times")
-    tensor = inputs[0]
-    what = f"input '{INPUT_NAME}'"
-    for key in ("shape", "datatype", "data"):
+    for tensor in inputs:
+        _check_input_name(tensor.get("name") if isinstance(tensor, dict) else None)
+    if len(inputs) > 1:
+        raise RequestError(400, f"input tensor '{INPUT_NAME}' is given {len(inputs)} times")
+    tensor, what = inputs[0], f"input '{INPUT_NAME}'"
+    size = check_parameters(tensor.get("parameters"), INPUT_PARAMETERS, what).get(
+        "binary_data_size"
+    )
+    for key in ("shape", "datatype") if size is not None else ("shape", "datatype", "data"):
         if key not in tensor:
             raise RequestError(400, f"{what}: '{key}' is missing")
-    datatype = tensor["datatype"]
-    if datatype not in NUMERIC_TYPES:
+    binary = binary if binary is not None else BinaryData(b"")
+    if size is not None and "data" in tensor:
+        raise RequestError(400, f"{what}: has both 'data' and parameters.binary_data_size")
+    data = binary.take(size, what) if size is not None else tensor["data"]
+    binary.check_all_taken()
+    x = model_input(INPUT_NAME, tensor["datatype"], tensor["shape"], data, spec)
+    wanted, binary_outputs = _wanted_outputs(
+        payload.get("outputs"), offered, defaults, parameters.get("binary_data_output", False)
+    )
+    return InferRequest(x, request_id, wanted, binary_outputs)
+
+
+def _check_input_name(name: Any) -> None:
+    if name != INPUT_NAME:
         raise RequestError(
             400,
-            f"{what}: datatype {json.dumps(datatype)[:40]} is not "
-            f"supported; send {datatype_of(preprocessing.raw_dtype)} (any "
-            "numeric type is read as raw values)",
+            f"unknown input tensor {json.dumps(name)[:80]} (the model takes one input, "
+            f"'{INPUT_NAME}')",
         )
-    shape = _shape(tensor["shape"], what)
-    expected = [-1, *input_shape]
-    if len(shape) != len(expected) or list(shape[1:]) != list(input_shape) or shape[0] < 1:
-        raise RequestError(400, f"{what}: shape {shape} does not match the model's {expected}")
-    if shape[0] > max_rows:
-        raise RequestError(
-            400, f"{what}: batch of {shape[0]} rows exceeds the server's max batch size {max_rows}"
-        )
-    array = to_array(tensor["data"], what)
-    if array.size != math.prod(shape):
-        raise RequestError(
-            400, f"{what}: data has {array.size} values but shape {shape} needs {math.prod(shape)}"
-        )
-    x = _model_input(array.reshape(shape), what, preprocessing, vocab)
-    wanted = _wanted_outputs(payload.get("outputs"), offered, defaults)
-    return x, request_id, wanted
 
 
 def _wanted_outputs(
-    outputs: Any, offered: Sequence[str], defaults: Sequence[str] | None
-) -> list[str]:
+    outputs: Any, offered: Sequence[str], defaults: Sequence[str] | None, all_binary: bool
+) -> tuple[list[str], frozenset[str]]:
+    """The output names wanted, in order, and those to send as binary data (per output
+    `binary_data`, else the request's `binary_data_output`)."""
     if outputs is None:
-        return list(offered if defaults is None else defaults)
+        names = list(offered if defaults is None else defaults)
+        return names, frozenset(names if all_binary else ())
     if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
         raise RequestError(400, "'outputs' must be a list of objects with a 'name'")
-    names = [o.get("name") for o in outputs]
-    for name in names:
-        if name not in offered:
+    names, binary = [], set()
+    for output in outputs:
+        name = output.get("name")
+        if not isinstance(name, str) or name not in offered:
             raise RequestError(
-                400, f"unknown output {json.dumps(name)} (the model has {', '.join(offered)})"
+                400,
+                f"unknown output {json.dumps(name)[:80]} (the model has {', '.join(offered)})",
             )
-    return names
+        where = f"output {json.dumps(name)}"
+        wanted = check_parameters(output.get("parameters"), OUTPUT_PARAMETERS, where)
+        names.append(name)
+        if wanted.get("binary_data", all_binary):
+            binary.add(name)
+    return names, frozenset(binary)
+
+
+def output_tensors(
+    outputs: np.ndarray, wanted: list[str], offered: dict[str, Output], binary: frozenset[str]
+) -> tuple[list[dict[str, Any]], list[bytes]]:
+    """The OIP output tensors named in `wanted`, and the raw bytes of those sent as binary
+    data (their JSON carries parameters.binary_data_size instead of data), in order."""
+    tensors, parts = [], []
+    for name in wanted:
+        out = offered[name]
+        dtype = np.dtype(NUMERIC_TYPES[out.datatype]).newbyteorder("<")
+        value = np.asarray(out.compute(outputs)).astype(dtype, copy=False)
+        tensor: dict[str, Any] = {
+            "name": name,
+            "datatype": out.datatype,
+            "shape": list(value.shape),
+        }
+        if name in binary:
+            raw = np.ascontiguousarray(value).tobytes()
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+            parts.append(raw)
+        else:
+            tensor["data"] = value.ravel().tolist()
+        tensors.append(tensor)
+    return tensors, parts
 
 
 def infer_response(
     tensors: list[dict[str, Any]], model: str, version: str, request_id: str | None
 ) -> dict[str, Any]:
-    """The OIP v2 answer around the output tensors (see _outputs.infer_outputs)."""
+    """The OIP v2 answer around the output tensors (see output_tensors)."""
     answer: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": tensors}
     if request_id is not None:
         answer["id"] = request_id

@@ -3,6 +3,7 @@ causal LM with a tokenizer, text generation streamed as Server-Sent Events."""
 
 from __future__ import annotations
 
+import json
 import time
 
 from fastapi import APIRouter, Depends, Request
@@ -10,13 +11,16 @@ from starlette.responses import StreamingResponse
 
 from deepfleet.deploy._onnx import INPUT_NAME
 from deepfleet.deploy.serve import _schemas as schemas
+from deepfleet.deploy.serve._binary import HEADER as BINARY_HEADER
+from deepfleet.deploy.serve._binary import split_request
 from deepfleet.deploy.serve._errors import RequestError
 from deepfleet.deploy.serve._generation import parse_generate
-from deepfleet.deploy.serve._http import json_response, read_body
-from deepfleet.deploy.serve._outputs import infer_outputs, predictions
+from deepfleet.deploy.serve._http import infer_answer, json_response, read_body
+from deepfleet.deploy.serve._outputs import predictions
 from deepfleet.deploy.serve._protocol import (
     datatype_of,
     infer_response,
+    output_tensors,
     parse_infer,
     parse_json,
     parse_predict,
@@ -37,14 +41,20 @@ from deepfleet.deploy.serve._state import (
 router = APIRouter(dependencies=[Depends(require_token)])
 
 
+# The platform names the OIP and Triton use for the backends' model formats.
+PLATFORMS = {"onnxruntime": "onnx_onnxv1", "torch": "pytorch_libtorch"}
+PLATFORMS["torch-compiled"] = PLATFORMS["torch"]
+
+
 def model_metadata_of(s: Served, versions: list[str]) -> dict:
     """OIP model metadata of one served version (`versions`: the model's READY ones)."""
     bundle = s.bundle
+    # OIP parameter values are scalars: the class names travel as one JSON string.
     parameters = {
         "version": s.version,
         "digest": bundle.version,  # the weights' sha256 prefix: which bundle this version is
         "task": bundle.task.name,
-        "class_names": bundle.class_names,
+        "class_names": json.dumps(bundle.class_names),
         "max_batch_size": s.config.max_batch_size,
         # raw input -> model input: float32(raw) x input_scale (token ids: int64(raw))
         "input_scale": s.preprocessing.scale,
@@ -52,14 +62,12 @@ def model_metadata_of(s: Served, versions: list[str]) -> dict:
     if bundle.vocab_size is not None:
         parameters["vocab_size"] = bundle.vocab_size
     if s.generation is not None:
-        parameters["generate"] = {
-            "context_length": s.generation.context,
-            "max_new_tokens": s.config.max_new_tokens,
-        }
+        parameters["generate_context_length"] = s.generation.context
+        parameters["generate_max_new_tokens"] = s.config.max_new_tokens
     return {
         "name": s.name,
         "versions": versions,
-        "platform": s.platform,
+        "platform": PLATFORMS.get(s.platform, s.platform),
         "inputs": [
             {
                 "name": INPUT_NAME,
@@ -105,19 +113,18 @@ async def _infer(request: Request, name: str, version: str | None):
     # Admitted to one version for the whole request: a version swap lets it finish there.
     with admitted(request, name, version) as s:
         with s.batcher.arriving():
-            payload = parse_json(await read_body(request, config.max_body_bytes))
-            x, request_id, wanted = parse_infer(
-                payload,
-                s.bundle.input_shape,
-                config.max_batch_size,
-                s.preprocessing,
+            body = await read_body(request, config.max_body_bytes)
+            json_part, binary = split_request(body, request.headers.get(BINARY_HEADER))
+            req = parse_infer(
+                parse_json(json_part),
+                s.input_spec,
                 offered=list(s.outputs),
                 defaults=[o.name for o in s.outputs.values() if o.default],
-                vocab=s.bundle.vocab_size,
+                binary=binary,
             )
-        outputs = await s.run(x, arrived, metrics_of(request))
-    tensors = infer_outputs(outputs, wanted, s.outputs)
-    return json_response(infer_response(tensors, s.name, s.version, request_id))
+        outputs = await s.run(req.x, arrived, metrics_of(request))
+    tensors, parts = output_tensors(outputs, req.outputs, s.outputs, req.binary_outputs)
+    return infer_answer(infer_response(tensors, s.name, s.version, req.id), parts)
 
 
 @router.post("/v2/models/{name}/infer", tags=["inference"], **INFER_DOC)

@@ -12,10 +12,13 @@ from deepfleet.deploy.serve._state import metrics_of, ready_model_name, reposito
 
 router = APIRouter()
 
+# The OIP / Triton protocol extensions this server implements.
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
+
 
 @router.get("/v2", tags=["health"])
 async def server_metadata():
-    return json_response({"name": "deepfleet", "version": __version__, "extensions": []})
+    return json_response({"name": "deepfleet", "version": __version__, "extensions": EXTENSIONS})
 
 
 @router.get("/v2/health/live", tags=["health"])

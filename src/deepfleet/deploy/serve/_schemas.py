@@ -15,18 +15,22 @@ class RequestInput(BaseModel):
     name: str = Field(description="Input tensor name: 'input'.")
     shape: list[int] = Field(description="[batch, *input shape], e.g. [2, 1, 8, 8].")
     datatype: str = Field(description="FP32 (FP16 and FP64 are converted).")
-    data: list[Any] = Field(description="Tensor data, row-major, flat or nested.")
-    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = Field(
+        None,
+        description="Tensor data, row-major, flat or nested; absent when "
+        "parameters.binary_data_size says its bytes follow the JSON (binary tensor data).",
+    )
+    parameters: dict[str, Any] | None = Field(None, description="Only binary_data_size.")
 
 
 class RequestOutput(BaseModel):
     name: str = Field(description="logits, probabilities or label.")
-    parameters: dict[str, Any] | None = None
+    parameters: dict[str, Any] | None = Field(None, description="Only binary_data (a bool).")
 
 
 class InferRequest(BaseModel):
     id: str | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: dict[str, Any] | None = Field(None, description="Only binary_data_output.")
     inputs: list[RequestInput]
     outputs: list[RequestOutput] | None = Field(None, description="Default: every output.")
 

@@ -24,6 +24,7 @@ from deepfleet.deploy.serve._generation import Generation
 from deepfleet.deploy.serve._inflight import InFlight
 from deepfleet.deploy.serve._metrics import Metrics
 from deepfleet.deploy.serve._outputs import Output, outputs_of
+from deepfleet.deploy.serve._protocol import InputSpec
 
 if TYPE_CHECKING:
     from deepfleet.deploy.serve._repository import Repository
@@ -45,11 +46,16 @@ class Served:
     version: str = "1"
     outputs: dict[str, Output] = field(init=False)
     inflight: InFlight = field(init=False)
+    input_spec: InputSpec = field(init=False)
 
     def __post_init__(self) -> None:
         self.name = self.name or self.bundle.name
         self.outputs = outputs_of(self.bundle)
         self.inflight = InFlight()
+        b = self.bundle
+        self.input_spec = InputSpec(
+            b.input_shape, self.config.max_batch_size, b.preprocessing, b.vocab_size
+        )
 
     @property
     def preprocessing(self) -> Preprocessing:
