@@ -5,6 +5,32 @@ from pydantic import Field
 from deepfleet.config._base import Section
 
 
+class ParallelSection(Section):
+    """[train.parallel]: the degrees of a multi-dimensional layout, one per named dimension
+    of the device mesh (pp, dp_replicate, dp_shard, tp). Their product is the number of
+    processes. All at their defaults: train.strategy alone decides (the one-dimensional
+    shorthand)."""
+
+    pp: int = Field(1, ge=1, description="Pipeline stages (see [train.pipeline]).")
+    dp_replicate: int = Field(
+        1, ge=1, description="Data-parallel replicas (DDP, or the replicate dim of HSDP)."
+    )
+    dp_shard: int = Field(
+        -1,
+        description="Data-parallel ranks that shard parameters (FSDP2); -1: the processes "
+        "left over by the other degrees.",
+    )
+    tp: int = Field(
+        1,
+        ge=1,
+        description="Tensor-parallel ranks: the model's plan splits its linear layers (and "
+        "attention heads) over them; must divide the heads.",
+    )
+
+    def is_default(self) -> bool:
+        return (self.pp, self.dp_replicate, self.dp_shard, self.tp) == (1, 1, -1, 1)
+
+
 class PipelineSection(Section):
     """[train.pipeline]: how the `pipeline` strategy cuts the model and schedules micro-batches."""
 
