@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from layout_checks import assert_same_weights
 
 from conftest import run_deepfleet
 from deepfleet.parallel import DistEnv
@@ -41,10 +42,16 @@ def test_strategy_matches_one_process(report, one_process, case):
         torch.testing.assert_close(got[key], expected, rtol=1e-5, atol=1e-6)
 
 
+def test_gpt_tensor_parallel_matches_one_process(report):
+    """The gpt's plan on 2 ranks: q, k, v and MLP columns, output rows, the head's columns."""
+    assert_same_weights(report["weights"]["tp 2"], report["weights"]["lm one process"])
+
+
 def test_selftest_report(report):
     assert report["world_size"] == 2 and report["backend"] == "gloo"
     checks = [row["check"] for row in report["rows"]]
-    assert checks[0] == "all-reduce 4 MiB" and len(checks) == 6
+    assert checks[0] == "all-reduce 4 MiB" and checks[-1] == "gpt tp 2: 4 steps"
+    assert len(checks) == 7
     assert all(row["ok"] for row in report["rows"]), report["rows"]
 
 
@@ -61,4 +68,5 @@ def test_selftest_command_prints_the_table():
         "pipeline gpipe: 4 steps",
     ):
         assert check in text
-    assert "FAILED" not in text and text.count(" ok ") >= 6
+    assert "gpt tp 2: 4 steps" in text
+    assert "FAILED" not in text and text.count(" ok ") >= 7

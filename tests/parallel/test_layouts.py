@@ -1,12 +1,14 @@
 """Multi-dimensional layouts on a DeviceMesh: the degrees of [train.parallel] resolved and
-checked before any worker starts, and the gpt trained under tensor parallelism, FSDP over
-tensor parallelism (with activation checkpointing) and HSDP ending with the weights of one
-process on the same global batch."""
+checked before any worker starts, and the gpt trained under FSDP over tensor parallelism
+(with activation checkpointing) and HSDP on 4 ranks ending with the weights of one process on
+the same global batch. (Tensor parallelism alone on 2 ranks: test_equivalence.py, which runs
+the 2-process self-test.)"""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from layout_checks import assert_same_weights
 from tp_user_model import two_layer
 
 from conftest import tiny_job_dict
@@ -99,22 +101,6 @@ def test_auto_adds_tensor_parallelism_only_where_the_plan_allows():
     assert _tensor_parallel(selftest_model(), 4, 10**10, 150.0)[0]["name"] == "fsdp"
 
 
-def _assert_same_weights(got: dict, expected: dict) -> None:
-    start = lm_model().state_dict()
-    assert set(got) == set(expected)
-    for key, value in expected.items():
-        assert not torch.equal(value, start[key]) or key.endswith("k.bias")
-        torch.testing.assert_close(got[key], value, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.distributed
-@pytest.mark.slow
-def test_tensor_parallel_on_two_ranks_matches_one_process():
-    report = run_selftest(2, keep_weights=True, layouts_only=True)
-    assert all(row["ok"] for row in report["rows"]), report["rows"]
-    _assert_same_weights(report["weights"]["tp 2"], report["weights"]["lm one process"])
-
-
 @pytest.mark.distributed
 @pytest.mark.slow
 def test_fsdp_over_tp_and_hsdp_on_four_ranks_match_one_process():
@@ -124,5 +110,5 @@ def test_fsdp_over_tp_and_hsdp_on_four_ranks_match_one_process():
         "gpt hsdp 2 x 2: 4 steps",
     ]
     single = report["weights"]["lm one process"]
-    _assert_same_weights(report["weights"]["fsdp 2 x tp 2 + checkpointing"], single)
-    _assert_same_weights(report["weights"]["hsdp 2 x 2"], single)
+    assert_same_weights(report["weights"]["fsdp 2 x tp 2 + checkpointing"], single)
+    assert_same_weights(report["weights"]["hsdp 2 x 2"], single)

@@ -128,6 +128,20 @@ def _tensors(module: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict,
     return {"model": get_model_state_dict(module), "optim": state}, optim["param_groups"]
 
 
+def _first_rank_groups(path: Path, current: dict[str, Any]) -> list[dict[str, Any]]:
+    """A rank the checkpoint did not have (a job resumed on more ranks) takes rank 0's
+    optimizer settings (the scheduler's lr of the step, for one: without them this rank
+    would step its shard with a fresh optimizer's lr), keeping its own parameter lists."""
+    mine = current["param_groups"]
+    first = Path(path) / _rank_file(0)
+    if not first.is_file():
+        return mine
+    saved = json.loads(first.read_text(encoding="utf-8"))["param_groups"]
+    if len(saved) != len(mine):
+        return mine
+    return [{**old, "params": new["params"]} for old, new in zip(saved, mine, strict=True)]
+
+
 class Checkpointer:
     """Saves and restores one rank's share of the training state; every call is collective."""
 
@@ -191,6 +205,12 @@ class Checkpointer:
     def read_trainer_state(self, path: Path) -> dict[str, Any]:
         return json.loads((Path(path) / TRAINER).read_text(encoding="utf-8"))
 
+    def read_rank_states(self, path: Path) -> list[dict[str, Any]]:
+        """Every rank's state of a checkpoint, in rank order (it may have had more or fewer
+        ranks than this job)."""
+        files = sorted(Path(path).glob("rank-*.json"))
+        return [json.loads(f.read_text(encoding="utf-8")) for f in files]
+
     def load(
         self,
         path: Path,
@@ -218,7 +238,7 @@ class Checkpointer:
             groups = (
                 rank_state["param_groups"]
                 if rank_state
-                else get_optimizer_state_dict(module, optimizer)["param_groups"]
+                else _first_rank_groups(path, get_optimizer_state_dict(module, optimizer))
             )
             set_optimizer_state_dict(
                 module, optimizer, {"state": payload["optim"], "param_groups": groups}
