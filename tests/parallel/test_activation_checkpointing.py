@@ -55,3 +55,14 @@ def test_the_job_file_setting_is_checked():
     for bad in (0, "some"):
         with pytest.raises(ValueError, match="activation_checkpointing"):
             TrainSection.model_validate({"activation_checkpointing": bad})
+
+
+def test_per_block_compile_keeps_names_and_compiles_only_the_blocks():
+    from deepfleet.parallel import wrap_blocks
+
+    model = _gpt()
+    names = [n for n, _ in model.named_parameters()]
+    wrap_blocks(model, "full", compile_each=True)
+    assert [n for n, _ in model.named_parameters()] == names
+    compiled = [getattr(c, "_compiled_call_impl", None) is not None for c in model.children()]
+    assert compiled == [False, True, True, True, True, False, False]

@@ -1,6 +1,7 @@
 """A model for resume tests that writes down which samples each training step saw: the data
 set's first feature is the sample's id / 1000, and every training forward appends the ids of
-its batch as one line to $DEEPFLEET_TEST_RECORD/rank-$RANK.txt."""
+its batch as one line to $DEEPFLEET_TEST_RECORD/rank-$RANK.txt. Its module also holds a
+tensor-parallel plan (the hidden layer's columns, the output layer's rows)."""
 
 from __future__ import annotations
 
@@ -31,3 +32,13 @@ def recording_mlp(input_shape, num_classes, hidden: int = 16) -> nn.Module:
     return Recording(
         nn.Sequential(nn.Linear(input_shape[0], hidden), nn.Tanh(), nn.Linear(hidden, num_classes))
     )
+
+
+def parallelize(model: Recording, mesh) -> None:
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        RowwiseParallel,
+        parallelize_module,
+    )
+
+    parallelize_module(model.inner, mesh, {"0": ColwiseParallel(), "2": RowwiseParallel()})

@@ -1,9 +1,10 @@
 """A job interrupted on one world size resumes on another (4 -> 2 -> 1 -> 2 ranks, across fsdp,
-ddp and single): DCP reshards the weights and optimizer state, and the global data order
-continues with exactly the samples the interrupted run had not read, each once. The sample
-ids every rank trained on are recorded by the model (tests/train/recording_model.py). Each
-resumed run starts from a checkpoint the previous world size wrote: the uninterrupted run's
-at step 5, then the first resumed run's at step 10, then the second's at step 15."""
+ddp, single and tensor parallel): DCP reshards the weights and optimizer state, and the global
+data order continues with exactly the samples the interrupted run had not read, each once.
+The sample ids every rank trained on are recorded by the model (tests/train/recording_model.py,
+which also holds a tensor-parallel plan). Each resumed run starts from a checkpoint the
+previous world size wrote: the uninterrupted run's at step 5, then the first resumed run's at
+step 10, then the second's at step 15."""
 
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ def _source(tmp_path: Path) -> Path:
 
 
 def _job(tmp_path: Path, ranks: int, strategy: str) -> dict:
+    tp = strategy == "tp"
+    layout = {"strategy": "auto", "parallel": {"tp": ranks}} if tp else {"strategy": strategy}
     return {
         "run": {"name": "world", "runs_dir": str(tmp_path / "runs"), "seed": 0},
         "data": {
@@ -51,8 +54,8 @@ def _job(tmp_path: Path, ranks: int, strategy: str) -> dict:
         },
         "model": {"name": "recording_model:recording_mlp", "path": str(TESTS)},
         "train": {
-            "strategy": strategy,
-            "batch_size": STEP // ranks,
+            **layout,
+            "batch_size": STEP if tp else STEP // ranks,
             "phases": [{"epochs": 2, "lr": 0.01, "schedule": "cosine", "warmup_steps": 3}],
             "grad_clip": 1.0,
             "checkpoint": {"every_steps": EVERY, "keep": 20},
@@ -60,9 +63,10 @@ def _job(tmp_path: Path, ranks: int, strategy: str) -> dict:
     }
 
 
-def _train(paths: RunPaths, ranks: int, record: Path, *extra: str) -> list[list[int]]:
-    """Run `deepfleet train` on `ranks` processes; every optimizer step's ids over all ranks
-    (each rank writes one line per step)."""
+def _train(paths: RunPaths, ranks: int, record: Path, *extra: str, tp: int = 1) -> list[list[int]]:
+    """Run `deepfleet train` on `ranks` processes; every optimizer step's ids over all
+    data-parallel ranks (each rank writes one line per step; the ranks of a tensor-parallel
+    group the same ones, so only the group's first counts)."""
     record.mkdir()
     done = run_deepfleet(
         "train",
@@ -75,7 +79,8 @@ def _train(paths: RunPaths, ranks: int, record: Path, *extra: str) -> list[list[
     )
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [f.read_text().splitlines() for f in sorted(record.glob("rank-*.txt"))]
-    assert len(lines) == ranks
+    assert len(lines) == ranks and all(lines[i] == lines[i - i % tp] for i in range(ranks))
+    lines = lines[::tp]
     return [sorted(int(i) for rank in lines for i in rank[s].split()) for s in range(len(lines[0]))]
 
 
@@ -91,7 +96,8 @@ def _resume(tmp_path: Path, source: RunPaths, step: int, ranks: int, strategy: s
     (paths.checkpoints / LAST).unlink()
     (paths.checkpoints / "state.json").unlink()
     paths.job_file.write_text(dump_job(job_from_dict(_job(tmp_path, ranks, strategy))))
-    steps = _train(paths, ranks, tmp_path / f"record-{paths.root.name}", "--resume")
+    tp = ranks if strategy == "tp" else 1
+    steps = _train(paths, ranks, tmp_path / f"record-{paths.root.name}", "--resume", tp=tp)
     setup = [r for r in read_metrics(paths.metrics) if r["kind"] == "setup"][-1]
     assert (setup["resumed_from"], setup["world_size"]) == (f"step-{step:09d}", ranks)
     return paths, steps
@@ -118,7 +124,7 @@ def test_resume_on_other_world_sizes_reads_the_rest_once(tmp_path):
     assert len(whole) == 24 and all(len(step) == STEP for step in whole)  # 12 steps an epoch
     everything = Counter(i for step in whole for i in step)
     source = whole_run
-    for step, ranks, strategy in [(5, 2, "ddp"), (10, 1, "single"), (15, 2, "fsdp")]:
+    for step, ranks, strategy in [(5, 2, "ddp"), (10, 1, "single"), (15, 2, "tp")]:
         source, rest = _resume(tmp_path, source, step, ranks, strategy)
         # the steps not yet run, with the same samples in each, every sample once
         assert whole[:step] + rest == whole, (ranks, strategy)
