@@ -4,8 +4,8 @@ global batch; an all-reduce is checked and timed. It drives the Trainer under ea
 so it sits above both deepfleet.train and deepfleet.parallel.
 
 On 2 or 4 processes a small gpt also trains under the multi-dimensional layouts of that size
-(tensor parallel; FSDP over tensor parallel with activation checkpointing; HSDP), each
-compared with one process."""
+(tensor parallel; FSDP over tensor parallel with activation checkpointing; HSDP; two
+pipelines of two stages side by side), each compared with one process."""
 
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ LAYOUTS: dict[int, list[tuple[str, dict[str, int], str]]] = {
     4: [
         ("fsdp 2 x tp 2 + checkpointing", {"dp_shard": 2, "tp": 2}, "full"),
         ("hsdp 2 x 2", {"dp_replicate": 2, "dp_shard": 2}, "none"),
+        ("pipeline 2 x dp 2", {"pp": 2, "dp_replicate": 2, "dp_shard": 1}, "none"),
     ],
 }
 LM_GLOBAL_BATCH, LM_CONTEXT, LM_VOCAB = 16, 16, 64

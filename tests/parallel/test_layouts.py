@@ -1,8 +1,8 @@
 """Multi-dimensional layouts on a DeviceMesh: the degrees of [train.parallel] resolved and
 checked before any worker starts, and the gpt trained under FSDP over tensor parallelism
-(with activation checkpointing) and HSDP on 4 ranks ending with the weights of one process on
-the same global batch. (Tensor parallelism alone on 2 ranks: test_equivalence.py, which runs
-the 2-process self-test.)"""
+(with activation checkpointing), HSDP and two 2-stage pipelines side by side on 4 ranks ending
+with the weights of one process on the same global batch. (Tensor parallelism alone on 2
+ranks: test_equivalence.py, which runs the 2-process self-test.)"""
 
 from __future__ import annotations
 
@@ -58,7 +58,8 @@ def test_degrees_resolve_to_named_layouts_and_rank_coordinates():
         ({"parallel": {"tp": 3}}, 4, "tp 3 = 3 does not divide the 4 processes"),
         ({"parallel": {"tp": 3}}, 3, "tp 3 does not divide the gpt's 4 attention heads"),
         ({"strategy": "fsdp", "parallel": {"tp": 2}}, 4, "leave strategy = auto"),
-        ({"parallel": {"pp": 2, "tp": 2}}, 4, "not supported yet"),
+        ({"parallel": {"pp": 2, "tp": 2}}, 4, "not yet with tp or dp_shard"),
+        ({"parallel": {"pp": 2}}, 4, "here tp 1, dp_shard 2"),
         ({"parallel": {"tp": 2}, "precision": "fp16"}, 2, "fp16 is not supported"),
     ],
 )
@@ -103,12 +104,14 @@ def test_auto_adds_tensor_parallelism_only_where_the_plan_allows():
 
 @pytest.mark.distributed
 @pytest.mark.slow
-def test_fsdp_over_tp_and_hsdp_on_four_ranks_match_one_process():
+def test_fsdp_over_tp_hsdp_and_pipeline_by_dp_on_four_ranks_match_one_process():
     report = run_selftest(4, keep_weights=True, layouts_only=True)
     assert [row["check"] for row in report["rows"][1:]] == [
         "gpt fsdp 2 x tp 2 + checkpointing: 4 steps",
         "gpt hsdp 2 x 2: 4 steps",
+        "gpt pipeline 2 x dp 2: 4 steps",
     ]
     single = report["weights"]["lm one process"]
     assert_same_weights(report["weights"]["fsdp 2 x tp 2 + checkpointing"], single)
     assert_same_weights(report["weights"]["hsdp 2 x 2"], single)
+    assert_same_weights(report["weights"]["pipeline 2 x dp 2"], single)

@@ -26,7 +26,7 @@ def make_strategy(
         activation_checkpointing=train.activation_checkpointing,
         compile_each=train.compile and train.compile_scope == "blocks",
     )
-    if topology.strategy == "pipeline":
+    if topology.pp > 1:
         pipe = train.pipeline
         blocks(model)
         return PipelineStrategy(

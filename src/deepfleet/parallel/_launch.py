@@ -60,7 +60,7 @@ def preflight(train, model: torch.nn.Module, world_size: int) -> Topology:
     """Check the job against the world size in the launching process, before any worker
     starts, so a mistake is one line here rather than the same error from every rank."""
     topology = build_topology(train, world_size, model, torch.device("cpu"))
-    if topology.strategy == "pipeline":
+    if topology.pp > 1:
         split_children(model, topology.pp, train.pipeline.split_points)
     return topology
 

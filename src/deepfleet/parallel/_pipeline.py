@@ -1,5 +1,7 @@
 """The pipeline strategy: the model's top-level children cut into one stage per rank at named
-points, run by torch.distributed.pipelining (GPipe or 1F1B)."""
+points, run by torch.distributed.pipelining (GPipe or 1F1B). With dp_replicate > 1 the mesh
+holds several pipelines side by side: each stage is a DDP replica over the ranks that run
+the same stage, and each pipeline reads its own data-parallel share."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import inspect
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from deepfleet.errors import UserError
 from deepfleet.parallel._strategy import Autocast, Objective, SingleStrategy
@@ -107,7 +110,13 @@ class PipelineStrategy(SingleStrategy):
         parts = split_children(model, topology.pp, split_points)
         self.parts = [StagePart(part) for part in parts]
         self.stage_index = topology.pp_rank(rank)
-        self.owner = {name: s for s, part in enumerate(parts) for name, _ in part}
+        # The first replica of each stage (mesh order: pp outermost) sends its weights.
+        self.owner = {name: s * topology.dp for s, part in enumerate(parts) for name, _ in part}
+        self.pp_group = self.dp_group = None
+        if topology.dp > 1:
+            mesh = topology.build_mesh(device)
+            self.pp_group = mesh["pp"].get_group()
+            self.dp_group = mesh["dp_replicate"].get_group()
         self.module = self.parts[self.stage_index]
         self.is_first = self.stage_index == 0
         self.is_last = self.stage_index == topology.pp - 1
@@ -151,13 +160,22 @@ class PipelineStrategy(SingleStrategy):
         from torch.distributed.pipelining import PipelineStage
 
         example_in, example_out = self._shapes(x, autocast)
+        submodule = self._maybe_compile(self.module)
+        if self.dp_group is not None:
+            # The stage syncs DDP's gradients at a step's last micro-batch only; a fresh
+            # wrapper per phase, since DDP records which parameters need gradients.
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            submodule = DistributedDataParallel(
+                submodule, device_ids=ids, process_group=self.dp_group
+            )
         stage = PipelineStage(
-            self._maybe_compile(self.module),
+            submodule,
             self.stage_index,
             self.topology.pp,
             self.device,
             input_args=example_in,
             output_args=example_out,
+            group=self.pp_group,
         )
         kwargs = {}
         cls = _schedule_class(self.schedule_name)
@@ -196,7 +214,7 @@ class PipelineStrategy(SingleStrategy):
         for g in grads:
             squares += g.detach().float().pow(2).sum()
         dist.all_reduce(squares)
-        total = squares.sqrt()
+        total = (squares / self.topology.dp).sqrt()  # each stage's replicas hold the same
         factor = torch.clamp(max_norm / (total + 1e-6), max=1.0)
         for g in grads:
             g.mul_(factor.to(g.dtype))

@@ -146,12 +146,13 @@ def _mesh_topology(train: TrainSection, world_size: int, model: nn.Module, reaso
             f"{shard} x tp {par.tp} = {fixed * shard}, but the job has {world_size} processes"
         )
     if par.pp > 1:
-        if par.pp != world_size:
+        if par.tp > 1 or shard > 1:
             raise UserError(
-                "train.parallel: pipeline stages combined with data or tensor parallelism "
-                "are not supported yet; set pp alone (or strategy = pipeline)"
+                f"train.parallel: pipeline stages combine with dp_replicate (replicas of each "
+                f"stage), not yet with tp or dp_shard (here tp {par.tp}, dp_shard {shard}); "
+                "set dp_shard = 1"
             )
-        return _pipeline_topology(train, world_size, reason)
+        return _pipeline_topology(train, world_size, reason, par.pp, par.dp_replicate)
     if par.tp > 1:
         from deepfleet.models import tp_plan
 
@@ -170,16 +171,20 @@ def _mesh_topology(train: TrainSection, world_size: int, model: nn.Module, reaso
     return Topology(name, world_size, par.dp_replicate, shard, 1, par.tp, reason)
 
 
-def _pipeline_topology(train: TrainSection, world_size: int, reason: str) -> Topology:
+def _pipeline_topology(
+    train: TrainSection, world_size: int, reason: str, pp: int | None = None, replicas: int = 1
+) -> Topology:
+    """A pipeline of `pp` stages (the world size unless given), each stage replicated
+    `replicas` times (data parallel over the replicas, DDP within each stage)."""
     pipe = train.pipeline
-    stages = len(pipe.split_points) + 1 if pipe.split_points else world_size
+    pp = pp or world_size
+    stages = len(pipe.split_points) + 1 if pipe.split_points else pp
     if world_size < 2:
         raise UserError("train.strategy: pipeline needs at least 2 processes (--nproc 2)")
-    if stages != world_size:
+    if stages != pp:
         raise UserError(
             f"train.pipeline.split_points: {len(pipe.split_points)} split points make "
-            f"{stages} stages, but the job has {world_size} processes (one stage "
-            "per process)"
+            f"{stages} stages, but the job has {pp} pipeline ranks (one stage per rank)"
         )
     if train.batch_size % pipe.microbatches:
         raise UserError(
@@ -196,4 +201,5 @@ def _pipeline_topology(train: TrainSection, world_size: int, reason: str) -> Top
             "train.precision: fp16 is not supported with the pipeline strategy; "
             "use bf16 (no loss scaling needed) or fp32"
         )
-    return Topology("pipeline", world_size, pp=world_size, reason=reason)
+    name = "pipeline+ddp" if replicas > 1 else "pipeline"
+    return Topology(name, world_size, dp_replicate=replicas, pp=pp, reason=reason)

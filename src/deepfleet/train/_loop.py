@@ -176,7 +176,7 @@ class Trainer:
             topo.dp_rank(self.env.rank),
             self.seed,
             cfg.accumulation_steps,
-            drop_last=topo.strategy == "pipeline",
+            drop_last=topo.pp > 1,
         )
         if plan.steps_per_epoch == 0:
             raise UserError(
