@@ -3,8 +3,8 @@ ddp, single and tensor parallel): DCP reshards the weights and optimizer state, 
 data order continues with exactly the samples the interrupted run had not read, each once.
 The sample ids every rank trained on are recorded by the model (tests/train/recording_model.py,
 which also holds a tensor-parallel plan). Each resumed run starts from a checkpoint the
-previous world size wrote: the uninterrupted run's at step 5, then the first resumed run's at
-step 10, then the second's at step 15."""
+previous world size wrote: the uninterrupted run's at step 5 (saved asynchronously), then the
+first resumed run's at step 10, then the second's at step 15."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def _source(tmp_path: Path) -> Path:
     return path
 
 
-def _job(tmp_path: Path, ranks: int, strategy: str) -> dict:
+def _job(tmp_path: Path, ranks: int, strategy: str, async_save: bool = False) -> dict:
     tp = strategy == "tp"
     layout = {"strategy": "auto", "parallel": {"tp": ranks}} if tp else {"strategy": strategy}
     return {
@@ -58,7 +58,7 @@ def _job(tmp_path: Path, ranks: int, strategy: str) -> dict:
             "batch_size": STEP if tp else STEP // ranks,
             "phases": [{"epochs": 2, "lr": 0.01, "schedule": "cosine", "warmup_steps": 3}],
             "grad_clip": 1.0,
-            "checkpoint": {"every_steps": EVERY, "keep": 20},
+            "checkpoint": {"every_steps": EVERY, "keep": 20, "async_save": async_save},
         },
     }
 
@@ -117,7 +117,8 @@ def _same_end(got: RunPaths, expected: RunPaths) -> None:
 
 
 def test_resume_on_other_world_sizes_reads_the_rest_once(tmp_path):
-    job = job_from_dict(_job(tmp_path, 4, "fsdp"))
+    # the uninterrupted run writes its checkpoints in the background (async_save)
+    job = job_from_dict(_job(tmp_path, 4, "fsdp", async_save=True))
     whole_run = create_run(job)
     stage_prepare(whole_run, job)
     whole = _train(whole_run, 4, tmp_path / "record-whole")

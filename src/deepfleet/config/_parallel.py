@@ -56,6 +56,12 @@ class CheckpointSection(Section):
         0, ge=0, description="Also checkpoint every N optimizer steps (0: only at phase ends)."
     )
     keep: int = Field(2, gt=0, description="Committed checkpoints kept; older ones are deleted.")
+    async_save: bool = Field(
+        False,
+        description="Write checkpoints in the background (torch.distributed.checkpoint."
+        "async_save): training continues once the tensors are copied to CPU memory; each is "
+        "committed when written, at the latest before the next one or the end of training.",
+    )
 
 
 class EarlyStoppingSection(Section):

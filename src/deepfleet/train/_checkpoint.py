@@ -145,11 +145,21 @@ def _first_rank_groups(path: Path, current: dict[str, Any]) -> list[dict[str, An
 class Checkpointer:
     """Saves and restores one rank's share of the training state; every call is collective."""
 
-    def __init__(self, root: Path, keep: int, rank: int = 0, distributed: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path,
+        keep: int,
+        rank: int = 0,
+        distributed: bool = False,
+        async_save: bool = False,
+    ) -> None:
         self.root = Path(root)
         self.keep = keep
         self.rank = rank
         self.distributed = distributed
+        self.async_save = async_save
+        self._pending: tuple[Any, Path, Path] | None = None  # (future, tmp, final)
+        self._cpu_group: dist.ProcessGroup | None = None
 
     def _barrier(self) -> None:
         if self.distributed:
@@ -163,6 +173,7 @@ class Checkpointer:
         trainer_state: dict[str, Any],
         rank_state: dict[str, Any],
     ) -> Path:
+        self.wait()  # the previous asynchronous save is committed first
         name = f"step-{step:09d}"
         final, tmp = self.root / name, self.root / f".{name}.tmp"
         if self.rank == 0:
@@ -174,12 +185,15 @@ class Checkpointer:
         try:
             with warnings.catch_warnings():  # "assuming ... a single process": the intent
                 warnings.simplefilter("ignore", UserWarning)
-                dcp.save(
-                    payload,
-                    checkpoint_id=str(tmp),
-                    no_dist=not self.distributed,
-                    planner=_save_planner(),
-                )
+                if self.async_save:
+                    self._start_async(payload, tmp, final)
+                else:
+                    dcp.save(
+                        payload,
+                        checkpoint_id=str(tmp),
+                        no_dist=not self.distributed,
+                        planner=_save_planner(),
+                    )
             write_json_atomic(tmp / _rank_file(self.rank), {**rank_state, "param_groups": groups})
             if self.rank == 0:
                 write_json_atomic(tmp / TRAINER, {**trainer_state, "step": step})
@@ -187,11 +201,45 @@ class Checkpointer:
             if self.rank == 0:  # no half-written folder stays behind for anyone to read
                 shutil.rmtree(tmp, ignore_errors=True)
             raise _save_error(err, tmp.parent / name) from None
+        if self._pending is None:
+            self._commit_everywhere(tmp, final)
+        return final
+
+    def _start_async(self, payload: dict, tmp: Path, final: Path) -> None:
+        """dcp.async_save copies the tensors to CPU memory before it returns (training may
+        change them right after) and writes them in a thread; its collectives run there too,
+        so they need a CPU (gloo) group even when training talks over NCCL."""
+        if self.distributed and self._cpu_group is None:
+            self._cpu_group = dist.new_group(backend="gloo")
+        started = dcp.async_save(
+            payload,
+            checkpoint_id=str(tmp),
+            no_dist=not self.distributed,
+            planner=_save_planner(),
+            process_group=self._cpu_group,
+        )
+        self._pending = (getattr(started, "upload_completion", started), tmp, final)
+
+    def wait(self) -> None:
+        """Finish an asynchronous save: its writes done on every rank, then committed. A
+        failed write leaves the previous checkpoint the latest, as a synchronous one would."""
+        if self._pending is None:
+            return
+        future, tmp, final = self._pending
+        self._pending = None
+        try:
+            future.result()
+        except BaseException as err:
+            if self.rank == 0:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise _save_error(err, final) from None
+        self._commit_everywhere(tmp, final)
+
+    def _commit_everywhere(self, tmp: Path, final: Path) -> None:
         self._barrier()  # every rank's files are in tmp before it becomes visible
         if self.rank == 0:
             self._commit(tmp, final)
         self._barrier()
-        return final
 
     def _commit(self, tmp: Path, final: Path) -> None:
         if final.exists():  # the same step saved again after a restart

@@ -126,6 +126,7 @@ class Trainer:
                 config.checkpoint.keep,
                 self.env.rank,
                 self.topology.world_size > 1,
+                async_save=config.checkpoint.async_save,
             )
             if self.checkpoint_dir
             else None
@@ -569,6 +570,8 @@ class Trainer:
             )
 
     def _finish(self, total_epochs: int, seconds: float) -> FitResult:
+        if self.checkpointer is not None:
+            self.checkpointer.wait()  # the last asynchronous checkpoint committed first
         state = self.state
         if state.best_epoch == 0:  # no validation split: the last weights are the best known
             state.best_epoch = state.position.epoch
