@@ -4,8 +4,9 @@ global batch; an all-reduce is checked and timed. It drives the Trainer under ea
 so it sits above both deepfleet.train and deepfleet.parallel.
 
 On 2 or 4 processes a small gpt also trains under the multi-dimensional layouts of that size
-(tensor parallel; FSDP over tensor parallel with activation checkpointing; HSDP; two
-pipelines of two stages side by side), each compared with one process."""
+(tensor parallel; an interleaved pipeline of two stages per rank; FSDP over tensor parallel
+with activation checkpointing; HSDP; two pipelines of two stages side by side), each
+compared with one process."""
 
 from __future__ import annotations
 
@@ -36,8 +37,16 @@ CASES = [
 GLOBAL_BATCH = 32
 CHECK_LAYERS = 3  # linear layers of selftest_model: pipelines of up to 3 stages
 # (name, [train.parallel] degrees, activation checkpointing) of the gpt, by world size
-LAYOUTS: dict[int, list[tuple[str, dict[str, int], str]]] = {
-    2: [("tp 2", {"tp": 2}, "none")],
+INTERLEAVED = {"schedule": "interleaved", "stages_per_rank": 2, "microbatches": 4}
+LAYOUTS: dict[int, list[tuple[str, dict[str, Any], str]]] = {
+    2: [
+        ("tp 2", {"tp": 2}, "none"),
+        (
+            "pipeline 2 x 2 stages interleaved",
+            {"pp": 2, "dp_shard": 1, "pipeline": INTERLEAVED},
+            "none",
+        ),
+    ],
     4: [
         ("fsdp 2 x tp 2 + checkpointing", {"dp_shard": 2, "tp": 2}, "full"),
         ("hsdp 2 x 2", {"dp_replicate": 2, "dp_shard": 2}, "none"),
@@ -110,8 +119,11 @@ def lm_data(rows: int = 64, seed: int = 0) -> SplitArrays:
     return SplitArrays(ids=torch.arange(rows), x=tokens[:, :-1], y=tokens[:, 1:])
 
 
-def lm_config(world_size: int, degrees: dict[str, int], checkpointing: str) -> TrainSection:
-    """The gpt's [train] table for a layout; the global batch is LM_GLOBAL_BATCH always."""
+def lm_config(world_size: int, degrees: dict[str, Any], checkpointing: str) -> TrainSection:
+    """The gpt's [train] table for a layout (its degrees, and [train.pipeline] under the key
+    "pipeline"); the global batch is LM_GLOBAL_BATCH always."""
+    degrees = dict(degrees)
+    pipeline = degrees.pop("pipeline", {})
     dp = degrees.get("dp_replicate", 1) * degrees.get("dp_shard", 1) if degrees else 1
     table = selftest_config("single", 1).model_dump()
     # SGD, not AdamW: the key bias's gradient is zero in exact arithmetic (softmax ignores
@@ -123,6 +135,7 @@ def lm_config(world_size: int, degrees: dict[str, int], checkpointing: str) -> T
         parallel=degrees,
         batch_size=LM_GLOBAL_BATCH // dp,
         activation_checkpointing=checkpointing,
+        pipeline={**table["pipeline"], **pipeline},
     )
     return TrainSection.model_validate(table)
 

@@ -60,6 +60,12 @@ def test_degrees_resolve_to_named_layouts_and_rank_coordinates():
         ({"strategy": "fsdp", "parallel": {"tp": 2}}, 4, "leave strategy = auto"),
         ({"parallel": {"pp": 2, "tp": 2}}, 4, "not yet with tp or dp_shard"),
         ({"parallel": {"pp": 2}}, 4, "here tp 1, dp_shard 2"),
+        ({"strategy": "pipeline", "pipeline": {"schedule": "interleaved"}}, 2, "and only it"),
+        (
+            {"strategy": "pipeline", "pipeline": {"split_points": ["2"], "stages_per_rank": 2}},
+            2,
+            "2 stages, but the job has 2 pipeline ranks x 2",
+        ),
         ({"parallel": {"tp": 2}, "precision": "fp16"}, 2, "fp16 is not supported"),
     ],
 )

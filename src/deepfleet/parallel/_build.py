@@ -38,6 +38,7 @@ def make_strategy(
             split_points=pipe.split_points,
             schedule=pipe.schedule,
             microbatches=pipe.microbatches,
+            stages_per_rank=pipe.stages_per_rank,
         )
     simple = {"single": SingleStrategy, "ddp": DDPStrategy, "fsdp": FSDPStrategy}
     if topology.strategy in simple:  # one dimension: the plain wrappers

@@ -61,7 +61,8 @@ def preflight(train, model: torch.nn.Module, world_size: int) -> Topology:
     starts, so a mistake is one line here rather than the same error from every rank."""
     topology = build_topology(train, world_size, model, torch.device("cpu"))
     if topology.pp > 1:
-        split_children(model, topology.pp, train.pipeline.split_points)
+        pipe = train.pipeline
+        split_children(model, topology.pp * pipe.stages_per_rank, pipe.split_points)
     return topology
 
 
