@@ -37,7 +37,7 @@ CASES = [
 GLOBAL_BATCH = 32
 CHECK_LAYERS = 3  # linear layers of selftest_model: pipelines of up to 3 stages
 # (name, [train.parallel] degrees, activation checkpointing) of the gpt, by world size
-INTERLEAVED = {"schedule": "interleaved", "stages_per_rank": 2, "microbatches": 4}
+INTERLEAVED = {"schedule": "interleaved", "interleave": 2, "microbatches": 4}
 LAYOUTS: dict[int, list[tuple[str, dict[str, Any], str]]] = {
     2: [
         ("tp 2", {"tp": 2}, "none"),

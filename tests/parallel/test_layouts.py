@@ -62,7 +62,7 @@ def test_degrees_resolve_to_named_layouts_and_rank_coordinates():
         ({"parallel": {"pp": 2}}, 4, "here tp 1, dp_shard 2"),
         ({"strategy": "pipeline", "pipeline": {"schedule": "interleaved"}}, 2, "and only it"),
         (
-            {"strategy": "pipeline", "pipeline": {"split_points": ["2"], "stages_per_rank": 2}},
+            {"strategy": "pipeline", "pipeline": {"split_points": ["2"], "interleave": 2}},
             2,
             "2 stages, but the job has 2 pipeline ranks x 2",
         ),

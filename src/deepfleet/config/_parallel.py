@@ -37,7 +37,7 @@ class PipelineSection(Section):
     split_points: list[str] = Field(
         default_factory=list,
         description="Names of top-level children where a new pipeline stage begins, in order; "
-        "one fewer than the number of stages (pp x stages_per_rank). Empty: an even cut by "
+        "one fewer than the number of stages (pp x interleave). Empty: an even cut by "
         "parameter count.",
     )
     schedule: Literal["gpipe", "1f1b", "interleaved"] = Field(
@@ -46,11 +46,11 @@ class PipelineSection(Section):
         "backward: less activation memory) or interleaved (1F1B over several stages per "
         "rank: a smaller pipeline bubble).",
     )
-    stages_per_rank: int = Field(
+    interleave: int = Field(
         1,
         ge=1,
-        description="Stages each pipeline rank runs (interleaved: at least 2; rank r runs "
-        "stages r, r + pp, ...).",
+        description="Stages each pipeline rank runs, interleaved (the interleaved schedule: "
+        "at least 2; rank r runs stages r, r + pp, ...).",
     )
     microbatches: int = Field(
         4, gt=0, description="Micro-batches each batch is cut into; batch_size must divide."

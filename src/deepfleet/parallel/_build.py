@@ -38,7 +38,7 @@ def make_strategy(
             split_points=pipe.split_points,
             schedule=pipe.schedule,
             microbatches=pipe.microbatches,
-            stages_per_rank=pipe.stages_per_rank,
+            interleave=pipe.interleave,
         )
     simple = {"single": SingleStrategy, "ddp": DDPStrategy, "fsdp": FSDPStrategy}
     if topology.strategy in simple:  # one dimension: the plain wrappers

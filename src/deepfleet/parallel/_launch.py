@@ -62,7 +62,7 @@ def preflight(train, model: torch.nn.Module, world_size: int) -> Topology:
     topology = build_topology(train, world_size, model, torch.device("cpu"))
     if topology.pp > 1:
         pipe = train.pipeline
-        split_children(model, topology.pp * pipe.stages_per_rank, pipe.split_points)
+        split_children(model, topology.pp * pipe.interleave, pipe.split_points)
     return topology
 
 

@@ -111,15 +111,15 @@ class PipelineStrategy(SingleStrategy):
         split_points: list[str],
         schedule: str = "1f1b",
         microbatches: int = 4,
-        stages_per_rank: int = 1,
+        interleave: int = 1,
     ) -> None:
         super().__init__(model, topology, rank, device, compile_model)
         pp = topology.pp
-        parts = split_children(model, pp * stages_per_rank, split_points)
+        parts = split_children(model, pp * interleave, split_points)
         self.parts = [StagePart(part) for part in parts]
         self.stage_index = topology.pp_rank(rank)
         # Interleaved: rank r runs stages r, r + pp, r + 2 pp, ... (virtual stages).
-        self.my_stages = [self.stage_index + k * pp for k in range(stages_per_rank)]
+        self.my_stages = [self.stage_index + k * pp for k in range(interleave)]
         # The first replica of each stage (mesh order: pp outermost) sends its weights.
         self.owner = {
             name: (s % pp) * topology.dp for s, part in enumerate(parts) for name, _ in part

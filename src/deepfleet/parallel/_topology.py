@@ -178,7 +178,7 @@ def _pipeline_topology(
     `replicas` times (data parallel over the replicas, DDP within each stage)."""
     pipe = train.pipeline
     pp = pp or world_size
-    want = pp * pipe.stages_per_rank
+    want = pp * pipe.interleave
     stages = len(pipe.split_points) + 1 if pipe.split_points else want
     if world_size < 2:
         raise UserError("train.strategy: pipeline needs at least 2 processes (--nproc 2)")
@@ -186,12 +186,12 @@ def _pipeline_topology(
         raise UserError(
             f"train.pipeline.split_points: {len(pipe.split_points)} split points make "
             f"{stages} stages, but the job has {pp} pipeline ranks x "
-            f"{pipe.stages_per_rank} stage(s) per rank"
+            f"{pipe.interleave} stage(s) per rank"
         )
-    if (pipe.schedule == "interleaved") != (pipe.stages_per_rank > 1):
+    if (pipe.schedule == "interleaved") != (pipe.interleave > 1):
         raise UserError(
             "train.pipeline: the interleaved schedule, and only it, runs several stages per "
-            f"rank (schedule {pipe.schedule}, stages_per_rank {pipe.stages_per_rank})"
+            f"rank (schedule {pipe.schedule}, interleave {pipe.interleave})"
         )
     rounds = max(1, pipe.microbatches // pp)
     if pipe.schedule == "interleaved" and pipe.microbatches % rounds:
