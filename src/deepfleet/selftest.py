@@ -5,7 +5,8 @@ so it sits above both deepfleet.train and deepfleet.parallel.
 
 On 2 or 4 processes a small gpt also trains under the multi-dimensional layouts of that size
 (tensor parallel; an interleaved pipeline of two stages per rank; FSDP over tensor parallel
-with activation checkpointing; HSDP; two pipelines of two stages side by side), each
+with activation checkpointing; HSDP; replicas of tensor-parallel pairs; two pipelines of two
+stages side by side), each
 compared with one process."""
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ LAYOUTS: dict[int, list[tuple[str, dict[str, Any], str]]] = {
     4: [
         ("fsdp 2 x tp 2 + checkpointing", {"dp_shard": 2, "tp": 2}, "full"),
         ("hsdp 2 x 2", {"dp_replicate": 2, "dp_shard": 2}, "none"),
+        ("ddp 2 x tp 2", {"dp_replicate": 2, "dp_shard": 1, "tp": 2}, "none"),
         ("pipeline 2 x dp 2", {"pp": 2, "dp_replicate": 2, "dp_shard": 1}, "none"),
     ],
 }

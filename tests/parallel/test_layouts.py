@@ -1,6 +1,7 @@
 """Multi-dimensional layouts on a DeviceMesh: the degrees of [train.parallel] resolved and
 checked before any worker starts, and the gpt trained under FSDP over tensor parallelism
-(with activation checkpointing), HSDP and two 2-stage pipelines side by side on 4 ranks ending
+(with activation checkpointing), HSDP, replicated tensor-parallel pairs and two 2-stage
+pipelines side by side on 4 ranks ending
 with the weights of one process on the same global batch. (Tensor parallelism alone on 2
 ranks: test_equivalence.py, which runs the 2-process self-test.)"""
 
@@ -115,9 +116,11 @@ def test_fsdp_over_tp_hsdp_and_pipeline_by_dp_on_four_ranks_match_one_process():
     assert [row["check"] for row in report["rows"][1:]] == [
         "gpt fsdp 2 x tp 2 + checkpointing: 4 steps",
         "gpt hsdp 2 x 2: 4 steps",
+        "gpt ddp 2 x tp 2: 4 steps",
         "gpt pipeline 2 x dp 2: 4 steps",
     ]
     single = report["weights"]["lm one process"]
     assert_same_weights(report["weights"]["fsdp 2 x tp 2 + checkpointing"], single)
     assert_same_weights(report["weights"]["hsdp 2 x 2"], single)
+    assert_same_weights(report["weights"]["ddp 2 x tp 2"], single)
     assert_same_weights(report["weights"]["pipeline 2 x dp 2"], single)
