@@ -91,6 +91,19 @@ def test_a_model_without_a_plan_is_refused_before_any_worker_starts(tmp_path):
     assert not (paths.checkpoints / "train").exists()
 
 
+def test_the_command_line_refuses_a_bad_layout_in_one_line_before_workers(tmp_path, capsys):
+    from deepfleet.cli import run_cli
+    from deepfleet.config import dump_job
+
+    job_file = tmp_path / "job.toml"
+    job_file.write_text(dump_job(job_from_dict(tiny_job_dict(tmp_path))))
+    argv = ["train", str(job_file), "--nproc", "4", "--set", "train.parallel.tp=3"]
+    assert run_cli(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "train.parallel: pp 1 x dp_replicate 1 x tp 3 = 3 does not divide the 4" in err
+    assert len(err.splitlines()) == 1 and not list(tmp_path.rglob("checkpoints/train"))
+
+
 def test_a_user_module_plan_is_found_and_asked_first():
     model = two_layer((4,), 2, width=6)
     plan = tp_plan(model)
