@@ -3,7 +3,10 @@
 Targets on one H100: ResNet-50 training >= 3,000 images/s at 224x224 (bf16, channels_last,
 torch.compile; NVIDIA's PyTorch reference on an A100 with AMP is 2,470) and decoder MFU >= 45 %
 in bf16. Writes benchmarks/results/bench_gpu.json with the device name, each report, energy per
-sample, and the CPU-over-GPU ratios of the digits job (baseline: the CPU, same run).
+sample, and the CPU-over-GPU ratios of the digits job (baseline: the CPU, same run). Then the
+gpt's tokens/s and MFU in bf16 under ddp, fsdp, fsdp x tp and fsdp with activation
+checkpointing on the visible GPUs (single with and without checkpointing on one GPU;
+benchmarks/_gpu_layouts.py), under "layouts".
 Exits with a message, writing nothing, where no CUDA device is visible.
 """
 
@@ -18,6 +21,9 @@ import torch
 from deepfleet._atomic import write_json_atomic
 from deepfleet.bench import BenchRequest, InferOptions, TrainOptions, run_bench
 from deepfleet.devices import describe_machine
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _gpu_layouts, next to this file
+from _gpu_layouts import measure_layouts  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_gpu.json"
 TARGETS = {"resnet50_images_per_s": 3000.0, "decoder_mfu": 0.45}
@@ -73,6 +79,7 @@ def main() -> int:
         "energy": {"resnet50": r50["energy"], "decoder": gpt["energy"]},
         "digits_cpu_vs_gpu": results["runs"]["digits_cpu_vs_gpu"]["comparison"],
     }
+    results["layouts"] = measure_layouts()
     write_json_atomic(RESULTS, results)
     print(f"wrote {RESULTS}")
     return 0

@@ -199,6 +199,9 @@ def _train_stream(ctx: RunContext) -> StreamLoader:
         shuffle_buffer=data.shuffle_buffer,
         cache=data.cache,
         key=ctx.data_key,
+        # Each optimizer step's samples independent of the world size: resumable on another.
+        order="global",
+        accumulation=job.train.accumulation_steps,
     )
     pin = ctx.device.type == "cuda"
     return StreamLoader(stream, num_workers=job.train.num_workers, pin_memory=pin)

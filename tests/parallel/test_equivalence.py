@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from layout_checks import assert_same_weights
 
 from conftest import run_deepfleet
 from deepfleet.parallel import DistEnv
@@ -41,10 +42,18 @@ def test_strategy_matches_one_process(report, one_process, case):
         torch.testing.assert_close(got[key], expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("case", ["tp 2", "pipeline 2 x 2 stages interleaved"])
+def test_gpt_layouts_on_two_ranks_match_one_process(report, case):
+    """tp 2: the gpt's plan (q, k, v and MLP columns, output rows, the head's columns);
+    interleaved: 4 stages of the gpt, ranks 0 and 1 running stages 0, 2 and 1, 3."""
+    assert_same_weights(report["weights"][case], report["weights"]["lm one process"])
+
+
 def test_selftest_report(report):
     assert report["world_size"] == 2 and report["backend"] == "gloo"
     checks = [row["check"] for row in report["rows"]]
-    assert checks[0] == "all-reduce 4 MiB" and len(checks) == 6
+    assert checks[0] == "all-reduce 4 MiB" and len(checks) == 8
+    assert checks[-2:] == ["gpt tp 2: 4 steps", "gpt pipeline 2 x 2 stages interleaved: 4 steps"]
     assert all(row["ok"] for row in report["rows"]), report["rows"]
 
 
@@ -61,4 +70,5 @@ def test_selftest_command_prints_the_table():
         "pipeline gpipe: 4 steps",
     ):
         assert check in text
-    assert "FAILED" not in text and text.count(" ok ") >= 6
+    assert "gpt tp 2: 4 steps" in text and "interleaved" in text
+    assert "FAILED" not in text and text.count(" ok ") >= 8

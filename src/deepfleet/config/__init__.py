@@ -16,6 +16,7 @@ from deepfleet.config._model import ModelSection
 from deepfleet.config._parallel import (
     CheckpointSection,
     EarlyStoppingSection,
+    ParallelSection,
     PipelineSection,
     ProfileSection,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "JobConfig",
     "ModelSection",
     "PhaseSection",
+    "ParallelSection",
     "PipelineSection",
     "ProfileSection",
     "RunSection",

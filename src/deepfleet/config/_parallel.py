@@ -5,18 +5,52 @@ from pydantic import Field
 from deepfleet.config._base import Section
 
 
+class ParallelSection(Section):
+    """[train.parallel]: the degrees of a multi-dimensional layout, one per named dimension
+    of the device mesh (pp, dp_replicate, dp_shard, tp). Their product is the number of
+    processes. All at their defaults: train.strategy alone decides (the one-dimensional
+    shorthand)."""
+
+    pp: int = Field(1, ge=1, description="Pipeline stages (see [train.pipeline]).")
+    dp_replicate: int = Field(
+        1, ge=1, description="Data-parallel replicas (DDP, or the replicate dim of HSDP)."
+    )
+    dp_shard: int = Field(
+        -1,
+        description="Data-parallel ranks that shard parameters (FSDP2); -1: the processes "
+        "left over by the other degrees.",
+    )
+    tp: int = Field(
+        1,
+        ge=1,
+        description="Tensor-parallel ranks: the model's plan splits its linear layers (and "
+        "attention heads) over them; must divide the heads.",
+    )
+
+    def is_default(self) -> bool:
+        return (self.pp, self.dp_replicate, self.dp_shard, self.tp) == (1, 1, -1, 1)
+
+
 class PipelineSection(Section):
     """[train.pipeline]: how the `pipeline` strategy cuts the model and schedules micro-batches."""
 
     split_points: list[str] = Field(
         default_factory=list,
         description="Names of top-level children where a new pipeline stage begins, in order; "
-        "one fewer than the number of stages. Empty: an even cut by parameter count.",
+        "one fewer than the number of stages (pp x interleave). Empty: an even cut by "
+        "parameter count.",
     )
-    schedule: Literal["gpipe", "1f1b"] = Field(
+    schedule: Literal["gpipe", "1f1b", "interleaved"] = Field(
         "1f1b",
-        description="gpipe (all forwards, then all backwards) or 1f1b (interleaved, "
-        "less activation memory).",
+        description="gpipe (all forwards, then all backwards), 1f1b (one forward, one "
+        "backward: less activation memory) or interleaved (1F1B over several stages per "
+        "rank: a smaller pipeline bubble).",
+    )
+    interleave: int = Field(
+        1,
+        ge=1,
+        description="Stages each pipeline rank runs, interleaved (the interleaved schedule: "
+        "at least 2; rank r runs stages r, r + pp, ...).",
     )
     microbatches: int = Field(
         4, gt=0, description="Micro-batches each batch is cut into; batch_size must divide."
@@ -30,6 +64,12 @@ class CheckpointSection(Section):
         0, ge=0, description="Also checkpoint every N optimizer steps (0: only at phase ends)."
     )
     keep: int = Field(2, gt=0, description="Committed checkpoints kept; older ones are deleted.")
+    async_save: bool = Field(
+        False,
+        description="Write checkpoints in the background (torch.distributed.checkpoint."
+        "async_save): training continues once the tensors are copied to CPU memory; each is "
+        "committed when written, at the latest before the next one or the end of training.",
+    )
 
 
 class EarlyStoppingSection(Section):

@@ -7,6 +7,7 @@ from deepfleet.config._base import Section
 from deepfleet.config._parallel import (
     CheckpointSection,
     EarlyStoppingSection,
+    ParallelSection,
     PipelineSection,
     ProfileSection,
 )
@@ -57,6 +58,11 @@ class TrainSection(Section):
         description="single, ddp, fsdp, pipeline, or auto (chosen from the number of "
         "processes and the model size; the reason is logged).",
     )
+    parallel: ParallelSection = Field(
+        default_factory=ParallelSection,
+        description="Degrees of a 2-D/3-D layout (tp, dp_shard, dp_replicate, pp); set them "
+        "with strategy = auto.",
+    )
     pipeline: PipelineSection = Field(
         default_factory=PipelineSection, description="Settings of the pipeline strategy."
     )
@@ -68,6 +74,17 @@ class TrainSection(Section):
     )
     tf32: bool = Field(True, description="Allow TF32 matmuls and convolutions on Ampere+ GPUs.")
     compile: bool = Field(False, description="torch.compile the model before training.")
+    compile_scope: Literal["model", "blocks"] = Field(
+        "model",
+        description="What train.compile compiles: the whole model, or each block on its own "
+        "(shorter compiles, and the form FSDP and tensor parallelism keep their hooks in).",
+    )
+    activation_checkpointing: Literal["none", "full"] | int = Field(
+        "none",
+        description="Recompute activations in the backward pass instead of keeping them: "
+        "none, full (every block), or N (every N-th block). Blocks: the model's repeated "
+        "top-level layers.",
+    )
     channels_last: bool = Field(
         False, description="Keep conv-net weights and 4-D inputs in channels_last layout."
     )
@@ -117,4 +134,6 @@ class TrainSection(Section):
     def _at_least_one_phase(self) -> "TrainSection":
         if not self.phases:
             raise ValueError("phases: at least one phase is required")
+        if isinstance(self.activation_checkpointing, int) and self.activation_checkpointing < 1:
+            raise ValueError("activation_checkpointing: N must be >= 1 (or none, full)")
         return self

@@ -21,6 +21,9 @@ from deepfleet.errors import UserError
 
 # What must match for a saved position to mean the same samples (num_workers need not).
 _ORDER_KEYS = ("seed", "world_size", "batch_size", "samples", "uneven", "shuffle", "shuffle_buffer")
+# order="global": the world size, batch size and accumulation may change as long as every
+# optimizer step still holds the same number of samples.
+_GLOBAL_KEYS = ("seed", "step_samples", "samples", "uneven", "shuffle", "shuffle_buffer")
 
 
 @dataclass
@@ -131,17 +134,33 @@ class StreamLoader:
             "shuffle": s.shuffle,
             "shuffle_buffer": s.shuffle_buffer,
             "rank": s.rank,
+            "order": s.order,
+            "step_samples": s.global_batch * s.accumulation,
+            "accumulation": s.accumulation,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue where `state` stood. Order "global": also from a state written at another
+        world size, batch size or accumulation with the same samples per optimizer step (the
+        position is carried over as samples of the epoch's order)."""
         mine = self.state_dict()
-        for key in _ORDER_KEYS:
-            if state.get(key) != mine[key]:
+        was_global = state.get("order", "rank") == "global"
+        keys = _GLOBAL_KEYS if mine["order"] == "global" and was_global else _ORDER_KEYS
+        for key in ("order", *keys):
+            if state.get(key, "rank" if key == "order" else None) != mine[key]:
                 raise UserError(
                     f"cannot resume the data stream: {key} was {state.get(key)!r}, "
                     f"now {mine[key]!r}"
                 )
         batches = int(state["batches"])
+        if keys is _GLOBAL_KEYS:
+            done = batches * int(state["batch_size"]) * int(state["world_size"])
+            batches, partial = divmod(done, self.stream.global_batch)
+            if partial:
+                raise UserError(
+                    f"cannot resume the data stream: {done} samples of the epoch were read, "
+                    f"not a whole number of batches of {self.stream.global_batch} over every rank"
+                )
         if not 0 <= batches <= len(self):
             raise UserError(f"cannot resume the data stream at batch {batches} of {len(self)}")
         self._cursor.move(int(state["epoch"]), batches)

@@ -17,6 +17,23 @@ number of DataLoader workers:
    equally short on every rank.
 4. DataLoader worker w reads windows w, w + W, w + 2W, ...; the loader receives them in order,
    so batch k of an epoch is the same sample set whatever the number of workers.
+
+That is order="rank", what validation and evaluation read (each rank a contiguous part). For
+training, order="global" defines every optimizer step's sample set independently of the number
+of data-parallel ranks, so a job resumes exactly at another world size (as MosaicML streaming
+and LitData do):
+
+1. The epoch's sequence is the same seeded shard order. With G = batch_size x world_size x
+   accumulation samples per optimizer step, it is padded ("pad": wrapping around to its start)
+   or cut ("drop") to a whole number of steps: every step is full, on any world size.
+2. The sequence is cut into global windows of whole steps (shuffle_buffer samples rounded up
+   to a multiple of G); each window is permuted with a seed of (seed, epoch, window) alone.
+3. Step k of a window takes the permuted positions [k*G, (k+1)*G); its micro-batch m the
+   slice [m*G/A, (m+1)*G/A) (A = accumulation), of which rank r takes its batch_size
+   positions in rank order. 2 ranks x 8 x 1, 1 rank x 16 x 1 and 1 rank x 8 x 2 all train
+   step k on the same 16 samples.
+Every rank decodes every window (and keeps its share): world_size times the reading of
+order="rank", the price of an order that does not depend on the world size.
 """
 
 from __future__ import annotations
@@ -145,9 +162,13 @@ class ShardStream(IterableDataset):
         cache: bool = False,
         verify: bool = True,
         key: str | Path | bytes | DataKey | None = None,
+        order: Literal["rank", "global"] = "rank",
+        accumulation: int = 1,
     ) -> None:
         super().__init__()
         _check_args(batch_size, rank, world_size, seed, uneven, shuffle_buffer)
+        if order not in ("rank", "global") or accumulation < 1:
+            raise UserError(f"order {order!r} / accumulation {accumulation}: not a stream order")
         self.manifest = data if isinstance(data, Manifest) else read_manifest(data)
         self.split = split
         entries = self.manifest.shards(split)
@@ -160,11 +181,21 @@ class ShardStream(IterableDataset):
                 f"split {split!r} has {self.num_samples} samples, fewer than the {world_size} ranks"
             )
         ceil = uneven == "pad"
-        self.per_rank = (
-            -(-self.num_samples // world_size) if ceil else (self.num_samples // world_size)
-        )
+        self.order, self.accumulation = order, accumulation
+        if order == "global":
+            step = self.global_batch * accumulation
+            steps = -(-self.num_samples // step) if ceil else self.num_samples // step
+            self.length = steps * step  # every optimizer step full, on any world size
+            self.per_rank = self.length // world_size
+            window_steps = max(1, math.ceil(shuffle_buffer / step))
+            self.window_batches = window_steps * accumulation
+        else:
+            self.per_rank = (
+                -(-self.num_samples // world_size) if ceil else (self.num_samples // world_size)
+            )
+            self.length = self.per_rank * world_size
+            self.window_batches = max(1, math.ceil(shuffle_buffer / batch_size))
         self.num_batches = math.ceil(self.per_rank / batch_size)
-        self.window_batches = max(1, math.ceil(shuffle_buffer / batch_size))
         self.num_windows = math.ceil(self.num_batches / self.window_batches)
         self.epoch = 0
         self.start_batch = 0
@@ -173,9 +204,16 @@ class ShardStream(IterableDataset):
         )
 
     @property
+    def global_batch(self) -> int:
+        """Samples of one micro-batch over every rank."""
+        return self.batch_size * self.world_size
+
+    @property
     def shuffle_buffer(self) -> int:
-        """The effective buffer: whole batches per window times the batch size."""
-        return self.window_batches * self.batch_size
+        """The effective buffer: whole batches per window times the batch size (order
+        "global": the window over every rank, whole optimizer steps)."""
+        per_batch = self.global_batch if self.order == "global" else self.batch_size
+        return self.window_batches * per_batch
 
     def fill_cache(self) -> None:
         """Decode every shard of the split into memory now (cache=True only)."""
@@ -191,10 +229,13 @@ class ShardStream(IterableDataset):
 
     def segments(self, epoch: int, lo: int, hi: int) -> list[tuple[int, int, int]]:
         """(shard, first row, end row) runs holding this rank's positions [lo, hi)."""
+        start = self.rank * self.per_rank
+        return self.runs(epoch, start + lo, start + hi)
+
+    def runs(self, epoch: int, a: int, b: int) -> list[tuple[int, int, int]]:
+        """(shard, first row, end row) runs holding positions [a, b) of the epoch's sequence."""
         order = self.shard_order(epoch)
         offsets = np.concatenate([[0], np.cumsum(self.shard_rows[order])])
-        a = self.rank * self.per_rank + lo
-        b = self.rank * self.per_rank + hi
         runs = []
         while a < b:
             g = a % self.num_samples  # "pad" wraps around to the start of the sequence
@@ -212,13 +253,18 @@ class ShardStream(IterableDataset):
         processes); StreamLoader turns it into scaled float32 batches.
         """
         size = self.shuffle_buffer
-        lo, hi = index * size, min((index + 1) * size, self.per_rank)
-        ids, x, y = _concat([self.rows.read(*run) for run in self.segments(epoch, lo, hi)])
-        if self.shuffle:
-            rng = np.random.default_rng([self.seed, epoch, 1, self.rank, index])
-            take = rng.permutation(hi - lo)[skip_batches * self.batch_size :]
+        if self.order == "global":
+            lo, hi = index * size, min((index + 1) * size, self.length)
+            ids, x, y = _concat([self.rows.read(*run) for run in self.runs(epoch, lo, hi)])
+            take = self._global_take(epoch, index, hi - lo, skip_batches)
         else:
-            take = np.arange(skip_batches * self.batch_size, hi - lo)
+            lo, hi = index * size, min((index + 1) * size, self.per_rank)
+            ids, x, y = _concat([self.rows.read(*run) for run in self.segments(epoch, lo, hi)])
+            if self.shuffle:
+                rng = np.random.default_rng([self.seed, epoch, 1, self.rank, index])
+                take = rng.permutation(hi - lo)[skip_batches * self.batch_size :]
+            else:
+                take = np.arange(skip_batches * self.batch_size, hi - lo)
         features = torch.empty((len(take), *x.shape[1:]), dtype=_TORCH_DTYPES[x.dtype.str])
         if torch.utils.data.get_worker_info() is not None:
             # Gather straight into shared memory: sending it to the loader then copies nothing.
@@ -230,6 +276,17 @@ class ShardStream(IterableDataset):
             features,
             torch.from_numpy(y[take]),
         )
+
+    def _global_take(self, epoch: int, index: int, size: int, skip_batches: int) -> np.ndarray:
+        """This rank's rows of a global window, batch after batch: the window's permutation
+        (seeded without rank or world size) cut into micro-batches of global_batch rows, of
+        which this rank takes the rank-th batch_size."""
+        if self.shuffle:
+            perm = np.random.default_rng([self.seed, epoch, 2, index]).permutation(size)
+        else:
+            perm = np.arange(size)
+        per_rank = perm.reshape(-1, self.world_size, self.batch_size)[:, self.rank]
+        return per_rank[skip_batches:].reshape(-1)
 
     def windows(
         self, epoch: int, start_batch: int = 0, worker: int = 0, num_workers: int = 1

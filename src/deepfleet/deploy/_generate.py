@@ -120,8 +120,7 @@ class CachedDecoder:
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         attn = block.attn
         batch, length, dim = h.shape
-        q, k, v = attn.qkv(h).view(batch, length, 3, attn.heads, dim // attn.heads).unbind(2)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        q, k, v = attn.project(h)
         if kv is not None:
             k, v = torch.cat([kv[0], k], dim=2), torch.cat([kv[1], v], dim=2)
         if past == 0:

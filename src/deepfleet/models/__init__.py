@@ -3,12 +3,14 @@
 from deepfleet.models._cnn import cnn
 from deepfleet.models._gpt import gpt
 from deepfleet.models._mlp import mlp
+from deepfleet.models._plans import TPPlan, tp_plan
 from deepfleet.models._registry import ZOO, build_model, resolve_factory
 from deepfleet.models._resnet import BasicBlock, resnet
 from deepfleet.models._resnet_imagenet import Bottleneck, resnet18, resnet50
 
 __all__ = [
     "ZOO",
+    "TPPlan",
     "BasicBlock",
     "Bottleneck",
     "build_model",
@@ -19,4 +21,5 @@ __all__ = [
     "resnet18",
     "resnet50",
     "resolve_factory",
+    "tp_plan",
 ]

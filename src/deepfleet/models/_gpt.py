@@ -27,24 +27,35 @@ class TokenEmbedding(nn.Module):
 
 
 class CausalSelfAttention(nn.Module):
+    """Separate q, k and v projections: a plan can split each one by heads (a fused qkv
+    matrix cut into contiguous slices would hand one rank all of q and part of k).
+    `heads` is the number of heads this module computes; widths follow from the layers'
+    outputs, so a plan that splits the projections only has to set it."""
+
     def __init__(self, dim: int, heads: int, dropout: float) -> None:
         super().__init__()
         self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim)
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
         self.dropout = dropout
 
-    def forward(self, x: Tensor) -> Tensor:
-        batch, length, dim = x.shape
-        q, k, v = self.qkv(x).view(batch, length, 3, self.heads, dim // self.heads).unbind(2)
-        out = F.scaled_dot_product_attention(
-            q.transpose(1, 2),
-            k.transpose(1, 2),
-            v.transpose(1, 2),
-            is_causal=True,
-            dropout_p=self.dropout if self.training else 0.0,
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """q, k, v as [batch, heads, length, head_dim]."""
+        batch, length, _ = x.shape
+        return tuple(
+            layer(x).view(batch, length, self.heads, -1).transpose(1, 2)
+            for layer in (self.q, self.k, self.v)
         )
-        return self.proj(out.transpose(1, 2).reshape(batch, length, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch, length, _ = x.shape
+        q, k, v = self.project(x)
+        out = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.proj(out.transpose(1, 2).reshape(batch, length, -1))
 
 
 class DecoderBlock(nn.Module):

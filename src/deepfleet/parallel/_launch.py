@@ -60,8 +60,9 @@ def preflight(train, model: torch.nn.Module, world_size: int) -> Topology:
     """Check the job against the world size in the launching process, before any worker
     starts, so a mistake is one line here rather than the same error from every rank."""
     topology = build_topology(train, world_size, model, torch.device("cpu"))
-    if topology.strategy == "pipeline":
-        split_children(model, topology.pp, train.pipeline.split_points)
+    if topology.pp > 1:
+        pipe = train.pipeline
+        split_children(model, topology.pp * pipe.interleave, pipe.split_points)
     return topology
 
 

@@ -1,5 +1,7 @@
 """The pipeline strategy: the model's top-level children cut into one stage per rank at named
-points, run by torch.distributed.pipelining (GPipe or 1F1B)."""
+points, run by torch.distributed.pipelining (GPipe or 1F1B). With dp_replicate > 1 the mesh
+holds several pipelines side by side: each stage is a DDP replica over the ranks that run
+the same stage, and each pipeline reads its own data-parallel share."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import inspect
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from deepfleet.errors import UserError
 from deepfleet.parallel._strategy import Autocast, Objective, SingleStrategy
@@ -17,9 +20,15 @@ from deepfleet.parallel._topology import Topology
 def _schedule_class(name: str):
     # Imported here: torch.distributed.pipelining takes seconds to import, and only
     # pipeline runs need it.
-    from torch.distributed.pipelining import Schedule1F1B, ScheduleGPipe
+    from torch.distributed.pipelining import (
+        Schedule1F1B,
+        ScheduleGPipe,
+        ScheduleInterleaved1F1B,
+    )
 
-    return {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}[name]
+    return {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B, "interleaved": ScheduleInterleaved1F1B}[
+        name
+    ]
 
 
 class StagePart(nn.Module):
@@ -102,13 +111,26 @@ class PipelineStrategy(SingleStrategy):
         split_points: list[str],
         schedule: str = "1f1b",
         microbatches: int = 4,
+        interleave: int = 1,
     ) -> None:
         super().__init__(model, topology, rank, device, compile_model)
-        parts = split_children(model, topology.pp, split_points)
+        pp = topology.pp
+        parts = split_children(model, pp * interleave, split_points)
         self.parts = [StagePart(part) for part in parts]
         self.stage_index = topology.pp_rank(rank)
-        self.owner = {name: s for s, part in enumerate(parts) for name, _ in part}
-        self.module = self.parts[self.stage_index]
+        # Interleaved: rank r runs stages r, r + pp, r + 2 pp, ... (virtual stages).
+        self.my_stages = [self.stage_index + k * pp for k in range(interleave)]
+        # The first replica of each stage (mesh order: pp outermost) sends its weights.
+        self.owner = {
+            name: (s % pp) * topology.dp for s, part in enumerate(parts) for name, _ in part
+        }
+        self.pp_group = self.dp_group = None
+        if topology.dp > 1:
+            mesh = topology.build_mesh(device)
+            self.pp_group = mesh["pp"].get_group()
+            self.dp_group = mesh["dp_replicate"].get_group()
+        # The parameters this rank trains, under their names (the optimizer's, the checkpoint's).
+        self.module = StagePart([c for i in self.my_stages for c in parts[i]])
         self.is_first = self.stage_index == 0
         self.is_last = self.stage_index == topology.pp - 1
         self.owns_outputs = self.is_last
@@ -122,13 +144,16 @@ class PipelineStrategy(SingleStrategy):
         self.schedule = None
 
     @torch.no_grad()
-    def _shapes(self, x: torch.Tensor, autocast: Autocast) -> tuple[torch.Tensor, torch.Tensor]:
-        """Example input and output of this rank's stage for one micro-batch: the stages run
+    def _shapes(
+        self, x: torch.Tensor, autocast: Autocast
+    ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """Example input and output of this rank's stages for one micro-batch: the stages run
         in order in eval mode, which touches no BatchNorm statistics and draws no dropout
         mask. (Left to infer them, torch's stage runs itself once in train mode on the first
         micro-batch, or on empty tensors after the first stage, and BatchNorm would learn
         from that call, once more at every resume.)"""
         h = x[: x.shape[0] // self.microbatches]
+        found = {}
         with autocast():
             for index, part in enumerate(self.parts):
                 weights = next(part.parameters(), None)
@@ -138,31 +163,47 @@ class PipelineStrategy(SingleStrategy):
                     out = part(h)
                 finally:
                     part.train()
-                if index == self.stage_index:
+                if index in self.my_stages:
                     # Activations between stages carry gradients; the data does not.
-                    return (
+                    found[index] = (
                         h.to(self.device).requires_grad_(index > 0),
                         out.to(self.device).requires_grad_(True),
                     )
                 h = out
-        raise AssertionError("unreachable: every rank runs one of the stages")
+        return found
 
     def _build_schedule(self, x: torch.Tensor, autocast: Autocast):
         from torch.distributed.pipelining import PipelineStage
 
-        example_in, example_out = self._shapes(x, autocast)
-        stage = PipelineStage(
-            self._maybe_compile(self.module),
-            self.stage_index,
-            self.topology.pp,
-            self.device,
-            input_args=example_in,
-            output_args=example_out,
-        )
+        shapes = self._shapes(x, autocast)
+        stages = []
+        for index in self.my_stages:
+            submodule = self._maybe_compile(self.parts[index])
+            if self.dp_group is not None:
+                # The stage syncs DDP's gradients at a step's last micro-batch only; a fresh
+                # wrapper per phase, since DDP records which parameters need gradients.
+                ids = [self.device.index] if self.device.type == "cuda" else None
+                submodule = DistributedDataParallel(
+                    submodule, device_ids=ids, process_group=self.dp_group
+                )
+            example_in, example_out = shapes[index]
+            stages.append(
+                PipelineStage(
+                    submodule,
+                    index,
+                    len(self.parts),
+                    self.device,
+                    input_args=example_in,
+                    output_args=example_out,
+                    group=self.pp_group,
+                )
+            )
         kwargs = {}
         cls = _schedule_class(self.schedule_name)
         if "scale_grads" in inspect.signature(cls.__init__).parameters:
             kwargs["scale_grads"] = False  # the objective is already scaled to the global batch
+        # Interleaved schedules take the list of this rank's stages, the others its one stage.
+        stage = stages if self.schedule_name == "interleaved" else stages[0]
         return cls(stage, n_microbatches=self.microbatches, loss_fn=self._scaled, **kwargs)
 
     def _scaled(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -196,7 +237,7 @@ class PipelineStrategy(SingleStrategy):
         for g in grads:
             squares += g.detach().float().pow(2).sum()
         dist.all_reduce(squares)
-        total = squares.sqrt()
+        total = (squares / self.topology.dp).sqrt()  # each stage's replicas hold the same
         factor = torch.clamp(max_norm / (total + 1e-6), max=1.0)
         for g in grads:
             g.mul_(factor.to(g.dtype))

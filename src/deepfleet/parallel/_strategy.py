@@ -171,7 +171,7 @@ class FSDPStrategy(SingleStrategy):
 
 def fp16_scaler(strategy: SingleStrategy, enabled: bool) -> torch.amp.GradScaler:
     """The gradient scaler for fp16 on CUDA; FSDP's sharded gradients need the sharded one."""
-    if enabled and isinstance(strategy, FSDPStrategy):
+    if enabled and (isinstance(strategy, FSDPStrategy) or getattr(strategy, "sharded", False)):
         from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 
         return ShardedGradScaler("cuda")

@@ -128,14 +128,38 @@ def _tensors(module: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict,
     return {"model": get_model_state_dict(module), "optim": state}, optim["param_groups"]
 
 
+def _first_rank_groups(path: Path, current: dict[str, Any]) -> list[dict[str, Any]]:
+    """A rank the checkpoint did not have (a job resumed on more ranks) takes rank 0's
+    optimizer settings (the scheduler's lr of the step, for one: without them this rank
+    would step its shard with a fresh optimizer's lr), keeping its own parameter lists."""
+    mine = current["param_groups"]
+    first = Path(path) / _rank_file(0)
+    if not first.is_file():
+        return mine
+    saved = json.loads(first.read_text(encoding="utf-8"))["param_groups"]
+    if len(saved) != len(mine):
+        return mine
+    return [{**old, "params": new["params"]} for old, new in zip(saved, mine, strict=True)]
+
+
 class Checkpointer:
     """Saves and restores one rank's share of the training state; every call is collective."""
 
-    def __init__(self, root: Path, keep: int, rank: int = 0, distributed: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path,
+        keep: int,
+        rank: int = 0,
+        distributed: bool = False,
+        async_save: bool = False,
+    ) -> None:
         self.root = Path(root)
         self.keep = keep
         self.rank = rank
         self.distributed = distributed
+        self.async_save = async_save
+        self._pending: tuple[Any, Path, Path] | None = None  # (future, tmp, final)
+        self._cpu_group: dist.ProcessGroup | None = None
 
     def _barrier(self) -> None:
         if self.distributed:
@@ -149,6 +173,7 @@ class Checkpointer:
         trainer_state: dict[str, Any],
         rank_state: dict[str, Any],
     ) -> Path:
+        self.wait()  # the previous asynchronous save is committed first
         name = f"step-{step:09d}"
         final, tmp = self.root / name, self.root / f".{name}.tmp"
         if self.rank == 0:
@@ -160,12 +185,15 @@ class Checkpointer:
         try:
             with warnings.catch_warnings():  # "assuming ... a single process": the intent
                 warnings.simplefilter("ignore", UserWarning)
-                dcp.save(
-                    payload,
-                    checkpoint_id=str(tmp),
-                    no_dist=not self.distributed,
-                    planner=_save_planner(),
-                )
+                if self.async_save:
+                    self._start_async(payload, tmp, final)
+                else:
+                    dcp.save(
+                        payload,
+                        checkpoint_id=str(tmp),
+                        no_dist=not self.distributed,
+                        planner=_save_planner(),
+                    )
             write_json_atomic(tmp / _rank_file(self.rank), {**rank_state, "param_groups": groups})
             if self.rank == 0:
                 write_json_atomic(tmp / TRAINER, {**trainer_state, "step": step})
@@ -173,11 +201,45 @@ class Checkpointer:
             if self.rank == 0:  # no half-written folder stays behind for anyone to read
                 shutil.rmtree(tmp, ignore_errors=True)
             raise _save_error(err, tmp.parent / name) from None
+        if self._pending is None:
+            self._commit_everywhere(tmp, final)
+        return final
+
+    def _start_async(self, payload: dict, tmp: Path, final: Path) -> None:
+        """dcp.async_save copies the tensors to CPU memory before it returns (training may
+        change them right after) and writes them in a thread; its collectives run there too,
+        so they need a CPU (gloo) group even when training talks over NCCL."""
+        if self.distributed and self._cpu_group is None:
+            self._cpu_group = dist.new_group(backend="gloo")
+        started = dcp.async_save(
+            payload,
+            checkpoint_id=str(tmp),
+            no_dist=not self.distributed,
+            planner=_save_planner(),
+            process_group=self._cpu_group,
+        )
+        self._pending = (getattr(started, "upload_completion", started), tmp, final)
+
+    def wait(self) -> None:
+        """Finish an asynchronous save: its writes done on every rank, then committed. A
+        failed write leaves the previous checkpoint the latest, as a synchronous one would."""
+        if self._pending is None:
+            return
+        future, tmp, final = self._pending
+        self._pending = None
+        try:
+            future.result()
+        except BaseException as err:
+            if self.rank == 0:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise _save_error(err, final) from None
+        self._commit_everywhere(tmp, final)
+
+    def _commit_everywhere(self, tmp: Path, final: Path) -> None:
         self._barrier()  # every rank's files are in tmp before it becomes visible
         if self.rank == 0:
             self._commit(tmp, final)
         self._barrier()
-        return final
 
     def _commit(self, tmp: Path, final: Path) -> None:
         if final.exists():  # the same step saved again after a restart
@@ -190,6 +252,12 @@ class Checkpointer:
 
     def read_trainer_state(self, path: Path) -> dict[str, Any]:
         return json.loads((Path(path) / TRAINER).read_text(encoding="utf-8"))
+
+    def read_rank_states(self, path: Path) -> list[dict[str, Any]]:
+        """Every rank's state of a checkpoint, in rank order (it may have had more or fewer
+        ranks than this job)."""
+        files = sorted(Path(path).glob("rank-*.json"))
+        return [json.loads(f.read_text(encoding="utf-8")) for f in files]
 
     def load(
         self,
@@ -218,7 +286,7 @@ class Checkpointer:
             groups = (
                 rank_state["param_groups"]
                 if rank_state
-                else get_optimizer_state_dict(module, optimizer)["param_groups"]
+                else _first_rank_groups(path, get_optimizer_state_dict(module, optimizer))
             )
             set_optimizer_state_dict(
                 module, optimizer, {"state": payload["optim"], "param_groups": groups}

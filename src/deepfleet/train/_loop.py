@@ -4,6 +4,7 @@ under any strategy (single, ddp, fsdp, pipeline). The loop never branches on the
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,6 +71,15 @@ def _saved_state(trainer_state: dict[str, Any]) -> TrainState:
     return TrainState.from_json(saved)
 
 
+def _old_sums(saved: dict[str, float] | list[float]) -> dict[str, float]:
+    """A rank's epoch sums; checkpoints before tasks held a list: loss, correct, samples."""
+    if isinstance(saved, list):
+        sums = dict(zip(("objective", "accuracy", "samples"), saved, strict=True))
+        sums["terms"] = sums["samples"]
+        return sums
+    return dict(saved)
+
+
 def lr_scale(rule: str, global_batch: int, batch_size: int) -> float:
     ratio = global_batch / batch_size
     return {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[rule]
@@ -116,6 +126,7 @@ class Trainer:
                 config.checkpoint.keep,
                 self.env.rank,
                 self.topology.world_size > 1,
+                async_save=config.checkpoint.async_save,
             )
             if self.checkpoint_dir
             else None
@@ -135,6 +146,7 @@ class Trainer:
             self.strategy, config.precision == "fp16" and device.type == "cuda"
         )
         self.state = TrainState()
+        self._exact = True  # a resume continues exactly where its checkpoint stood
         # Sums of the epoch so far (kept in checkpoints, so a resumed epoch reports whole):
         # the objective, its terms, the samples, and the task's running figures.
         self._sums: dict[str, float] = {}
@@ -165,7 +177,7 @@ class Trainer:
             topo.dp_rank(self.env.rank),
             self.seed,
             cfg.accumulation_steps,
-            drop_last=topo.strategy == "pipeline",
+            drop_last=topo.pp > 1,
         )
         if plan.steps_per_epoch == 0:
             raise UserError(
@@ -237,8 +249,34 @@ class Trainer:
             return None
         path = find_latest(self.checkpointer.root)
         if path is not None:  # the counters first: they say which phase to rebuild
-            self.state = _saved_state(self.checkpointer.read_trainer_state(path))
+            saved = self.checkpointer.read_trainer_state(path)
+            self.state = _saved_state(saved)
+            self._exact = self._carry_position(saved, path)
         return path
+
+    def _carry_position(self, saved: dict[str, Any], path: Path) -> bool:
+        """Whether the resume continues exactly where the checkpoint stood. The data order
+        is defined per optimizer step, whatever the world size, so it does while a step holds
+        as many samples as before; otherwise the position moves to the step holding the
+        first unread sample (re-reading the few before it in that step), said in one line."""
+        cfg = self.config
+        now = self.topology.global_batch(cfg.batch_size, cfg.accumulation_steps)
+        was = saved.get("global_batch", now)
+        pos = self.state.position
+        if was == now or pos.step_in_epoch == 0:
+            return was == now
+        done = pos.step_in_epoch * was
+        pos.step_in_epoch = done // now
+        again = done - pos.step_in_epoch * now
+        line = (
+            f"resume from {path.name}: the global batch is {now}, it was {was}, so the resume "
+            f"is not exact: epoch {pos.epoch + 1} continues at step {pos.step_in_epoch} (sample "
+            f"{done - again} of its order), reading {again} sample(s) of it again"
+        )
+        self.log.write({"kind": "resume_inexact", "message": line})
+        if self.env.is_main:
+            print(line, file=sys.stderr)
+        return False
 
     def _log_setup(
         self, plan: ArrayBatches | StreamBatches, factor: float, resume_from: Path | None
@@ -250,7 +288,7 @@ class Trainer:
             "why": topo.reason,
             "world_size": topo.world_size,
             "dp": topo.dp,
-            "pp": topo.pp,
+            **topo.degrees,  # pp, dp_replicate, dp_shard, tp
             "batch_size": cfg.batch_size,
             "accumulation_steps": cfg.accumulation_steps,
             "global_batch": topo.global_batch(cfg.batch_size, cfg.accumulation_steps),
@@ -481,6 +519,9 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "strategy": self.topology.strategy,
             "world_size": self.topology.world_size,
+            "global_batch": self.topology.global_batch(
+                self.config.batch_size, self.config.accumulation_steps
+            ),
         }
         rank_state = {
             "rng": rng_state(self.device),
@@ -502,15 +543,22 @@ class Trainer:
             scheduler.load_state_dict(trainer_state["scheduler"])
             if trainer_state.get("scaler") and self.scaler.is_enabled():
                 self.scaler.load_state_dict(trainer_state["scaler"])
+        same_world = trainer_state.get("world_size", self.topology.world_size) == (
+            self.topology.world_size
+        )
         if rank_state is not None:
             set_rng_state(rank_state["rng"], self.device)
-            saved = rank_state["sums"]
-            if isinstance(saved, list):  # checkpoints before tasks: loss, correct, samples
-                saved = dict(zip(("objective", "accuracy", "samples"), saved, strict=True))
-                saved["terms"] = saved["samples"]
-            self._sums = dict(saved)
-            if rank_state.get("reader"):
-                self.source.load_reader_state(rank_state["reader"])
+            self._sums = _old_sums(rank_state["sums"])
+            if rank_state.get("reader") and self._exact:
+                self.source.load_reader_state(rank_state["reader"])  # checks the order fits
+        if not same_world:
+            # The epoch's partial sums are reduced over every rank at its end: rank 0 carries
+            # the sum of all the old ranks' (each counted once), the others start from zero.
+            every = [_old_sums(r["sums"]) for r in self.checkpointer.read_rank_states(path)]
+            names = {k for sums in every for k in sums}
+            self._sums = (
+                {k: sum(s.get(k, 0.0) for s in every) for k in names} if self.env.is_main else {}
+            )
 
     def _save_weights(self, name: str) -> None:
         if self.checkpoint_dir is None:
@@ -522,6 +570,8 @@ class Trainer:
             )
 
     def _finish(self, total_epochs: int, seconds: float) -> FitResult:
+        if self.checkpointer is not None:
+            self.checkpointer.wait()  # the last asynchronous checkpoint committed first
         state = self.state
         if state.best_epoch == 0:  # no validation split: the last weights are the best known
             state.best_epoch = state.position.epoch

@@ -1,0 +1,44 @@
+"""Finding a model's tensor-parallel plan: the zoo gpt's, or `parallelize(model, mesh)` in the
+module that defines the model's class (with an optional `check_tp(model, tp) -> str | None`
+that says why a degree cannot work, asked before any worker starts)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from deepfleet.errors import UserError
+from deepfleet.models import _gpt_plan
+
+
+@dataclass(frozen=True)
+class TPPlan:
+    """How to split one model over a tensor-parallel mesh, and whether it can be."""
+
+    name: str
+    apply: Callable[[nn.Module, object], None]  # (model, one-dimensional tp DeviceMesh)
+    problem: Callable[[nn.Module, int], str | None]
+
+    def check(self, model: nn.Module, tp: int) -> None:
+        """UserError naming the problem when the model cannot be split `tp` ways."""
+        found = self.problem(model, tp)
+        if found:
+            raise UserError(f"train.parallel.tp: {found}")
+
+
+def _no_problem(model: nn.Module, tp: int) -> str | None:
+    return None
+
+
+def tp_plan(model: nn.Module) -> TPPlan | None:
+    """The model's plan, or None when it has none."""
+    if _gpt_plan.is_gpt(model):
+        return TPPlan("gpt", _gpt_plan.parallelize, _gpt_plan.check_tp)
+    module = sys.modules.get(type(model).__module__)
+    apply = getattr(module, "parallelize", None)
+    if module is None or not callable(apply) or module.__name__.startswith("torch"):
+        return None
+    return TPPlan(module.__name__, apply, getattr(module, "check_tp", _no_problem))
