@@ -110,7 +110,7 @@ def _broken(raw: np.ndarray):
     yield request_of(raw[:1].reshape(1, 1, 64)[:, :, :56].copy()), "INVALID_ARGUMENT", "shape"
     short = request_of(raw[:1])
     short.raw_input_contents[0] = b"\x01" * 10
-    yield short, "INVALID_ARGUMENT", "10 bytes of binary data, but shape [1, 1, 8, 8] of UINT8 needs 64"
+    yield short, "INVALID_ARGUMENT", "10 bytes of binary data, but shape [1, 1, 8, 8] of UINT8"
     renamed = request_of(raw[:1])
     renamed.inputs[0].name = "pixels"
     yield renamed, "INVALID_ARGUMENT", "unknown input tensor"
