@@ -131,28 +131,36 @@ def test_row_groups_are_sized_for_streaming(tmp_path):
     assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [rows, 8000 - rows]
 
 
-def test_interrupted_prepare_leaves_nothing(tmp_path, monkeypatch):
-    real = writer._write_shard
+def test_interrupted_prepare_leaves_no_output_and_resumes_to_the_same_bytes(tmp_path, monkeypatch):
+    """An interrupted prepare leaves no `out` (nothing that looks complete), only its
+    staging folder with the finished shards; run again it writes only the rest and ends
+    with the bytes of an uninterrupted run."""
+    real = writer.write_shard
     calls = []
+    resumed = False
 
     def dies_on_third_shard(*args):
-        calls.append(1)
-        if len(calls) == 3:
+        calls.append(args[1:3])
+        if len(calls) == 3 and not resumed:
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(writer, "_write_shard", dies_on_third_shard)
+    options = dict(shards=4, val_fraction=0.1, test_fraction=0.2, seed=0, workers=1)
+    write_dataset(load_source("digits"), tmp_path / "whole", **options)
+    monkeypatch.setattr(writer, "write_shard", dies_on_third_shard)
     with pytest.raises(KeyboardInterrupt):
-        write_dataset(
-            load_source("digits"),
-            tmp_path / "out",
-            shards=4,
-            val_fraction=0.1,
-            test_fraction=0.2,
-            seed=0,
-            workers=1,
-        )
-    assert list(tmp_path.iterdir()) == []  # no folder, no temporary leftovers
+        write_dataset(load_source("digits"), tmp_path / "out", **options)
+    assert not (tmp_path / "out").exists()
+    stage = tmp_path / ".out.partial"
+    assert sorted(p.name[:11] for p in stage.glob("*.parquet")) == ["train-00000", "train-00001"]
+    assert not (stage / "manifest.json").exists() and not list(stage.glob(".*.tmp"))
+    calls.clear()
+    resumed = True
+    write_dataset(load_source("digits"), tmp_path / "out", **options)
+    assert ("train", 0) not in calls and ("train", 1) not in calls  # kept, not rewritten
+    assert len(calls) == 4  # train 2 and 3, val, test
+    assert folder_bytes(tmp_path / "out") == folder_bytes(tmp_path / "whole")
+    assert not stage.exists()
 
 
 def test_refuses_a_non_empty_output_folder(tmp_path):
