@@ -85,9 +85,16 @@ def prepare(
 
     if (source.startswith("text:") or source == "python-stdlib") and task == "classification":
         task = "causal_lm"  # text gives token sequences: the one task that reads them
-    manifest = prepare_from_config(data, out, seed, TaskSection(name=task, path=str(Path.cwd())))
+    from deepfleet.cli._prepare_view import prepare_progress, summary_table, timer
+
+    started = timer()
+    with prepare_progress() as progress:
+        manifest = prepare_from_config(
+            data, out, seed, TaskSection(name=task, path=str(Path.cwd())), progress=progress
+        )
     rows = ", ".join(f"{s} {manifest.rows(s)}" for s in manifest.splits)
     encrypted = f", encrypted ({manifest.encryption['key_id']})" if manifest.encryption else ""
+    console.print(summary_table(manifest, out, timer() - started))
     console.print(f"prepared {out}: {rows}{encrypted}")
 
 
@@ -104,7 +111,7 @@ def verify_data(
 ) -> None:
     """Check manifest.json against its own digest and every shard against its sha256 and row
     count; names the first problem."""
-    from deepfleet.data import dataset_key, load_data_key, verify_dataset
+    from deepfleet.data import verify_dataset
 
     manifest = verify_dataset(folder)
     parts = [
@@ -112,6 +119,9 @@ def verify_data(
     ]
     sealed = ""
     if manifest.encryption:
+        # Imported only here: the reader module brings torch, which plain shards never need.
+        from deepfleet.data import dataset_key, load_data_key
+
         checked = load_data_key(key) is not None and dataset_key(manifest, key) is not None
         sealed = (
             "; manifest authenticated by the data key"

@@ -53,6 +53,13 @@ class DataSection(Section):
         max_length=2,
         description="Image folders: resize every image to [height, width].",
     )
+    image_format: Literal["auto", "decoded", "encoded"] = Field(
+        "auto",
+        description="Image folders: how images are stored. decoded: uint8 pixels at one "
+        "size (image_size, or the images' common size); encoded: the files' own JPEG / PNG / "
+        "WebP bytes, any size, decoded while streaming to image_size (default 224 x 224); "
+        "auto: decoded when every image has at most 64 x 64 pixels, else encoded.",
+    )
     workers: int | None = Field(
         None,
         gt=0,

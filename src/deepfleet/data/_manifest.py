@@ -6,12 +6,14 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deepfleet._atomic import read_json, sha256_file
 from deepfleet.data._preprocess import Preprocessing
 from deepfleet.errors import UserError
-from deepfleet.tasks import Targets
+
+if TYPE_CHECKING:
+    from deepfleet.tasks import Targets
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "deepfleet.shards/2"
@@ -72,6 +74,8 @@ class Manifest:
     @property
     def targets(self) -> Targets:
         """What the targets are: dtype, per-sample shape, names, training-split statistics."""
+        from deepfleet.tasks import Targets  # imports torch: not at start-up (verify-data)
+
         if "targets" in self.raw:
             return Targets.from_json(self.raw["targets"])
         return Targets("int64", (), self.class_names, {})

@@ -36,7 +36,7 @@ __all__ = ["ROW_GROUP_BYTES", "label_column", "row_group_rows", "shard_table", "
 
 # Below this many bytes of features, starting a pool costs more than it saves.
 POOL_MIN_BYTES = 16 << 20
-Progress = Callable[[int, int], None]  # (rows written, feature bytes written) so far
+Progress = Callable[[int, int, int], None]  # rows and feature bytes written so far, total rows
 
 
 def _shard_counts(rows: dict[str, int], train_shards: int) -> dict[str, int]:
@@ -74,12 +74,14 @@ def _pool(workers: int, counter) -> ProcessPoolExecutor:
     )
 
 
-def _run(args: list[tuple], workers: int, progress: Progress | None, done: int) -> list[dict]:
+def _run(
+    args: list[tuple], workers: int, progress: Progress | None, done: int, total: int
+) -> list[dict]:
     """Every shard written, by a pool of `workers` or in this process; `progress` is called
     with the rows and feature bytes written so far (kept shards count as written)."""
     counter = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
     counter = counter.Array("q", [done, 0])
-    report = (lambda: progress(counter[0], counter[1])) if progress else (lambda: None)
+    report = (lambda: progress(counter[0], counter[1], total)) if progress else (lambda: None)
     if workers <= 1:
         set_progress_counter(counter)
         try:
@@ -177,7 +179,7 @@ def write_dataset(
     workers = max(1, min(workers, len(todo)))
     args = [_job_args(samples, stage, *jobs[k], group, key) for k in todo]
     done = sum(len(jobs[k][2]) for k, e in enumerate(entries) if e is not None)
-    for k, entry in zip(todo, _run(args, workers, progress, done), strict=True):
+    for k, entry in zip(todo, _run(args, workers, progress, done, len(samples.y)), strict=True):
         entries[k] = entry
     files = {}
     for name, data in samples.extra_files.items():
