@@ -2,6 +2,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from deepfleet.config._augment import AugmentSection
 from deepfleet.config._base import Section
 
 
@@ -79,6 +80,7 @@ class DataSection(Section):
         8192, gt=0, description="Samples shuffled together while streaming (whole batches)."
     )
     cache: bool = Field(False, description="Keep decoded shards in memory (small data sets).")
+    augment: AugmentSection = Field(default_factory=AugmentSection)
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> "DataSection":

@@ -10,6 +10,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _WHERE = {
+    "ImageTransform": "deepfleet.data._augment",
+    "model_preprocessing": "deepfleet.data._transforms",
+    "normalization": "deepfleet.data._transforms",
+    "train_transform": "deepfleet.data._transforms",
     "BUILTIN_SOURCES": "deepfleet.data._sources",
     "DataKey": "deepfleet.data._crypto",
     "KEY_ENV": "deepfleet.data._crypto",
@@ -44,6 +48,7 @@ _WHERE = {
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from deepfleet.data._augment import ImageTransform
     from deepfleet.data._crypto import KEY_ENV, DataKey, load_data_key, new_data_key
     from deepfleet.data._loader import StreamLoader
     from deepfleet.data._manifest import (
@@ -70,9 +75,14 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from deepfleet.data._split import stratified_split
     from deepfleet.data._stream import ShardStream
     from deepfleet.data._text import load_tokenizer
+    from deepfleet.data._transforms import model_preprocessing, normalization, train_transform
     from deepfleet.data._writer import shard_table, write_dataset
 
 __all__ = [
+    "ImageTransform",
+    "model_preprocessing",
+    "normalization",
+    "train_transform",
     "BUILTIN_SOURCES",
     "KEY_ENV",
     "MANIFEST_NAME",

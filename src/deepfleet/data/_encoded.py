@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from deepfleet.data._manifest import IMAGE
 from deepfleet.errors import UserError
 
-IMAGE = "image"  # features.encoding of encoded images
+__all__ = ["IMAGE", "EncodedImages", "image_kind"]
+
 _MAGIC = {b"\xff\xd8\xff": "jpeg", b"\x89PNG\r\n\x1a\n": "png"}
 
 

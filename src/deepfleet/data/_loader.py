@@ -185,6 +185,10 @@ class StreamLoader:
         np.multiply(
             raw.numpy(), np.float32(self.stream.manifest.scale), out=x.numpy(), casting="unsafe"
         )
+        if self.stream.normalize is not None:  # per channel, after the scale
+            mean, std = (torch.tensor(v, dtype=torch.float32) for v in self.stream.normalize)
+            shape = (1, len(mean)) + (1,) * (x.dim() - 2)
+            x.sub_(mean.view(shape)).div_(std.view(shape))
         return x
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

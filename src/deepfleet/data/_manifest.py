@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 MANIFEST_NAME = "manifest.json"
 FORMAT = "deepfleet.shards/2"
 TOKEN_IDS = "token_ids"  # features.encoding of a text source's samples
+IMAGE = "image"  # features.encoding of encoded images (JPEG / PNG / WebP bytes)
 _READABLE = (FORMAT, "deepfleet.shards/1")  # /1 stored x as Arrow's fixed_shape_tensor
 
 
@@ -63,8 +64,21 @@ class Manifest:
     def preprocessing(self) -> Preprocessing:
         """How the stored (raw) samples become model input."""
         return Preprocessing.for_samples(
-            self.feature_dtype, self.scale, self.sample_shape, tokens=self.tokens
+            self.feature_dtype, self.scale, self.sample_shape, tokens=self.tokens, image=self.image
         )
+
+    @property
+    def image(self) -> dict[str, Any] | None:
+        """For shards of encoded images: the mode (L or RGB), the size [H, W] they are
+        decoded to and the evaluation resize ratio; None for plain tensors."""
+        features = self.raw["features"]
+        if features.get("encoding") != IMAGE:
+            return None
+        return {
+            "mode": features["mode"],
+            "size": list(self.sample_shape[1:]),
+            "resize_ratio": float(features.get("resize_ratio", 256 / 224)),
+        }
 
     @property
     def task(self) -> str:

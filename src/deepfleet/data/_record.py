@@ -25,7 +25,8 @@ def encoding(samples: Samples) -> dict[str, Any]:
     if samples.tokens:
         return {"encoding": "token_ids"}
     if hasattr(samples.x, "arrow_columns"):
-        return {"encoding": IMAGE, "mode": samples.x.mode}
+        # resize_ratio: evaluation resizes the shorter side to size x this, then centre-crops
+        return {"encoding": IMAGE, "mode": samples.x.mode, "resize_ratio": 256 / 224}
     return {}
 
 

@@ -17,6 +17,7 @@ from typing import IO, Any
 import numpy as np
 
 _COPY_CHUNK = 8 << 20
+_SPAN = 8 << 20  # bytes read at once by MappedArray: rows between needed ones come along
 
 
 def index_rows(source: Any, key: Any) -> np.ndarray:
@@ -36,7 +37,7 @@ def index_rows(source: Any, key: Any) -> np.ndarray:
 
 
 class MappedArray:
-    """An N x ... array stored row-major in a file at `offset`, read with np.memmap.
+    """An N x ... array stored row-major in a file at `offset`, read a span at a time.
 
     `record` is the bytes of one stored row and `skip` the bytes to leave at its start
     (CIFAR-10 records: one label byte, then the pixels).
@@ -86,14 +87,27 @@ class MappedArray:
         return np.asarray(self[:], dtype=dtype)
 
     def read_rows(self, rows: np.ndarray) -> np.ndarray:
-        # A new map per read: nothing stays mapped between reads, and a worker process opens
-        # its own (a memmap pickles as its whole contents).
-        raw = np.memmap(
-            self.path, np.uint8, mode="r", offset=self.offset, shape=(len(self), self.record)
-        )
+        """The rows, read with plain file reads (not a memory map: mapped file pages would
+        count in the process's resident memory, and a scattered read touches a page or more
+        per row). Sorted rows are read as spans of at most _SPAN bytes, each one read."""
         width = int(np.prod(self.full_shape[1:])) * np.dtype(self.dtype_name).itemsize
-        picked = np.ascontiguousarray(raw[rows][:, self.skip : self.skip + width])
-        values = picked.view(np.dtype(self.dtype_name)).reshape(-1, *self.full_shape[1:])
+        out = np.empty((len(rows), width), np.uint8)
+        order = np.argsort(rows, kind="stable")
+        ordered = rows[order]
+        with open(self.path, "rb") as handle:
+            start = 0
+            while start < len(ordered):
+                first = int(ordered[start])
+                reach = first + max(1, _SPAN // self.record)
+                stop = int(np.searchsorted(ordered, reach, side="left"))
+                last = int(ordered[stop - 1])
+                handle.seek(self.offset + first * self.record)
+                span = np.frombuffer(handle.read((last - first + 1) * self.record), np.uint8)
+                span = span.reshape(-1, self.record)
+                picked = span[ordered[start:stop] - first, self.skip : self.skip + width]
+                out[order[start:stop]] = picked
+                start = stop
+        values = out.view(np.dtype(self.dtype_name)).reshape(-1, *self.full_shape[1:])
         return values.astype(self.dtype, copy=False)
 
 

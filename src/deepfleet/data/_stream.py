@@ -31,7 +31,9 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
+from deepfleet.data._augment import ImageTransform
 from deepfleet.data._crypto import DataKey
+from deepfleet.data._decode import ImageDecoder
 from deepfleet.data._manifest import Manifest, ShardEntry, read_manifest
 from deepfleet.data._reader import dataset_key, decode_raw, open_shard
 from deepfleet.errors import UserError
@@ -145,6 +147,8 @@ class ShardStream(IterableDataset):
         cache: bool = False,
         verify: bool = True,
         key: str | Path | bytes | DataKey | None = None,
+        transform: ImageTransform | None = None,
+        normalize: tuple[list[float], list[float]] | None = None,
     ) -> None:
         super().__init__()
         _check_args(batch_size, rank, world_size, seed, uneven, shuffle_buffer)
@@ -171,6 +175,10 @@ class ShardStream(IterableDataset):
         self.rows = _ShardRows(
             self.manifest, entries, dataset_key(self.manifest, key), cache, verify
         )
+        # Encoded images are decoded (and augmented) per sample in read_window; the default
+        # transform is evaluation's. normalize: per-channel (mean, std), applied by the loader.
+        self.decoder = _image_decoder(self.manifest, transform)
+        self.normalize = normalize
 
     @property
     def shuffle_buffer(self) -> int:
@@ -219,11 +227,19 @@ class ShardStream(IterableDataset):
             take = rng.permutation(hi - lo)[skip_batches * self.batch_size :]
         else:
             take = np.arange(skip_batches * self.batch_size, hi - lo)
-        features = torch.empty((len(take), *x.shape[1:]), dtype=_TORCH_DTYPES[x.dtype.str])
+        shape, dtype = (
+            (self.manifest.sample_shape, torch.uint8)
+            if self.decoder
+            else (x.shape[1:], _TORCH_DTYPES[x.dtype.str])
+        )
+        features = torch.empty((len(take), *shape), dtype=dtype)
         if torch.utils.data.get_worker_info() is not None:
             # Gather straight into shared memory: sending it to the loader then copies nothing.
             features.share_memory_()
-        np.take(x, take, axis=0, out=features.numpy())
+        if self.decoder:  # encoded images: decoded here, each with its own seeded draws
+            self.decoder.decode(x[take], ids[take], epoch, features.numpy())
+        else:
+            np.take(x, take, axis=0, out=features.numpy())
         return (
             index * self.window_batches + skip_batches,
             torch.from_numpy(ids[take]),
@@ -243,6 +259,17 @@ class ShardStream(IterableDataset):
         info = torch.utils.data.get_worker_info()
         worker, count = (info.id, info.num_workers) if info else (0, 1)
         return self.windows(self.epoch, self.start_batch, worker, count)
+
+
+def _image_decoder(manifest: Manifest, transform: ImageTransform | None) -> ImageDecoder | None:
+    image = manifest.image
+    if image is None:
+        return None
+    size = tuple(image["size"])
+    transform = transform or ImageTransform(size=size, resize_ratio=image["resize_ratio"])
+    if tuple(transform.size) != size:
+        raise UserError(f"the image transform makes {list(transform.size)}, the data {list(size)}")
+    return ImageDecoder(image["mode"], transform)
 
 
 def _check_args(

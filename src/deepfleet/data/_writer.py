@@ -19,7 +19,13 @@ from deepfleet._atomic import fsync_dir, write_bytes_atomic, write_json_atomic
 from deepfleet.data._crypto import DataKey
 from deepfleet.data._manifest import FORMAT, MANIFEST_NAME, Manifest, read_manifest
 from deepfleet.data._record import class_targets, encoding, manifest_record, targets_record
-from deepfleet.data._resume import PLAN, kept_shard, open_staging, plan_fingerprint
+from deepfleet.data._resume import (
+    PLAN,
+    kept_shard,
+    open_staging,
+    plan_fingerprint,
+    staging_folder,
+)
 from deepfleet.data._samples import Samples
 from deepfleet.data._shard import (
     ROW_GROUP_BYTES,
@@ -64,25 +70,29 @@ def _job_args(samples: Samples, folder: Path, split: str, index: int, rows: np.n
 
 
 def _pool(workers: int, counter) -> ProcessPoolExecutor:
-    # fork shares the parent's labels and ids without pickling; elsewhere spawn is safe.
+    """A pool whose workers start now (fork starts every worker at the first submit).
+
+    fork, where there is one: it needs no `if __name__ == "__main__"` guard in the caller's
+    script and starts at once. Workers are started before the split is drawn, so they share
+    only the source's row readers, labels and ids with the parent, never the split's
+    arrays; each is then sent its own rows.
+    """
     method = "fork" if sys.platform.startswith("linux") else "spawn"
-    return ProcessPoolExecutor(
+    pool = ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context(method),
         initializer=set_progress_counter,
         initargs=(counter,),
     )
+    pool.submit(int).result()
+    return pool
 
 
 def _run(
-    args: list[tuple], workers: int, progress: Progress | None, done: int, total: int
+    args: list[tuple], pool: ProcessPoolExecutor | None, counter, report: Callable[[], None]
 ) -> list[dict]:
-    """Every shard written, by a pool of `workers` or in this process; `progress` is called
-    with the rows and feature bytes written so far (kept shards count as written)."""
-    counter = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    counter = counter.Array("q", [done, 0])
-    report = (lambda: progress(counter[0], counter[1], total)) if progress else (lambda: None)
-    if workers <= 1:
+    """Every shard written, by the pool or in this process; `report` after each step."""
+    if pool is None:
         set_progress_counter(counter)
         try:
             results = []
@@ -92,13 +102,12 @@ def _run(
             return results
         finally:
             set_progress_counter(None)
-    with _pool(workers, counter) as pool:
-        futures = [pool.submit(write_shard, *a) for a in args]
-        pending = set(futures)
-        while pending:
-            _, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
-            report()
-        return [f.result() for f in futures]
+    futures = [pool.submit(write_shard, *a) for a in args]
+    pending = set(futures)
+    while pending:
+        _, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+        report()
+    return [f.result() for f in futures]
 
 
 def write_dataset(
@@ -130,12 +139,52 @@ def write_dataset(
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: output folder exists and is not empty")
+    if workers is None:
+        workers = (os.cpu_count() or 1) if samples.x.nbytes >= POOL_MIN_BYTES else 1
+    workers = max(1, min(workers, shards + 2))  # at most one per shard: train, val, test
+    counter = multiprocessing.get_context().Array("q", [0, 0])
+    pool = _pool(workers, counter) if workers > 1 else None
+    settings = {
+        "seed": seed,
+        "val_fraction": val_fraction,
+        "test_fraction": test_fraction,
+        "source": source,
+        "task": task,
+    }
+    try:
+        jobs, parts, entries = _write_shards(
+            samples, out, shards, settings, key, rows_per_group, stratify, pool, counter, progress
+        )
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    stage = staging_folder(out)
+    files = {}
+    for name, data in samples.extra_files.items():
+        write_bytes_atomic(stage / name, data)
+        files[name] = hashlib.sha256(data).hexdigest()
+    extra = {"task": task, "targets": targets_record(samples, parts), "files": files}
+    manifest = manifest_record(samples, parts, jobs, entries, settings, key, extra)
+    (stage / PLAN).unlink()
+    write_json_atomic(stage / MANIFEST_NAME, manifest)  # last: it vouches for the shards
+    if out.exists():
+        out.rmdir()  # empty (checked above)
+    os.replace(stage, out)
+    fsync_dir(out.parent)
+    return read_manifest(out)
+
+
+def _write_shards(
+    samples, out, shards, settings, key, rows_per_group, stratify, pool, counter, progress
+):
+    """The split, the shard plan, and every shard written (or kept from a killed run):
+    (jobs, parts, manifest entries)."""
     classes = stratify and class_targets(samples)
     parts = stratified_split(
         samples.y if classes else None,
-        val_fraction,
-        test_fraction,
-        seed,
+        settings["val_fraction"],
+        settings["test_fraction"],
+        settings["seed"],
         test_rows=samples.test_rows,
         rows=len(samples.y),
         ids=samples.ids,
@@ -150,12 +199,6 @@ def write_dataset(
         if split in parts
         for i, chunk in enumerate(np.array_split(parts[split], counts[split]))
     ]
-    settings = {
-        "seed": seed,
-        "val_fraction": val_fraction,
-        "test_fraction": test_fraction,
-        "source": source,
-    }
     plan = {
         **settings,
         "format": FORMAT,
@@ -167,30 +210,16 @@ def write_dataset(
         "group": group,
         "counts": counts,
         "key": key.key_id if key else None,
-        "task": task,
     }
     stage = open_staging(out, plan_fingerprint(plan, parts, samples.ids))
     entries: list[dict | None] = [
         kept_shard(stage, split, i, samples.ids[rows], key) for split, i, rows in jobs
     ]
     todo = [k for k, e in enumerate(entries) if e is None]
-    if workers is None:
-        workers = (os.cpu_count() or 1) if samples.x.nbytes >= POOL_MIN_BYTES else 1
-    workers = max(1, min(workers, len(todo)))
+    counter[0] = sum(len(jobs[k][2]) for k, e in enumerate(entries) if e is not None)
+    total = len(samples.y)
+    report = (lambda: progress(counter[0], counter[1], total)) if progress else (lambda: None)
     args = [_job_args(samples, stage, *jobs[k], group, key) for k in todo]
-    done = sum(len(jobs[k][2]) for k, e in enumerate(entries) if e is not None)
-    for k, entry in zip(todo, _run(args, workers, progress, done, len(samples.y)), strict=True):
+    for k, entry in zip(todo, _run(args, pool, counter, report), strict=True):
         entries[k] = entry
-    files = {}
-    for name, data in samples.extra_files.items():
-        write_bytes_atomic(stage / name, data)
-        files[name] = hashlib.sha256(data).hexdigest()
-    extra = {"task": task, "targets": targets_record(samples, parts), "files": files}
-    manifest = manifest_record(samples, parts, jobs, entries, settings, key, extra)
-    (stage / PLAN).unlink()
-    write_json_atomic(stage / MANIFEST_NAME, manifest)  # last: it vouches for the shards
-    if out.exists():
-        out.rmdir()  # empty (checked above)
-    os.replace(stage, out)
-    fsync_dir(out.parent)
-    return read_manifest(out)
+    return jobs, parts, entries
