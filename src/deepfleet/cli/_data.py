@@ -51,6 +51,12 @@ def prepare(
     image_size: tuple[int, int] = typer.Option(
         None, "--image-size", help="Image folders: resize to HEIGHT WIDTH."
     ),
+    image_format: str = typer.Option(
+        None,
+        "--image-format",
+        help="Image folders: decoded (pixels at one size), encoded (the files' bytes, "
+        "decoded while streaming) or auto (decoded up to 64x64 pixels; the default).",
+    ),
     workers: int = typer.Option(None, "--workers", min=1, help="Shard-writing processes."),
     task: str = typer.Option(
         "classification",
@@ -74,6 +80,7 @@ def prepare(
         key=key,
         label_column=label_column,
         image_size=list(image_size) if image_size else None,
+        image_format=image_format,
         workers=workers,
         seq_len=seq_len,
         vocab_size=vocab_size,
