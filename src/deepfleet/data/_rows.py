@@ -17,7 +17,7 @@ from typing import IO, Any
 import numpy as np
 
 _COPY_CHUNK = 8 << 20
-_SPAN = 8 << 20  # bytes read at once by MappedArray: rows between needed ones come along
+_SPAN = 8 << 20  # bytes of a file MappedArray maps at once
 
 
 def index_rows(source: Any, key: Any) -> np.ndarray:
@@ -37,7 +37,7 @@ def index_rows(source: Any, key: Any) -> np.ndarray:
 
 
 class MappedArray:
-    """An N x ... array stored row-major in a file at `offset`, read a span at a time.
+    """An N x ... array stored row-major in a file at `offset`, mapped a span at a time.
 
     `record` is the bytes of one stored row and `skip` the bytes to leave at its start
     (CIFAR-10 records: one label byte, then the pixels).
@@ -87,26 +87,33 @@ class MappedArray:
         return np.asarray(self[:], dtype=dtype)
 
     def read_rows(self, rows: np.ndarray) -> np.ndarray:
-        """The rows, read with plain file reads (not a memory map: mapped file pages would
-        count in the process's resident memory, and a scattered read touches a page or more
-        per row). Sorted rows are read as spans of at most _SPAN bytes, each one read."""
+        """The rows, gathered from spans of the file mapped one at a time: sorted rows are
+        cut into spans of at most _SPAN bytes, each mapped, gathered from and unmapped, so
+        the mapped (resident) file pages never exceed one span, however scattered the rows."""
         width = int(np.prod(self.full_shape[1:])) * np.dtype(self.dtype_name).itemsize
         out = np.empty((len(rows), width), np.uint8)
-        order = np.argsort(rows, kind="stable")
-        ordered = rows[order]
-        with open(self.path, "rb") as handle:
-            start = 0
-            while start < len(ordered):
-                first = int(ordered[start])
-                reach = first + max(1, _SPAN // self.record)
-                stop = int(np.searchsorted(ordered, reach, side="left"))
-                last = int(ordered[stop - 1])
-                handle.seek(self.offset + first * self.record)
-                span = np.frombuffer(handle.read((last - first + 1) * self.record), np.uint8)
-                span = span.reshape(-1, self.record)
-                picked = span[ordered[start:stop] - first, self.skip : self.skip + width]
-                out[order[start:stop]] = picked
-                start = stop
+        if len(rows) < 2 or bool(np.all(rows[1:] >= rows[:-1])):  # the writer's rows: sorted
+            order, ordered = np.arange(len(rows)), rows
+        else:
+            order = np.argsort(rows, kind="stable")
+            ordered = rows[order]
+        start = 0
+        while start < len(ordered):
+            first = int(ordered[start])
+            stop = int(np.searchsorted(ordered, first + max(1, _SPAN // self.record), "left"))
+            count = int(ordered[stop - 1]) - first + 1
+            span = np.memmap(
+                self.path,
+                np.uint8,
+                mode="r",
+                offset=self.offset + first * self.record,
+                shape=(count, self.record),
+            )
+            out[order[start:stop]] = span[
+                ordered[start:stop] - first, self.skip : self.skip + width
+            ]
+            del span  # unmapped here, before the next span is mapped
+            start = stop
         values = out.view(np.dtype(self.dtype_name)).reshape(-1, *self.full_shape[1:])
         return values.astype(self.dtype, copy=False)
 

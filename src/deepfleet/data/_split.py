@@ -44,8 +44,14 @@ def _groups(rows: np.ndarray, labels: np.ndarray | None, keys: np.ndarray) -> li
     """The rows of each class (one group without labels), each ordered by its key."""
     if labels is None:
         return [rows[np.argsort(keys[rows], kind="stable")]]
-    # One sort by (label, key) orders every class at once; split at the label changes.
-    order = rows[np.lexsort((keys[rows], labels[rows]))]
+    # One sort orders every class at once: the class index in the top 16 bits, the key's
+    # top 48 bits below it (ties, one in 2^48, keep the rows' order: still deterministic).
+    classes, index = np.unique(labels[rows], return_inverse=True)
+    if len(classes) >= 1 << 16:
+        order = rows[np.lexsort((keys[rows], labels[rows]))]
+    else:
+        packed = (index.astype(np.uint64) << np.uint64(48)) | (keys[rows] >> np.uint64(16))
+        order = rows[np.argsort(packed, kind="stable")]
     cuts = np.flatnonzero(np.diff(labels[order])) + 1
     return np.split(order, cuts)
 
