@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import io
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from deepfleet.data._augment import ImageTransform, jitter
 from deepfleet.errors import UserError
+
+if TYPE_CHECKING:
+    from deepfleet.data._manifest import Manifest
 
 
 def decode_image(
@@ -36,7 +40,9 @@ def decode_image(
                 image.draft(mode, (math.ceil(width / reduce), math.ceil(height / reduce)))
             sx, sy = image.size[0] / width, image.size[1] / height
             box = (left * sx, top * sy, right * sx, bottom * sy)
-            picture = image.convert(mode).resize((out_w, out_h), Image.Resampling.BILINEAR, box=box)
+            # Resize first when the mode already fits: no conversion copy of the whole image.
+            source = image if image.mode == mode else image.convert(mode)
+            picture = source.resize((out_w, out_h), Image.Resampling.BILINEAR, box=box)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
         raise UserError(f"{where}: not a decodable image ({err})") from None
     if rng is not None and transform.train and rng.random() < transform.flip:
@@ -63,3 +69,16 @@ class ImageDecoder:
             rng = t.rng(epoch, int(sample)) if t.train else None
             pixels = decode_image(data, self.mode, t, rng, where=f"sample {int(sample)}")
             out[k] = pixels.transpose(2, 0, 1)
+
+
+def image_decoder(manifest: Manifest, transform: ImageTransform | None) -> ImageDecoder | None:
+    """The decoder of a data set of encoded images (None for plain tensors); `transform`
+    defaults to evaluation's resize + centre crop to the manifest's size."""
+    image = manifest.image
+    if image is None:
+        return None
+    size = tuple(image["size"])
+    transform = transform or ImageTransform(size=size, resize_ratio=image["resize_ratio"])
+    if tuple(transform.size) != size:
+        raise UserError(f"the image transform makes {list(transform.size)}, the data {list(size)}")
+    return ImageDecoder(image["mode"], transform)

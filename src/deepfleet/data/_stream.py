@@ -33,7 +33,7 @@ from torch.utils.data import IterableDataset
 
 from deepfleet.data._augment import ImageTransform
 from deepfleet.data._crypto import DataKey
-from deepfleet.data._decode import ImageDecoder
+from deepfleet.data._decode import image_decoder
 from deepfleet.data._manifest import Manifest, ShardEntry, read_manifest
 from deepfleet.data._reader import dataset_key, decode_raw, open_shard
 from deepfleet.errors import UserError
@@ -177,7 +177,7 @@ class ShardStream(IterableDataset):
         )
         # Encoded images are decoded (and augmented) per sample in read_window; the default
         # transform is evaluation's. normalize: per-channel (mean, std), applied by the loader.
-        self.decoder = _image_decoder(self.manifest, transform)
+        self.decoder = image_decoder(self.manifest, transform)
         self.normalize = normalize
 
     @property
@@ -259,17 +259,6 @@ class ShardStream(IterableDataset):
         info = torch.utils.data.get_worker_info()
         worker, count = (info.id, info.num_workers) if info else (0, 1)
         return self.windows(self.epoch, self.start_batch, worker, count)
-
-
-def _image_decoder(manifest: Manifest, transform: ImageTransform | None) -> ImageDecoder | None:
-    image = manifest.image
-    if image is None:
-        return None
-    size = tuple(image["size"])
-    transform = transform or ImageTransform(size=size, resize_ratio=image["resize_ratio"])
-    if tuple(transform.size) != size:
-        raise UserError(f"the image transform makes {list(transform.size)}, the data {list(size)}")
-    return ImageDecoder(image["mode"], transform)
 
 
 def _check_args(
