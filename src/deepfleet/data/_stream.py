@@ -179,6 +179,9 @@ class ShardStream(IterableDataset):
         # transform is evaluation's. normalize: per-channel (mean, std), applied by the loader.
         self.decoder = image_decoder(self.manifest, transform)
         self.normalize = normalize
+        # Batches per loader item: decoding is the work, so workers share a window by batches.
+        self.decode_batches = 1 if self.decoder is not None else None
+        self._last_window: tuple[tuple[int, int] | None, Any] = (None, None)
 
     @property
     def shuffle_buffer(self) -> int:
@@ -213,20 +216,25 @@ class ShardStream(IterableDataset):
             a += n
         return runs
 
-    def read_window(self, epoch: int, index: int, skip_batches: int = 0) -> Window:
-        """Window `index` of `epoch`, shuffled, minus its first `skip_batches` batches.
+    def read_window(
+        self, epoch: int, index: int, skip_batches: int = 0, max_batches: int | None = None
+    ) -> Window:
+        """Window `index` of `epoch`, shuffled, minus its first `skip_batches` batches (and
+        only `max_batches` of the rest, when given: a part of the window).
 
         x keeps the stored dtype (uint8 pixels stay 1 byte: 4x less to pass between
         processes); StreamLoader turns it into scaled float32 batches.
         """
         size = self.shuffle_buffer
         lo, hi = index * size, min((index + 1) * size, self.per_rank)
-        ids, x, y = _concat([self.rows.read(*run) for run in self.segments(epoch, lo, hi)])
+        ids, x, y = self._window_rows(epoch, index, lo, hi)
         if self.shuffle:
             rng = np.random.default_rng([self.seed, epoch, 1, self.rank, index])
             take = rng.permutation(hi - lo)[skip_batches * self.batch_size :]
         else:
             take = np.arange(skip_batches * self.batch_size, hi - lo)
+        if max_batches is not None:
+            take = take[: max_batches * self.batch_size]
         shape, dtype = (
             (self.manifest.sample_shape, torch.uint8)
             if self.decoder
@@ -246,6 +254,17 @@ class ShardStream(IterableDataset):
             features,
             torch.from_numpy(y[take]),
         )
+
+    def _window_rows(self, epoch: int, index: int, lo: int, hi: int) -> tuple[np.ndarray, ...]:
+        """The window's stored rows. Encoded images are decoded a batch at a time, one part
+        of a window per loader item, so a process keeps its last window's (encoded) rows for
+        the next part instead of reading them again."""
+        if self.decoder is not None and self._last_window[0] == (epoch, index):
+            return self._last_window[1]
+        rows = _concat([self.rows.read(*run) for run in self.segments(epoch, lo, hi)])
+        if self.decoder is not None:
+            self._last_window = ((epoch, index), rows)
+        return rows
 
     def windows(
         self, epoch: int, start_batch: int = 0, worker: int = 0, num_workers: int = 1
