@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import run_deepfleet, tiny_job_dict
+from conftest import REPO, run_deepfleet, tiny_job_dict
 from deepfleet.config import DataSection, job_from_dict
 from deepfleet.data import (
     Samples,
@@ -86,6 +89,8 @@ def test_cli_prepare_matches_the_library_byte_for_byte(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "train 1257" in done.stdout
+    table = " ".join(done.stdout.split())  # the summary table: samples, shards, bytes a split
+    assert "│ train │ 1,257 │ 3 │" in table and "│ all │ 1,797 │ 5 │" in table, table
     prepare_from_config(DataSection(source="digits", shards=3, workers=1), tmp_path / "lib", 5)
     assert folder_bytes(tmp_path / "cli") == folder_bytes(tmp_path / "lib")
 
@@ -200,3 +205,32 @@ def test_tampered_shard_is_named_and_training_refuses(tmp_path):
     (paths.shards / victim).unlink()
     with pytest.raises(UserError, match=f"shard {victim} is missing"):
         verify_dataset(paths.shards)
+
+
+def test_progress_reports_every_row_and_the_feature_bytes(tmp_path):
+    calls = []
+    digits = load_source("digits")
+    write_dataset(
+        digits,
+        tmp_path / "out",
+        shards=3,
+        val_fraction=0.1,
+        test_fraction=0.2,
+        seed=0,
+        workers=2,
+        progress=lambda rows, data, total: calls.append((rows, data, total)),
+    )
+    assert calls[-1] == (1797, 1797 * 64, 1797)  # 8x8 uint8 pixels a sample
+    assert [c[0] for c in calls] == sorted(c[0] for c in calls)  # never goes back
+
+
+def test_verify_data_imports_neither_torch_nor_the_readers(digits_data):
+    """verify-data's start-up: the package imports its names on first use."""
+    code = (
+        "import sys, deepfleet.cli, deepfleet.data as d;"
+        f"d.verify_dataset({str(digits_data)!r});"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
