@@ -3,7 +3,8 @@ C x H x W arrays, with the sample's transform, in the loader's worker processes 
 
 The crop is chosen on the image's full size first; a JPEG much larger than the crop's output
 is then decoded at a reduced scale (libjpeg's DCT scaling, Pillow's `draft`), which cuts the
-decoding work by up to 64x and gives the same region.
+decoding work by up to 64x and gives the same region. The crop is resampled by torch's uint8
+bilinear kernel with antialiasing (the filter Pillow uses, vectorised).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import math
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from deepfleet.data._augment import ImageTransform, jitter
@@ -39,17 +42,29 @@ def decode_image(
             if image.format == "JPEG" and reduce >= 2:
                 image.draft(mode, (math.ceil(width / reduce), math.ceil(height / reduce)))
             sx, sy = image.size[0] / width, image.size[1] / height
-            box = (left * sx, top * sy, right * sx, bottom * sy)
-            # Resize first when the mode already fits: no conversion copy of the whole image.
-            source = image if image.mode == mode else image.convert(mode)
-            picture = source.resize((out_w, out_h), Image.Resampling.BILINEAR, box=box)
+            pixels = np.asarray(image if image.mode == mode else image.convert(mode))
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
         raise UserError(f"{where}: not a decodable image ({err})") from None
-    if rng is not None and transform.train and rng.random() < transform.flip:
-        picture = picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    pixels = np.asarray(picture, dtype=np.uint8)
     pixels = pixels[..., None] if pixels.ndim == 2 else pixels
-    return jitter(pixels, transform, rng) if rng is not None and transform.train else pixels
+    # The crop in the decoded image's pixels (a reduced-scale JPEG is smaller), whole pixels.
+    x0, y0 = int(round(left * sx)), int(round(top * sy))
+    x1 = max(x0 + 1, min(pixels.shape[1], int(round(right * sx))))
+    y1 = max(y0 + 1, min(pixels.shape[0], int(round(bottom * sy))))
+    picture = _resize(pixels[y0:y1, x0:x1], out_h, out_w)
+    if rng is not None and transform.train and rng.random() < transform.flip:
+        picture = picture[:, ::-1]
+    return jitter(picture, transform, rng) if rng is not None and transform.train else picture
+
+
+def _resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """H x W x C uint8 to height x width, bilinear with antialiasing (Pillow's filter), by
+    torch's vectorised uint8 kernel: 2-3x Pillow's resampling, which is most of the work."""
+    if pixels.shape[:2] == (height, width):
+        return pixels
+    # A copy of the crop (the decoded image is read-only): torch takes writable arrays.
+    crop = torch.from_numpy(np.array(pixels, order="C")).permute(2, 0, 1)[None]
+    out = F.interpolate(crop, size=(height, width), mode="bilinear", antialias=True)
+    return out[0].permute(1, 2, 0).numpy()
 
 
 class ImageDecoder:
