@@ -47,5 +47,8 @@ def test_an_encoded_image_job_trains_evaluates_exports_and_predicts(tmp_path):
     x = prep.apply(raw)
     assert x.shape == (2, 3, 16, 16) and x.dtype == np.float32
     assert x[0, 2].mean() > x[0, 0].mean() and x[1, 0].mean() > x[1, 2].mean()
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 3, 16, 16)).astype(np.uint8)
+    expected = (pixels.astype(np.float32) * np.float32(1 / 255) - 0.5) / 0.25
+    assert np.allclose(prep.apply(pixels), expected, atol=1e-5)  # decoded pixels pass through
     written = [pq.read_table(p) for p in summary.paths.predictions.rglob("*.parquet")]
     assert summary.predicted_rows > 0 and sum(t.num_rows for t in written) > 0

@@ -110,7 +110,9 @@ class Preprocessing:
     def apply(self, raw: np.ndarray) -> np.ndarray:
         if self.tokens:
             return np.asarray(raw).astype(np.int64)
-        if self.image:
+        if self.image and np.asarray(raw).dtype == object:
+            # Encoded images (bytes). Pixels already decoded to [C, H, W] (e.g. a served
+            # request) pass on to the scale as they are.
             raw = self.decode_images(raw)
         return self.normalise(scale_features(raw, self.scale))
 
