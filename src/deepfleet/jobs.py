@@ -18,8 +18,11 @@ from deepfleet.data import (
     Manifest,
     ShardStream,
     StreamLoader,
+    model_preprocessing,
+    normalization,
     prepare_from_config,
     read_manifest,
+    train_transform,
 )
 from deepfleet.deploy import (
     LoadedBundle,
@@ -178,6 +181,7 @@ def split_loader(
         uneven="pad",
         shuffle_buffer=batch_size,
         key=ctx.data_key,
+        normalize=normalization(ctx.job.data.augment),
     )
     return StreamLoader(stream)
 
@@ -202,6 +206,8 @@ def _train_stream(ctx: RunContext) -> StreamLoader:
         # Each optimizer step's samples independent of the world size: resumable on another.
         order="global",
         accumulation=job.train.accumulation_steps,
+        transform=train_transform(ctx.manifest, data.augment, job.run.seed),
+        normalize=normalization(data.augment),
     )
     pin = ctx.device.type == "cuda"
     return StreamLoader(stream, num_workers=job.train.num_workers, pin_memory=pin)
@@ -356,7 +362,7 @@ def stage_export(paths: RunPaths) -> Path:
         extra_files=extra,
         extra_spec={"data_manifest_sha256": manifest.digest()},
         onnx=job.export.onnx,
-        preprocessing=manifest.preprocessing,
+        preprocessing=model_preprocessing(manifest, job.data.augment),
     )
     if job.export.signing_key:
         sign_bundle(bundle, job.export.signing_key)

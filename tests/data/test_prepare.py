@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import run_deepfleet, tiny_job_dict
+from conftest import REPO, run_deepfleet, tiny_job_dict
 from deepfleet.config import DataSection, job_from_dict
 from deepfleet.data import (
     Samples,
@@ -86,6 +89,8 @@ def test_cli_prepare_matches_the_library_byte_for_byte(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "train 1257" in done.stdout
+    table = " ".join(done.stdout.split())  # the summary table: samples, shards, bytes a split
+    assert "│ train │ 1,257 │ 3 │" in table and "│ all │ 1,797 │ 5 │" in table, table
     prepare_from_config(DataSection(source="digits", shards=3, workers=1), tmp_path / "lib", 5)
     assert folder_bytes(tmp_path / "cli") == folder_bytes(tmp_path / "lib")
 
@@ -131,28 +136,36 @@ def test_row_groups_are_sized_for_streaming(tmp_path):
     assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [rows, 8000 - rows]
 
 
-def test_interrupted_prepare_leaves_nothing(tmp_path, monkeypatch):
-    real = writer._write_shard
+def test_interrupted_prepare_leaves_no_output_and_resumes_to_the_same_bytes(tmp_path, monkeypatch):
+    """An interrupted prepare leaves no `out` (nothing that looks complete), only its
+    staging folder with the finished shards; run again it writes only the rest and ends
+    with the bytes of an uninterrupted run."""
+    real = writer.write_shard
     calls = []
+    resumed = False
 
     def dies_on_third_shard(*args):
-        calls.append(1)
-        if len(calls) == 3:
+        calls.append(args[1:3])
+        if len(calls) == 3 and not resumed:
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(writer, "_write_shard", dies_on_third_shard)
+    options = dict(shards=4, val_fraction=0.1, test_fraction=0.2, seed=0, workers=1)
+    write_dataset(load_source("digits"), tmp_path / "whole", **options)
+    monkeypatch.setattr(writer, "write_shard", dies_on_third_shard)
     with pytest.raises(KeyboardInterrupt):
-        write_dataset(
-            load_source("digits"),
-            tmp_path / "out",
-            shards=4,
-            val_fraction=0.1,
-            test_fraction=0.2,
-            seed=0,
-            workers=1,
-        )
-    assert list(tmp_path.iterdir()) == []  # no folder, no temporary leftovers
+        write_dataset(load_source("digits"), tmp_path / "out", **options)
+    assert not (tmp_path / "out").exists()
+    stage = tmp_path / ".out.partial"
+    assert sorted(p.name[:11] for p in stage.glob("*.parquet")) == ["train-00000", "train-00001"]
+    assert not (stage / "manifest.json").exists() and not list(stage.glob(".*.tmp"))
+    calls.clear()
+    resumed = True
+    write_dataset(load_source("digits"), tmp_path / "out", **options)
+    assert ("train", 0) not in calls and ("train", 1) not in calls  # kept, not rewritten
+    assert len(calls) == 4  # train 2 and 3, val, test
+    assert folder_bytes(tmp_path / "out") == folder_bytes(tmp_path / "whole")
+    assert not stage.exists()
 
 
 def test_refuses_a_non_empty_output_folder(tmp_path):
@@ -192,3 +205,32 @@ def test_tampered_shard_is_named_and_training_refuses(tmp_path):
     (paths.shards / victim).unlink()
     with pytest.raises(UserError, match=f"shard {victim} is missing"):
         verify_dataset(paths.shards)
+
+
+def test_progress_reports_every_row_and_the_feature_bytes(tmp_path):
+    calls = []
+    digits = load_source("digits")
+    write_dataset(
+        digits,
+        tmp_path / "out",
+        shards=3,
+        val_fraction=0.1,
+        test_fraction=0.2,
+        seed=0,
+        workers=2,
+        progress=lambda rows, data, total: calls.append((rows, data, total)),
+    )
+    assert calls[-1] == (1797, 1797 * 64, 1797)  # 8x8 uint8 pixels a sample
+    assert [c[0] for c in calls] == sorted(c[0] for c in calls)  # never goes back
+
+
+def test_verify_data_imports_neither_torch_nor_the_readers(digits_data):
+    """verify-data's start-up: the package imports its names on first use."""
+    code = (
+        "import sys, deepfleet.cli, deepfleet.data as d;"
+        f"d.verify_dataset({str(digits_data)!r});"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr

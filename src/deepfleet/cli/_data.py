@@ -51,6 +51,12 @@ def prepare(
     image_size: tuple[int, int] = typer.Option(
         None, "--image-size", help="Image folders: resize to HEIGHT WIDTH."
     ),
+    image_format: str = typer.Option(
+        None,
+        "--image-format",
+        help="Image folders: decoded (pixels at one size), encoded (the files' bytes, "
+        "decoded while streaming) or auto (decoded up to 64x64 pixels; the default).",
+    ),
     workers: int = typer.Option(None, "--workers", min=1, help="Shard-writing processes."),
     task: str = typer.Option(
         "classification",
@@ -74,6 +80,7 @@ def prepare(
         key=key,
         label_column=label_column,
         image_size=list(image_size) if image_size else None,
+        image_format=image_format,
         workers=workers,
         seq_len=seq_len,
         vocab_size=vocab_size,
@@ -85,9 +92,16 @@ def prepare(
 
     if (source.startswith("text:") or source == "python-stdlib") and task == "classification":
         task = "causal_lm"  # text gives token sequences: the one task that reads them
-    manifest = prepare_from_config(data, out, seed, TaskSection(name=task, path=str(Path.cwd())))
+    from deepfleet.cli._prepare_view import prepare_progress, summary_table, timer
+
+    started = timer()
+    with prepare_progress() as progress:
+        manifest = prepare_from_config(
+            data, out, seed, TaskSection(name=task, path=str(Path.cwd())), progress=progress
+        )
     rows = ", ".join(f"{s} {manifest.rows(s)}" for s in manifest.splits)
     encrypted = f", encrypted ({manifest.encryption['key_id']})" if manifest.encryption else ""
+    console.print(summary_table(manifest, out, timer() - started))
     console.print(f"prepared {out}: {rows}{encrypted}")
 
 
@@ -104,7 +118,7 @@ def verify_data(
 ) -> None:
     """Check manifest.json against its own digest and every shard against its sha256 and row
     count; names the first problem."""
-    from deepfleet.data import dataset_key, load_data_key, verify_dataset
+    from deepfleet.data import verify_dataset
 
     manifest = verify_dataset(folder)
     parts = [
@@ -112,6 +126,9 @@ def verify_data(
     ]
     sealed = ""
     if manifest.encryption:
+        # Imported only here: the reader module brings torch, which plain shards never need.
+        from deepfleet.data import dataset_key, load_data_key
+
         checked = load_data_key(key) is not None and dataset_key(manifest, key) is not None
         sealed = (
             "; manifest authenticated by the data key"

@@ -1,5 +1,6 @@
 """The job file: pydantic models of every table, loading, --set overrides, shipped examples."""
 
+from deepfleet.config._augment import AugmentSection
 from deepfleet.config._data import DataSection
 from deepfleet.config._evaluate import EvaluateSection, ExportSection
 from deepfleet.config._job import JobConfig
@@ -27,6 +28,7 @@ from deepfleet.config._track import TrackSection
 from deepfleet.config._train import PhaseSection, TrainSection
 
 __all__ = [
+    "AugmentSection",
     "CheckpointSection",
     "DataSection",
     "EarlyStoppingSection",

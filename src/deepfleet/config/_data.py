@@ -2,6 +2,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from deepfleet.config._augment import AugmentSection
 from deepfleet.config._base import Section
 
 
@@ -53,6 +54,13 @@ class DataSection(Section):
         max_length=2,
         description="Image folders: resize every image to [height, width].",
     )
+    image_format: Literal["auto", "decoded", "encoded"] = Field(
+        "auto",
+        description="Image folders: how images are stored. decoded: uint8 pixels at one "
+        "size (image_size, or the images' common size); encoded: the files' own JPEG / PNG / "
+        "WebP bytes, any size, decoded while streaming to image_size (default 224 x 224); "
+        "auto: decoded when every image has at most 64 x 64 pixels, else encoded.",
+    )
     workers: int | None = Field(
         None,
         gt=0,
@@ -72,6 +80,7 @@ class DataSection(Section):
         8192, gt=0, description="Samples shuffled together while streaming (whole batches)."
     )
     cache: bool = Field(False, description="Keep decoded shards in memory (small data sets).")
+    augment: AugmentSection = Field(default_factory=AugmentSection)
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> "DataSection":

@@ -1,4 +1,8 @@
-"""NumPy arrays: an .npz with arrays x and y, or x.npy with y.npy beside it (no pickles)."""
+"""NumPy arrays: an .npz with arrays x and y, or x.npy with y.npy beside it (no pickles).
+
+x is memory-mapped and read a shard's rows at a time (an .npz member is first streamed into a
+raw temporary .npy, since zip members cannot be mapped); y is read whole (one value a row).
+"""
 
 from __future__ import annotations
 
@@ -7,55 +11,71 @@ from pathlib import Path
 
 import numpy as np
 
+from deepfleet.data._rows import MappedArray, SpillFolder
 from deepfleet.data._samples import Samples
 from deepfleet.errors import UserError
 
+# Dtypes stored as they are; any other numeric dtype is stored as float32.
+_KEPT = (np.uint8, np.int8, np.int16, np.int32, np.float16, np.float32)
 
-def _load(path: Path):
-    try:
-        return np.load(path, allow_pickle=False)  # object arrays would need pickle: refused
+
+def _load(path: Path, where: Path, mmap: bool = False):
+    try:  # object arrays would need pickle: refused (and cannot be mapped)
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except ValueError as err:
-        raise UserError(f"{path}: cannot load without unpickling ({err})") from None
+        raise UserError(f"{where}: cannot load without unpickling ({err})") from None
     except (OSError, EOFError, zipfile.BadZipFile) as err:
-        raise UserError(f"{path}: not a NumPy file ({err})") from None
+        raise UserError(f"{where}: not a NumPy file ({err})") from None
 
 
-def _samples(x: np.ndarray, labels: np.ndarray, where: str) -> Samples:
+def _mapped(x: np.ndarray, path: Path, where: str) -> MappedArray | np.ndarray:
+    if x.ndim < 2:
+        return x  # reported by _samples
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise UserError(f"{where}: x must be numeric, got {x.dtype}")
+    cast = None if x.dtype in _KEPT else "float32"
+    if isinstance(x, np.memmap) and x.flags.c_contiguous:
+        return MappedArray(path, x.dtype.str, x.shape, offset=x.offset, cast=cast)
+    return np.ascontiguousarray(x, dtype=cast)  # Fortran order: read whole, as before
+
+
+def _samples(x, labels: np.ndarray, where: str, keep=None) -> Samples:
     if x.ndim < 2 or len(x) != len(labels):
         raise UserError(
             f"{where}: x has shape {list(x.shape)} and y {list(labels.shape)}; "
             "expected N x ... features and N targets"
         )
-    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
-        raise UserError(f"{where}: x must be numeric, got {x.dtype}")
     # uint8 is taken to be pixels (0..255); other dtypes are fed to the model as they are.
     scale = 1.0 / 255.0 if x.dtype == np.uint8 else 1.0
-    if x.dtype not in (np.uint8, np.int8, np.int16, np.int32, np.float16, np.float32):
-        x = x.astype(np.float32)
     return Samples(
-        x=np.ascontiguousarray(x),
-        y=labels,
+        x=x,
+        y=np.asarray(labels),
         class_names=None,  # the task encodes y
         targets_from=where,
         scale=scale,
         description=f"NumPy arrays {where}: {len(labels)} samples of {list(x.shape[1:])}",
+        keep=keep,
     )
 
 
 def load_npz(path: str | Path) -> Samples:
     path = Path(path)
-    archive = _load(path)
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise UserError(f"{path}: not an .npz archive")
+    try:
+        archive = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as err:
+        raise UserError(f"{path}: not an .npz archive ({err})") from None
+    spill = SpillFolder()
     with archive:
-        missing = [k for k in ("x", "y") if k not in archive.files]
+        members = {Path(n).stem: n for n in archive.namelist() if n.endswith(".npy")}
+        missing = [k for k in ("x", "y") if k not in members]
         if missing:
-            raise UserError(f"{path}: needs arrays x and y, has {', '.join(archive.files)}")
-        try:  # members load lazily: an object array fails here, still without unpickling
-            x, y = archive["x"], archive["y"]
-        except ValueError as err:
-            raise UserError(f"{path}: cannot load without unpickling ({err})") from None
-        return _samples(x, y, path.name)
+            raise UserError(f"{path}: needs arrays x and y, has {', '.join(members)}")
+        copies = {}
+        for name in ("x", "y"):
+            with archive.open(members[name]) as stream:
+                copies[name] = spill.spill(stream)
+    x = _mapped(_load(copies["x"], path, mmap=True), copies["x"], path.name)
+    return _samples(x, _load(copies["y"], path), path.name, keep=spill)
 
 
 def load_npy(path: str | Path) -> Samples:
@@ -66,4 +86,6 @@ def load_npy(path: str | Path) -> Samples:
     for p in (x_path, y_path):
         if not p.is_file():
             raise UserError(f"{p}: not found (a .npy source needs x.npy and y.npy)")
-    return _samples(_load(x_path), _load(y_path), str(x_path.parent.name or x_path.name))
+    where = str(x_path.parent.name or x_path.name)
+    x = _mapped(_load(x_path, x_path, mmap=True), x_path, where)
+    return _samples(x, _load(y_path, y_path), where)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepfleet.data._rows import ConcatRows, MappedArray, SpillFolder
 from deepfleet.data._samples import Samples
 from deepfleet.errors import UserError
 
@@ -31,7 +32,7 @@ def _refuse_pickled(where: str) -> UserError:
     )
 
 
-def _files_in_folder(folder: Path) -> dict[str, bytes]:
+def _files_in_folder(folder: Path) -> dict[str, Path]:
     inner = folder / "cifar-10-batches-bin"
     if inner.is_dir():
         folder = inner
@@ -39,18 +40,20 @@ def _files_in_folder(folder: Path) -> dict[str, bytes]:
     if not any(_TRAIN.match(n) for n in names) and any(_PICKLED.match(n) for n in names):
         raise _refuse_pickled(str(folder))
     return {
-        n: p.read_bytes()
+        n: p
         for n, p in names.items()
         if _TRAIN.match(n) or n in ("test_batch.bin", "batches.meta.txt")
     }
 
 
-def _files_in_tar(path: Path) -> dict[str, bytes]:
-    out: dict[str, bytes] = {}
+def _files_in_tar(path: Path, spill: SpillFolder) -> dict[str, Path]:
+    """The archive's members streamed into temporary raw files (nothing is extracted under
+    its own name, and no member is held in memory)."""
+    out: dict[str, Path] = {}
     pickled = False
     try:
         with tarfile.open(path, "r:*") as archive:
-            for member in archive:  # read members as bytes; nothing is extracted to disk
+            for member in archive:
                 name = Path(member.name).name
                 pickled |= bool(_PICKLED.match(name))
                 if not member.isfile() or not (
@@ -59,7 +62,7 @@ def _files_in_tar(path: Path) -> dict[str, bytes]:
                     continue
                 if member.size > _MAX_MEMBER:
                     raise UserError(f"{path}: member {member.name} is too large for CIFAR-10")
-                out[name] = archive.extractfile(member).read()
+                out[name] = spill.spill(archive.extractfile(member))
     except (tarfile.TarError, OSError, EOFError) as err:
         raise UserError(f"{path}: cannot read the archive ({err})") from None
     if pickled and not any(_TRAIN.match(n) for n in out):
@@ -76,36 +79,39 @@ def is_cifar_source(path: Path) -> bool:
     return any(_TRAIN.match(p.name) or _PICKLED.match(p.name) for p in folder.iterdir())
 
 
-def _decode(name: str, data: bytes) -> tuple[np.ndarray, np.ndarray]:
-    if len(data) % RECORD:
+def _batch(name: str, path: Path) -> tuple[MappedArray, np.ndarray]:
+    """One batch file: its pixels read on demand, its label bytes read now (N bytes)."""
+    size = path.stat().st_size
+    if size % RECORD:
         raise UserError(
-            f"{name}: {len(data)} bytes is not a whole number of CIFAR-10 "
-            f"records ({RECORD} bytes each)"
+            f"{name}: {size} bytes is not a whole number of CIFAR-10 records ({RECORD} bytes each)"
         )
-    rows = np.frombuffer(data, np.uint8).reshape(-1, RECORD)
-    return rows[:, 1:].reshape(-1, 3, 32, 32), rows[:, 0].astype(np.int64)
+    n = size // RECORD
+    labels = np.memmap(path, np.uint8, mode="r", shape=(n, RECORD))[:, 0].astype(np.int64)
+    return MappedArray(path, "u1", (n, 3, 32, 32), record=RECORD, skip=1), labels
 
 
 def load_cifar10(path: str | Path) -> Samples:
     """A folder (or the .tar.gz) of the binary version; test_batch.bin becomes the test split."""
     path = Path(path)
-    files = _files_in_tar(path) if path.is_file() else _files_in_folder(path)
+    spill = SpillFolder()
+    files = _files_in_tar(path, spill) if path.is_file() else _files_in_folder(path)
     train_names = sorted(
         (n for n in files if _TRAIN.match(n)), key=lambda n: int(re.findall(r"\d+", n)[0])
     )
     if not train_names:
         raise UserError(f"{path}: no CIFAR-10 data_batch_*.bin files")
-    parts = [_decode(n, files[n]) for n in train_names]
+    parts = [_batch(n, files[n]) for n in train_names]
     train_rows = sum(len(p[1]) for p in parts)
     if "test_batch.bin" in files:
-        parts.append(_decode("test_batch.bin", files["test_batch.bin"]))
-    x = np.concatenate([p[0] for p in parts])
+        parts.append(_batch("test_batch.bin", files["test_batch.bin"]))
+    x = ConcatRows([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
     names = CLASSES
     if "batches.meta.txt" in files:
         listed = [
             n.strip()
-            for n in files["batches.meta.txt"].decode("utf-8", "replace").splitlines()
+            for n in files["batches.meta.txt"].read_text("utf-8", "replace").splitlines()
             if n.strip()
         ]
         names = listed or CLASSES
@@ -119,4 +125,5 @@ def load_cifar10(path: str | Path) -> Samples:
         description=f"CIFAR-10 binary ({path.name}): {train_rows} train + "
         f"{len(y) - train_rows} test RGB 32x32 images",
         test_rows=np.arange(train_rows, len(y)) if len(y) > train_rows else None,
+        keep=spill,
     )

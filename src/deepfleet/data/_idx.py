@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepfleet.data._rows import ConcatRows, MappedArray, SpillFolder
 from deepfleet.data._samples import Samples
 from deepfleet.errors import UserError
 
@@ -27,36 +28,52 @@ FASHION_CLASSES = [
 ]
 
 
-def _read_bytes(path: Path) -> bytes:
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the file is called
+def _open(path: Path, spill: SpillFolder | None) -> tuple[Path, bytes]:
+    """The file to map (gzip is first streamed into a raw temporary copy) and its first
+    bytes (the header)."""
+    with path.open("rb") as handle:
+        gz = handle.read(2) == b"\x1f\x8b"  # gzip magic, whatever the file is called
+    if gz:
+        spill = spill or SpillFolder()
         try:
-            return gzip.decompress(raw)
+            with gzip.open(path, "rb") as stream:
+                path = spill.spill(stream)
         except (OSError, EOFError, zlib.error) as err:
             raise UserError(f"{path}: damaged gzip file ({err})") from None
-    return raw
+    with path.open("rb") as handle:
+        return path, handle.read(4 + 4 * 255)
+
+
+def map_idx(path: str | Path, spill: SpillFolder | None = None) -> MappedArray:
+    """One IDX file as rows read on demand (native byte order), its header checked."""
+    path = Path(path)
+    raw, head = _open(path, spill)
+    if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _DTYPES:
+        raise UserError(f"{path}: not an IDX file (bad magic number)")
+    ndim = head[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(head) < header:
+        raise UserError(f"{path}: truncated IDX header")
+    shape = tuple(int(d) for d in np.frombuffer(head, ">u4", count=ndim, offset=4))
+    dtype = np.dtype(_DTYPES[head[2]])
+    expected = int(np.prod(shape)) * dtype.itemsize
+    found = raw.stat().st_size - header
+    if found != expected:
+        raise UserError(
+            f"{path}: IDX header promises {expected} bytes of data for shape "
+            f"{list(shape)}, found {found}"
+        )
+    return MappedArray(raw, dtype.str, shape, offset=header)
 
 
 def read_idx(path: str | Path) -> np.ndarray:
     """One IDX file as an array of its own dtype and shape (native byte order)."""
-    path = Path(path)
-    data = _read_bytes(path)
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _DTYPES:
-        raise UserError(f"{path}: not an IDX file (bad magic number)")
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(data) < header:
-        raise UserError(f"{path}: truncated IDX header")
-    shape = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
-    dtype = np.dtype(_DTYPES[data[2]])
-    expected = int(np.prod(shape)) * dtype.itemsize
-    if len(data) - header != expected:
-        raise UserError(
-            f"{path}: IDX header promises {expected} bytes of data for shape "
-            f"{list(shape)}, found {len(data) - header}"
-        )
-    array = np.frombuffer(data, dtype, offset=header).reshape(shape)
-    return array.astype(dtype.newbyteorder("="))
+    spill = SpillFolder()
+    try:
+        rows = map_idx(path, spill)
+        return rows[np.arange(len(rows))] if len(rows) else np.zeros(rows.shape, rows.dtype)
+    finally:
+        spill.cleanup()
 
 
 def _find(folder: Path, prefix: str, kind: str) -> Path | None:
@@ -73,7 +90,7 @@ def is_idx_folder(folder: Path) -> bool:
     return folder.is_dir() and _find(folder, "train-images", "images") is not None
 
 
-def _pair(folder: Path, prefix: str) -> tuple[np.ndarray, np.ndarray] | None:
+def _pair(folder: Path, prefix: str, spill: SpillFolder) -> tuple[MappedArray, np.ndarray] | None:
     images = _find(folder, f"{prefix}-images", "images")
     labels = _find(folder, f"{prefix}-labels", "labels")
     if images is None and labels is None:
@@ -81,24 +98,30 @@ def _pair(folder: Path, prefix: str) -> tuple[np.ndarray, np.ndarray] | None:
     if images is None or labels is None:
         have, missing = ("labels", "images") if images is None else ("images", "labels")
         raise UserError(f"{folder}: found {prefix}-{have} but no {prefix}-{missing} IDX file")
-    x, y = read_idx(images), read_idx(labels)
+    x, y = map_idx(images, spill), read_idx(labels)  # labels are small: read them whole
     if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
         raise UserError(
             f"{folder}: {images.name} has shape {list(x.shape)} and {labels.name} "
             f"{list(y.shape)}; expected N x H x W images and N labels"
         )
-    return x, y
+    if x.dtype != np.uint8:
+        raise UserError(f"{folder}: {images.name} holds {x.dtype}, not unsigned bytes")
+    # N x H x W bytes read as N x 1 x H x W: one grey channel.
+    n, h, w = x.shape
+    return MappedArray(x.path, "u1", (n, 1, h, w), offset=x.offset), y
 
 
 def load_idx_folder(folder: str | Path, fashion: bool | None = None) -> Samples:
-    """train-* (required) and t10k-* (optional: becomes the test split) IDX pairs."""
+    """train-* (required) and t10k-* (optional: becomes the test split) IDX pairs, read on
+    demand: gzipped files are unpacked to a temporary raw copy, never into memory."""
     folder = Path(folder)
-    train = _pair(folder, "train")
+    spill = SpillFolder()
+    train = _pair(folder, "train", spill)
     if train is None:
         raise UserError(f"{folder}: no train-images / train-labels IDX files")
-    test = _pair(folder, "t10k")
+    test = _pair(folder, "t10k", spill)
     parts = [train] + ([test] if test else [])
-    x = np.concatenate([p[0] for p in parts])[:, None].astype(np.uint8, copy=False)
+    x = ConcatRows([p[0] for p in parts]) if test else train[0]
     y = np.concatenate([p[1] for p in parts]).astype(np.int64)
     if fashion is None:  # the files are named alike; the folder (or raw/'s parent) tells them apart
         named = folder.resolve()
@@ -108,6 +131,7 @@ def load_idx_folder(folder: str | Path, fashion: bool | None = None) -> Samples:
     if len(y) and (y.min() < 0 or y.max() >= len(names)):
         raise UserError(f"{folder}: labels must be 0..{len(names) - 1}, found {y.min()}..{y.max()}")
     kind = "Fashion-MNIST" if fashion else "MNIST"
+    h, w = train[0].shape[2:]
     return Samples(
         x=x,
         y=y,
@@ -115,6 +139,7 @@ def load_idx_folder(folder: str | Path, fashion: bool | None = None) -> Samples:
         scale=1.0 / 255.0,
         description=f"{kind} IDX files in {folder.name}: {len(train[1])} train"
         + (f" + {len(test[1])} test" if test else "")
-        + " grey 28x28 images",
+        + f" grey {h}x{w} images",
         test_rows=np.arange(len(train[1]), len(y)) if test else None,
+        keep=spill,
     )

@@ -39,7 +39,7 @@ class _Windows(Dataset):
     def __init__(self, stream: ShardStream) -> None:
         self.stream = stream
 
-    def __getitem__(self, key: tuple[int, int, int]) -> Window | _Failure:
+    def __getitem__(self, key: tuple[int, ...]) -> Window | _Failure:
         try:
             return self.stream.read_window(*key)
         except UserError as err:
@@ -60,7 +60,8 @@ class _Cursor:
 
 
 class _Plan(Sampler):
-    """The windows still to read in the cursor's epoch, from its position.
+    """The windows (or parts of windows) still to read in the cursor's epoch, from its
+    position.
 
     It holds the cursor, not the loader: no reference cycle, so dropping a StreamLoader
     stops its workers at once rather than at the next garbage collection.
@@ -69,11 +70,19 @@ class _Plan(Sampler):
     def __init__(self, stream: ShardStream, cursor: _Cursor) -> None:
         self.stream, self.cursor = stream, cursor
 
-    def __iter__(self) -> Iterator[tuple[int, int, int]]:
-        epoch = self.cursor.epoch
-        first, skip = divmod(self.cursor.position, self.stream.window_batches)
-        for index in range(first, self.stream.num_windows):
-            yield epoch, index, skip if index == first else 0
+    def __iter__(self) -> Iterator[tuple[int, ...]]:
+        s, epoch = self.stream, self.cursor.epoch
+        first, skip = divmod(self.cursor.position, s.window_batches)
+        for index in range(first, s.num_windows):
+            start = skip if index == first else 0
+            if s.decode_batches is None:
+                yield epoch, index, start
+                continue
+            # Encoded images: the window in parts of decode_batches batches, one per item,
+            # so every worker decodes (the batches and their order are the same).
+            count = min(s.window_batches, s.num_batches - index * s.window_batches)
+            for part in range(start, count, s.decode_batches):
+                yield epoch, index, part, s.decode_batches
 
     def __len__(self) -> int:
         return self.stream.num_windows
@@ -204,6 +213,10 @@ class StreamLoader:
         np.multiply(
             raw.numpy(), np.float32(self.stream.manifest.scale), out=x.numpy(), casting="unsafe"
         )
+        if self.stream.normalize is not None:  # per channel, after the scale
+            mean, std = (torch.tensor(v, dtype=torch.float32) for v in self.stream.normalize)
+            shape = (1, len(mean)) + (1,) * (x.dim() - 2)
+            x.sub_(mean.view(shape)).div_(std.view(shape))
         return x
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -6,16 +6,19 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deepfleet._atomic import read_json, sha256_file
 from deepfleet.data._preprocess import Preprocessing
 from deepfleet.errors import UserError
-from deepfleet.tasks import Targets
+
+if TYPE_CHECKING:
+    from deepfleet.tasks import Targets
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "deepfleet.shards/2"
 TOKEN_IDS = "token_ids"  # features.encoding of a text source's samples
+IMAGE = "image"  # features.encoding of encoded images (JPEG / PNG / WebP bytes)
 _READABLE = (FORMAT, "deepfleet.shards/1")  # /1 stored x as Arrow's fixed_shape_tensor
 
 
@@ -61,8 +64,21 @@ class Manifest:
     def preprocessing(self) -> Preprocessing:
         """How the stored (raw) samples become model input."""
         return Preprocessing.for_samples(
-            self.feature_dtype, self.scale, self.sample_shape, tokens=self.tokens
+            self.feature_dtype, self.scale, self.sample_shape, tokens=self.tokens, image=self.image
         )
+
+    @property
+    def image(self) -> dict[str, Any] | None:
+        """For shards of encoded images: the mode (L or RGB), the size [H, W] they are
+        decoded to and the evaluation resize ratio; None for plain tensors."""
+        features = self.raw["features"]
+        if features.get("encoding") != IMAGE:
+            return None
+        return {
+            "mode": features["mode"],
+            "size": list(self.sample_shape[1:]),
+            "resize_ratio": float(features.get("resize_ratio", 256 / 224)),
+        }
 
     @property
     def task(self) -> str:
@@ -72,6 +88,8 @@ class Manifest:
     @property
     def targets(self) -> Targets:
         """What the targets are: dtype, per-sample shape, names, training-split statistics."""
+        from deepfleet.tasks import Targets  # imports torch: not at start-up (verify-data)
+
         if "targets" in self.raw:
             return Targets.from_json(self.raw["targets"])
         return Targets("int64", (), self.class_names, {})

@@ -9,18 +9,23 @@ from deepfleet.data._crypto import load_data_key
 from deepfleet.data._manifest import Manifest
 from deepfleet.data._sources import SourceOptions, load_source
 from deepfleet.data._text import TextOptions
-from deepfleet.data._writer import write_dataset
+from deepfleet.data._writer import Progress, write_dataset
 from deepfleet.errors import UserError
 from deepfleet.tasks import build_task
 
 
 def prepare_from_config(
-    data: DataSection, out: str | Path, seed: int, task: TaskSection | None = None
+    data: DataSection,
+    out: str | Path,
+    seed: int,
+    task: TaskSection | None = None,
+    progress: Progress | None = None,
 ) -> Manifest:
     """Read the source, split it, and write shards + manifest.json into the new folder `out`.
 
     Shards are encrypted when data.key is set (a key file or env:NAME). The key is loaded
-    before the source, so a bad key costs nothing.
+    before the source, so a bad key costs nothing. `progress(rows, bytes, total)` is called
+    as shards are written.
     """
     key = load_data_key(data.key) if data.key else None
     if data.key and key is None:
@@ -29,7 +34,8 @@ def prepare_from_config(
     bound = build_task(task.name, None, task.path)
     text = TextOptions(data.seq_len, data.vocab_size, data.tokenizer, data.max_bytes)
     samples = load_source(
-        data.source, SourceOptions(data.label_column, data.image_size, text, bound)
+        data.source,
+        SourceOptions(data.label_column, data.image_size, data.image_format, text, bound),
     )
     if samples.tokens and bound.name in ("classification", "multilabel", "regression"):
         raise UserError(
@@ -48,4 +54,5 @@ def prepare_from_config(
         key=key,
         task=bound.name,
         stratify=bound.stratify,
+        progress=progress,
     )

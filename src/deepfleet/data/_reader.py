@@ -44,9 +44,12 @@ def decode_raw(table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     Python). Targets are one int64 class index per row, or a tensor column like x."""
     label = table.column("label")
     y = tensor_values(table, "label") if pa.types.is_fixed_size_binary(label.type) else None
+    column = table.column("x")
+    encoded = pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type)
     return (
         table.column("id").to_numpy(),
-        tensor_values(table),
+        # encoded images: an object array of the files' bytes, decoded by the stream
+        column.to_numpy(zero_copy_only=False) if encoded else tensor_values(table),
         label.to_numpy() if y is None else y,
     )
 

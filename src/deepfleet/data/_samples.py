@@ -9,7 +9,9 @@ import numpy as np
 
 @dataclass
 class Samples:
-    """A whole data set with its targets, in memory or memory-mapped (MappedRows).
+    """A data set with its targets. x is an array only for small built-in sets; sources
+    give a row source read on demand (see _rows.py: memory-mapped files, file lists), so the
+    samples are never all in memory. y and ids are in memory (one value a row).
 
     x keeps the source's own dtype (uint8 pixels stay uint8, 4x smaller than float32);
     `scale` turns it into model input: input = x.astype(float32) * scale, or, for token ids
@@ -30,7 +32,7 @@ class Samples:
     tokens: bool = False  # x holds token ids (a text source)
     target_stats: dict = field(default_factory=dict)  # e.g. a vocabulary's size
     extra_files: dict[str, bytes] = field(default_factory=dict)  # e.g. tokenizer.json
-    keep: object = None  # owner of a temporary file behind MappedRows, removed with it
+    keep: object = None  # owner of temporary files behind x (or y), removed with it
 
     def __post_init__(self) -> None:
         if len(self.x) != len(self.y):

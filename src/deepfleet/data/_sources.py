@@ -31,6 +31,7 @@ class SourceOptions:
 
     label_column: str = "label"  # table
     image_size: list[int] | None = None  # image folder: [height, width]
+    image_format: str = "auto"  # image folder: decoded, encoded, or auto (by image size)
     text: TextOptions = field(default_factory=TextOptions)  # text: tokenizer and packing
     task: Task = field(default_factory=ClassificationTask)
 
@@ -47,7 +48,7 @@ _KINDS: dict[str, Callable[[Path, SourceOptions], Samples]] = {
     "fashion-mnist": lambda p, o: load_idx_folder(p, fashion=True),
     "idx": lambda p, o: load_idx_folder(p),
     "cifar10": lambda p, o: load_cifar10(p),
-    "images": lambda p, o: load_image_folder(p, o.image_size),
+    "images": lambda p, o: load_image_folder(p, o.image_size, o.image_format),
     "npz": lambda p, o: load_npz(p),
     "npy": lambda p, o: load_npy(p),
     "table": lambda p, o: load_table(p, o.label_column),
@@ -82,7 +83,7 @@ def detect_kind(path: Path) -> str:
         return "images"
     raise UserError(
         f"{path}: no data recognised (IDX files, CIFAR-10 batches, x.npy/y.npy, or "
-        "class subfolders of PNG/JPEG images)"
+        "class subfolders of PNG/JPEG/WebP images)"
     )
 
 

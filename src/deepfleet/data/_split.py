@@ -1,18 +1,34 @@
-"""A stratified, seeded train/val/test split."""
+"""A seeded train/val/test split drawn from a hash of each sample's id, stratified by class.
+
+Each sample gets a rank key: a 64-bit mix of (seed, id). Inside each class (or over all
+samples when there are no class labels) the samples with the smallest keys go to test, the
+next ones to val, the rest to train. The split therefore needs only the ids and the labels,
+never the samples, and it is the same whatever order the source lists them in or however
+many processes write the shards; every class keeps its share (to within one sample) in every split.
+"""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from deepfleet.errors import UserError
 
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
-def _draw(rows: np.ndarray, labels: np.ndarray | None, share: float, seed: int, name: str):
-    """(rest, drawn): stratified by class labels, or a seeded permutation without them."""
-    if labels is None:
-        return _shuffled(rows, share, seed)
-    from sklearn.model_selection import train_test_split  # slow to import; only needed here
 
+def sample_keys(ids: np.ndarray, seed: int) -> np.ndarray:
+    """splitmix64 of (id + seed x golden ratio): a uniform 64-bit key per sample id, the
+    same on every platform (pure uint64 arithmetic, wrapping)."""
+    with np.errstate(over="ignore"):
+        z = np.asarray(ids, dtype=np.int64).view(np.uint64) + np.uint64(seed + 1) * _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def _check_strata(labels: np.ndarray, rows: np.ndarray, name: str) -> None:
     classes, counts = np.unique(labels[rows], return_counts=True)
     if (counts < 2).any():
         rare = classes[counts < 2]
@@ -22,17 +38,53 @@ def _draw(rows: np.ndarray, labels: np.ndarray | None, share: float, seed: int, 
             f"classes have a single sample (class {shown}); each class needs at "
             "least 2"
         )
-    try:
-        return train_test_split(rows, test_size=share, stratify=labels[rows], random_state=seed)
-    except ValueError as err:  # e.g. a class with a single sample cannot be stratified
-        raise UserError(f"cannot draw a stratified {name} split: {err}") from None
 
 
-def _shuffled(rows: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded draw of round(share x rows) rows (at least one), unstratified."""
-    take = min(max(1, round(len(rows) * share)), len(rows) - 1)
-    order = np.random.default_rng(seed).permutation(len(rows))
-    return rows[order[take:]], rows[order[:take]]
+def _groups(rows: np.ndarray, labels: np.ndarray | None, keys: np.ndarray) -> list[np.ndarray]:
+    """The rows of each class (one group without labels), each ordered by its key."""
+    if labels is None:
+        return [rows[np.argsort(keys[rows], kind="stable")]]
+    # One sort orders every class at once: the class index in the top 16 bits, the key's
+    # top 48 bits below it (ties, one in 2^48, keep the rows' order: still deterministic).
+    classes, index = np.unique(labels[rows], return_inverse=True)
+    if len(classes) >= 1 << 16:
+        order = rows[np.lexsort((keys[rows], labels[rows]))]
+    else:
+        packed = (index.astype(np.uint64) << np.uint64(48)) | (keys[rows] >> np.uint64(16))
+        order = rows[np.argsort(packed, kind="stable")]
+    cuts = np.flatnonzero(np.diff(labels[order])) + 1
+    return np.split(order, cuts)
+
+
+def _allocate(sizes: list[int], share: float, stratified: bool) -> list[int]:
+    """How many of each group to draw: ceil(share x total) in all with classes (as
+    scikit-learn's train_test_split), round() without; shared out by largest remainder,
+    so every class keeps its share to within one sample."""
+    total = sum(sizes)
+    want = math.ceil(share * total - 1e-9) if stratified else round(share * total)
+    want = min(max(want, 1), total - 1)
+    exact = np.array(sizes, dtype=np.float64) * share
+    takes = np.floor(exact).astype(np.int64)
+    extra = want - int(takes.sum())
+    if extra > 0:  # the largest remainders first; ties go to the first class
+        order = np.argsort(-(exact - takes), kind="stable")
+        room = [k for k in order if takes[k] < sizes[k]]
+        for k in room[:extra]:
+            takes[k] += 1
+    return [int(t) for t in takes]
+
+
+def _draw(
+    rows: np.ndarray, labels: np.ndarray | None, keys: np.ndarray, share: float, name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rest, drawn): each class's share, the samples with the smallest keys."""
+    if labels is not None:
+        _check_strata(labels, rows, name)
+    groups = _groups(rows, labels, keys)
+    takes = _allocate([len(g) for g in groups], share, labels is not None)
+    drawn = np.concatenate([g[:t] for g, t in zip(groups, takes, strict=True)])
+    rest = np.concatenate([g[t:] for g, t in zip(groups, takes, strict=True)])
+    return rest, drawn
 
 
 def stratified_split(
@@ -42,16 +94,20 @@ def stratified_split(
     seed: int,
     test_rows: np.ndarray | None = None,
     rows: int | None = None,
+    ids: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Row indices per split; every class keeps its share in every split. Without labels
-    (targets that are not classes: pass `rows`), the draw is a seeded permutation.
+    """Row indices per split, each sorted. Without labels (targets that are not classes:
+    pass `rows`), the draw is over all samples at once. `ids` are the samples' ids (default:
+    their row numbers); the draw depends on (seed, id), not on the rows' order.
 
     `test_rows` is a source's own test set: it becomes the test split as is, test_fraction
     is ignored, and val_fraction is a share of the remaining rows.
     """
-    index = np.arange(len(labels) if labels is not None else int(rows or 0))
-    if labels is None and len(index) < 3 and (val_fraction > 0 or test_fraction > 0):
-        raise UserError(f"cannot split {len(index)} samples into train, val and test")
+    count = len(labels) if labels is not None else int(rows or 0)
+    index = np.arange(count)
+    if labels is None and count < 3 and (val_fraction > 0 or test_fraction > 0):
+        raise UserError(f"cannot split {count} samples into train, val and test")
+    keys = sample_keys(index if ids is None else ids, seed)
     parts: dict[str, np.ndarray] = {}
     if test_rows is not None:
         parts["test"] = np.asarray(test_rows, dtype=np.int64)
@@ -60,9 +116,11 @@ def stratified_split(
     else:
         rest = index
         if test_fraction > 0:
-            rest, parts["test"] = _draw(index, labels, test_fraction, seed, "test")
+            rest, parts["test"] = _draw(index, labels, keys, test_fraction, "test")
         val_share = val_fraction / (1.0 - test_fraction)
     if val_fraction > 0:
-        rest, parts["val"] = _draw(rest, labels, val_share, seed + 1, "val")
+        # A second, independent key order for val, so val is not "the next-smallest keys".
+        val_keys = sample_keys(index if ids is None else ids, seed + 1)
+        rest, parts["val"] = _draw(rest, labels, val_keys, val_share, "val")
     parts["train"] = rest
-    return {name: np.sort(rows) for name, rows in parts.items()}
+    return {name: np.sort(part) for name, part in parts.items()}

@@ -48,7 +48,9 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
+from deepfleet.data._augment import ImageTransform
 from deepfleet.data._crypto import DataKey
+from deepfleet.data._decode import image_decoder
 from deepfleet.data._manifest import Manifest, ShardEntry, read_manifest
 from deepfleet.data._reader import dataset_key, decode_raw, open_shard
 from deepfleet.errors import UserError
@@ -164,6 +166,8 @@ class ShardStream(IterableDataset):
         key: str | Path | bytes | DataKey | None = None,
         order: Literal["rank", "global"] = "rank",
         accumulation: int = 1,
+        transform: ImageTransform | None = None,
+        normalize: tuple[list[float], list[float]] | None = None,
     ) -> None:
         super().__init__()
         _check_args(batch_size, rank, world_size, seed, uneven, shuffle_buffer)
@@ -202,6 +206,13 @@ class ShardStream(IterableDataset):
         self.rows = _ShardRows(
             self.manifest, entries, dataset_key(self.manifest, key), cache, verify
         )
+        # Encoded images are decoded (and augmented) per sample in read_window; the default
+        # transform is evaluation's. normalize: per-channel (mean, std), applied by the loader.
+        self.decoder = image_decoder(self.manifest, transform)
+        self.normalize = normalize
+        # Batches per loader item: decoding is the work, so workers share a window by batches.
+        self.decode_batches = 1 if self.decoder is not None else None
+        self._last_window: tuple[tuple[int, int] | None, Any] = (None, None)
 
     @property
     def global_batch(self) -> int:
@@ -246,8 +257,11 @@ class ShardStream(IterableDataset):
             a += n
         return runs
 
-    def read_window(self, epoch: int, index: int, skip_batches: int = 0) -> Window:
-        """Window `index` of `epoch`, shuffled, minus its first `skip_batches` batches.
+    def read_window(
+        self, epoch: int, index: int, skip_batches: int = 0, max_batches: int | None = None
+    ) -> Window:
+        """Window `index` of `epoch`, shuffled, minus its first `skip_batches` batches (and
+        only `max_batches` of the rest, when given: a part of the window).
 
         x keeps the stored dtype (uint8 pixels stay 1 byte: 4x less to pass between
         processes); StreamLoader turns it into scaled float32 batches.
@@ -255,21 +269,31 @@ class ShardStream(IterableDataset):
         size = self.shuffle_buffer
         if self.order == "global":
             lo, hi = index * size, min((index + 1) * size, self.length)
-            ids, x, y = _concat([self.rows.read(*run) for run in self.runs(epoch, lo, hi)])
+            ids, x, y = self._window_rows(epoch, index, lo, hi)
             take = self._global_take(epoch, index, hi - lo, skip_batches)
         else:
             lo, hi = index * size, min((index + 1) * size, self.per_rank)
-            ids, x, y = _concat([self.rows.read(*run) for run in self.segments(epoch, lo, hi)])
+            ids, x, y = self._window_rows(epoch, index, lo, hi)
             if self.shuffle:
                 rng = np.random.default_rng([self.seed, epoch, 1, self.rank, index])
                 take = rng.permutation(hi - lo)[skip_batches * self.batch_size :]
             else:
                 take = np.arange(skip_batches * self.batch_size, hi - lo)
-        features = torch.empty((len(take), *x.shape[1:]), dtype=_TORCH_DTYPES[x.dtype.str])
+        if max_batches is not None:
+            take = take[: max_batches * self.batch_size]
+        shape, dtype = (
+            (self.manifest.sample_shape, torch.uint8)
+            if self.decoder
+            else (x.shape[1:], _TORCH_DTYPES[x.dtype.str])
+        )
+        features = torch.empty((len(take), *shape), dtype=dtype)
         if torch.utils.data.get_worker_info() is not None:
             # Gather straight into shared memory: sending it to the loader then copies nothing.
             features.share_memory_()
-        np.take(x, take, axis=0, out=features.numpy())
+        if self.decoder:  # encoded images: decoded here, each with its own seeded draws
+            self.decoder.decode(x[take], ids[take], epoch, features.numpy())
+        else:
+            np.take(x, take, axis=0, out=features.numpy())
         return (
             index * self.window_batches + skip_batches,
             torch.from_numpy(ids[take]),
@@ -287,6 +311,19 @@ class ShardStream(IterableDataset):
             perm = np.arange(size)
         per_rank = perm.reshape(-1, self.world_size, self.batch_size)[:, self.rank]
         return per_rank[skip_batches:].reshape(-1)
+
+    def _window_rows(self, epoch: int, index: int, lo: int, hi: int) -> tuple[np.ndarray, ...]:
+        """The window's stored rows (positions lo..hi of the epoch's order: the global
+        sequence, or this rank's part). Encoded images are decoded a batch at a time, one part
+        of a window per loader item, so a process keeps its last window's (encoded) rows for
+        the next part instead of reading them again."""
+        if self.decoder is not None and self._last_window[0] == (epoch, index):
+            return self._last_window[1]
+        spans = self.runs if self.order == "global" else self.segments
+        rows = _concat([self.rows.read(*run) for run in spans(epoch, lo, hi)])
+        if self.decoder is not None:
+            self._last_window = ((epoch, index), rows)
+        return rows
 
     def windows(
         self, epoch: int, start_batch: int = 0, worker: int = 0, num_workers: int = 1
