@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,10 +55,17 @@ def storage_error(err: BaseException, path: str | Path | None = None) -> Storage
     file-system refusal."""
     if isinstance(err, StorageError):
         return err
-    if not isinstance(err, OSError) or err.errno not in _STORAGE_ERRNOS:
+    if not isinstance(err, OSError):
+        return None
+    code = err.errno
+    if code is None:  # Arrow's I/O errors carry the code in their text: "[errno 28] ..."
+        found = re.search(r"\[errno (\d+)\]", str(err))
+        code = int(found.group(1)) if found else None
+    if code not in _STORAGE_ERRNOS:
         return None
     where = err.filename if err.filename is not None else path
-    return StorageError(where, err.strerror or os.strerror(err.errno))
+    cause = err.strerror if err.errno is not None and err.strerror else os.strerror(code)
+    return StorageError(where, cause)
 
 
 @contextmanager

@@ -64,6 +64,19 @@ def _generate(client, path="/v2/models/lm/generate", headers=AUTH, **body):
     return client.post(path, json=body, headers=headers)
 
 
+def test_a_last_character_left_unfinished_is_handed_over_at_the_end(bundles):
+    from deepfleet.deploy.serve._generation import _TextStream
+
+    tokenizer = load_tokenizer(bundles["lm"] / "tokenizer.json")
+    ids = tokenizer.encode("x \u20ac\u4e2d\U0001f600").ids  # 3- and 4-byte characters
+    cut = next(n for n in range(1, len(ids)) if tokenizer.decode(ids[:n]).endswith("\ufffd"))
+    stream = _TextStream(tokenizer)
+    sent = "".join(stream.add(token) for token in ids[:cut])
+    assert not sent.endswith("\ufffd")
+    assert sent + stream.rest() == tokenizer.decode(ids[:cut])
+    assert stream.rest().endswith("\ufffd")
+
+
 def test_generation_is_the_same_for_a_seed_and_bounded(lm, bundles):
     body = {"prompt": "the quick brown", "max_new_tokens": 12, "temperature": 0.8, "top_k": 20}
     first = _events(_generate(lm, **body, seed=3))
@@ -72,9 +85,9 @@ def test_generation_is_the_same_for_a_seed_and_bounded(lm, bundles):
     done = first[-1]
     tokens = [e["token"] for e in first[:-1]]
     assert done["done"] is True and done["tokens"] == len(tokens) <= 12
-    # the text events add up to the decoded tokens
+    # the texts of all events, the last one's included, add up to the decoded tokens
     tokenizer = load_tokenizer(bundles["lm"] / "tokenizer.json")
-    assert "".join(e["text"] for e in first[:-1]) == tokenizer.decode(tokens)
+    assert "".join(e["text"] for e in first) == tokenizer.decode(tokens)
     other = [_events(_generate(lm, **body, seed=s)) for s in (4, 5)]
     assert any(o != first for o in other)
 

@@ -36,7 +36,7 @@ from deepfleet.data._shard import (
     write_shard,
 )
 from deepfleet.data._split import stratified_split
-from deepfleet.errors import UserError
+from deepfleet.errors import UserError, storage_errors
 
 __all__ = ["ROW_GROUP_BYTES", "label_column", "row_group_rows", "shard_table", "write_dataset"]
 
@@ -152,9 +152,20 @@ def write_dataset(
         "task": task,
     }
     try:
-        jobs, parts, entries = _write_shards(
-            samples, out, shards, settings, key, rows_per_group, stratify, pool, counter, progress
-        )
+        # A refusal that names no file (Arrow's writer does not) names the output folder.
+        with storage_errors(out):
+            jobs, parts, entries = _write_shards(
+                samples,
+                out,
+                shards,
+                settings,
+                key,
+                rows_per_group,
+                stratify,
+                pool,
+                counter,
+                progress,
+            )
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)

@@ -10,7 +10,9 @@ that goes away stops its generation at the next token.
 
 Events: `data: {"token": id, "text": "..."}` per token (text is what the token adds to the
 decoded continuation; "" while a multi-byte character is still incomplete), then
-`data: {"done": true, "tokens": n, "finish_reason": "length" | "stop"}`.
+`data: {"done": true, "tokens": n, "finish_reason": "length" | "stop", "text": "..."}`, whose
+text is whatever was held back (a last character whose bytes never completed, as U+FFFD), so
+the texts of all events joined are the decoded continuation.
 """
 
 from __future__ import annotations
@@ -103,6 +105,11 @@ class _TextStream:
             return ""
         new, self._text = text[len(self._text) :], text
         return new
+
+    def rest(self) -> str:
+        """What the continuation's text holds beyond what was sent: the bytes of a last
+        character that never completed, decoded as U+FFFD ("" when nothing is held back)."""
+        return self._tokenizer.decode(self._ids)[len(self._text) :]
 
 
 class Generation:
@@ -230,7 +237,8 @@ class Generation:
                 count += 1
                 put("token", {"token": token, "text": text.add(token)})
             reason = "length" if count == request.max_new_tokens else "stop"
-            put("done", {"done": True, "tokens": count, "finish_reason": reason})
+            done = {"done": True, "tokens": count, "finish_reason": reason, "text": text.rest()}
+            put("done", done)
         except Exception as err:  # the model failed: the client gets one error event
             put("error", err)
         finally:
