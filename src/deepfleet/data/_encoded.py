@@ -31,14 +31,12 @@ def image_kind(data: bytes) -> str | None:
     return None
 
 
-class EncodedImages:
-    """The rows of an image folder as their files' bytes; `size` (H, W) and `mode` (L or
-    RGB) are what the stream decodes them to. Pickles as its file list."""
+class ImageList:
+    """Rows that are image files, seen as uint8 N x C x H x W: `size` (H, W) and `mode` (L or
+    RGB) are what they decode to. Pickles as its file list."""
 
-    def __init__(
-        self, paths: list[str], sizes: np.ndarray, mode: str, size: tuple[int, int]
-    ) -> None:
-        self.paths, self.sizes, self.mode, self.size = paths, sizes, mode, tuple(size)
+    def __init__(self, paths: list[str], mode: str, size: tuple[int, int]) -> None:
+        self.paths, self.mode, self.size = paths, mode, tuple(size)
 
     @property
     def dtype(self) -> np.dtype:
@@ -46,12 +44,25 @@ class EncodedImages:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """The decoded shape the stream yields: N x C x H x W."""
         return (len(self.paths), 1 if self.mode == "L" else 3, *self.size)
 
     @property
     def ndim(self) -> int:
         return 4
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+class EncodedImages(ImageList):
+    """The rows of an image folder as their files' bytes (`sizes`: each file's own H, W),
+    decoded by the stream."""
+
+    def __init__(
+        self, paths: list[str], sizes: np.ndarray, mode: str, size: tuple[int, int]
+    ) -> None:
+        super().__init__(paths, mode, size)
+        self.sizes = sizes
 
     @property
     def nbytes(self) -> int:
@@ -59,9 +70,6 @@ class EncodedImages:
         return sum(Path(p).stat().st_size for p in self.paths[:1000]) * max(
             1, len(self.paths) // 1000
         )
-
-    def __len__(self) -> int:
-        return len(self.paths)
 
     def select(self, rows: np.ndarray) -> EncodedImages:
         return EncodedImages([self.paths[r] for r in rows], self.sizes[rows], self.mode, self.size)

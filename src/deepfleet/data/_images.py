@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from deepfleet.data._encoded import EncodedImages
+from deepfleet.data._encoded import EncodedImages, ImageList
 from deepfleet.data._rows import index_rows
 from deepfleet.data._samples import Samples
 from deepfleet.errors import UserError
@@ -61,30 +61,12 @@ def _headers(paths: list[Path]) -> tuple[bool, np.ndarray]:
     return colour, sizes
 
 
-class ImageFiles:
+class ImageFiles(ImageList):
     """Images decoded to uint8 N x C x H x W on demand, from their files."""
-
-    def __init__(self, paths: list[str], mode: str, size: tuple[int, int]) -> None:
-        self.paths, self.mode, self.size = paths, mode, size
-
-    @property
-    def dtype(self) -> np.dtype:
-        return np.dtype(np.uint8)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (len(self.paths), 1 if self.mode == "L" else 3, *self.size)
-
-    @property
-    def ndim(self) -> int:
-        return 4
 
     @property
     def nbytes(self) -> int:
         return int(np.prod(self.shape))
-
-    def __len__(self) -> int:
-        return len(self.paths)
 
     def __getitem__(self, key) -> np.ndarray:
         return index_rows(self, key)
