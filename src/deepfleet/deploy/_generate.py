@@ -26,18 +26,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from deepfleet.errors import UserError
-from deepfleet.models._gpt import DecoderBlock, TokenEmbedding
-
-
-def _is_zoo_gpt(model: nn.Module) -> bool:
-    return (
-        isinstance(model, nn.Sequential)
-        and len(model) >= 3
-        and isinstance(model[0], TokenEmbedding)
-        and all(isinstance(block, DecoderBlock) for block in list(model)[1:-2])
-        and isinstance(model[-2], nn.LayerNorm)
-        and isinstance(model[-1], nn.Linear)
-    )
+from deepfleet.models._gpt import DecoderBlock, TokenEmbedding, is_gpt
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -135,7 +124,7 @@ class CachedDecoder:
 
 def decoder_for(model: nn.Module, context_length: int, *, use_cache: bool = True):
     """The key/value-cached decoder for the zoo gpt, else the full recompute."""
-    if use_cache and _is_zoo_gpt(model):
+    if use_cache and is_gpt(model):
         return CachedDecoder(model, context_length)
     return RecomputeDecoder(model, context_length)
 
@@ -154,7 +143,7 @@ def pick(logits: Tensor, temperature: float, top_k: int, generator: torch.Genera
 
 def _context_of(model: nn.Module, context_length: int | None) -> int:
     if context_length is None:
-        if _is_zoo_gpt(model):
+        if is_gpt(model):
             return int(model[0].positions.num_embeddings)
         raise UserError("generation needs the model's context length")
     if context_length < 1:

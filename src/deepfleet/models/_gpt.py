@@ -97,3 +97,15 @@ def gpt(
         nn.LayerNorm(dim),
         nn.Linear(dim, num_classes, bias=False),
     )
+
+
+def is_gpt(model: nn.Module) -> bool:
+    """The zoo gpt's shape: embedding, decoder blocks, final norm, vocabulary head."""
+    return (
+        isinstance(model, nn.Sequential)
+        and len(model) >= 3
+        and isinstance(model[0], TokenEmbedding)
+        and all(isinstance(block, DecoderBlock) for block in list(model)[1:-2])
+        and isinstance(model[-2], nn.LayerNorm)
+        and isinstance(model[-1], nn.Linear)
+    )

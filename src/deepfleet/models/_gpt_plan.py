@@ -8,20 +8,6 @@ from __future__ import annotations
 
 from torch import nn
 
-from deepfleet.models._gpt import DecoderBlock, TokenEmbedding
-
-
-def is_gpt(model: nn.Module) -> bool:
-    """The zoo gpt's shape: embedding, decoder blocks, final norm, vocabulary head."""
-    return (
-        isinstance(model, nn.Sequential)
-        and len(model) >= 3
-        and isinstance(model[0], TokenEmbedding)
-        and all(isinstance(block, DecoderBlock) for block in list(model)[1:-2])
-        and isinstance(model[-2], nn.LayerNorm)
-        and isinstance(model[-1], nn.Linear)
-    )
-
 
 def check_tp(model: nn.Module, tp: int) -> str | None:
     """Why the gpt cannot be split `tp` ways, or None."""

@@ -12,6 +12,7 @@ from torch import nn
 
 from deepfleet.errors import UserError
 from deepfleet.models import _gpt_plan
+from deepfleet.models._gpt import is_gpt
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ def _no_problem(model: nn.Module, tp: int) -> str | None:
 
 def tp_plan(model: nn.Module) -> TPPlan | None:
     """The model's plan, or None when it has none."""
-    if _gpt_plan.is_gpt(model):
+    if is_gpt(model):
         return TPPlan("gpt", _gpt_plan.parallelize, _gpt_plan.check_tp)
     module = sys.modules.get(type(model).__module__)
     apply = getattr(module, "parallelize", None)

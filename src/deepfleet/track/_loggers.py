@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deepfleet._atomic import write_text_atomic
-from deepfleet.track._runs import is_number
+from deepfleet.track._runs import EPOCH_PLACE, is_number
 
 if TYPE_CHECKING:
     from deepfleet.train._log import RecordLogger
@@ -28,8 +28,6 @@ TENSORBOARD_DIR = "tensorboard"
 EPOCHS_CSV = "metrics_epochs.csv"
 STEPS_CSV = "metrics_steps.csv"
 STEP_COLUMNS = ("time", "step", "phase", "loss", "lr")
-# Keys of an epoch record that place it rather than measure it.
-_EPOCH_PLACE = {"kind", "time", "epoch", "epochs", "phase"}
 
 
 HPARAMS_RUN = "hparams"
@@ -93,7 +91,7 @@ class TensorBoardLogger:
         elif kind == "epoch":
             epoch = int(record["epoch"])
             for key, value in record.items():
-                if key not in _EPOCH_PLACE and is_number(value):
+                if key not in EPOCH_PLACE and is_number(value):
                     writer.add_scalar(f"epoch/{key}", value, epoch, walltime=when)
             writer.flush()
             self._last_epoch = record
@@ -114,7 +112,7 @@ class TensorBoardLogger:
         metrics = {
             f"epoch/{key}": float(value)
             for key, value in last.items()
-            if key not in _EPOCH_PLACE and is_number(value)
+            if key not in EPOCH_PLACE and is_number(value)
         }
         if params and metrics:
             self._writer.add_hparams(

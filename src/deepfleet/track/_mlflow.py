@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deepfleet._atomic import write_json_atomic
-from deepfleet.track._runs import is_number
+from deepfleet.track._runs import EPOCH_PLACE, is_number
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -35,8 +35,6 @@ _MAX_METRICS = 1000
 _MAX_PARAMS = 100
 _MAX_KEY = 250
 _MAX_VALUE = 6000
-# Keys of an epoch record that place it rather than measure it.
-_EPOCH_PLACE = {"kind", "time", "epoch", "epochs", "phase"}
 
 
 def tracking_uri(job: JobConfig) -> str:
@@ -141,7 +139,7 @@ class MlflowLogger:
         elif kind == "epoch":
             epoch = int(record["epoch"])
             for key, value in record.items():
-                if key not in _EPOCH_PLACE and is_number(value):
+                if key not in EPOCH_PLACE and is_number(value):
                     self._add(f"epoch/{key}", value, when, epoch)
             self._flush()
 

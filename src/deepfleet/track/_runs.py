@@ -77,6 +77,10 @@ def _is_epoch(line: str) -> bool:
     return isinstance(record, dict) and record.get("kind") == "epoch"
 
 
+# Keys of an epoch record that place it rather than measure it.
+EPOCH_PLACE = frozenset({"kind", "time", "epoch", "epochs", "phase"})
+
+
 def is_number(value: Any) -> bool:
     """A metric value: an int or float, not a bool (JSON's true is not a figure)."""
     return isinstance(value, int | float) and not isinstance(value, bool)
