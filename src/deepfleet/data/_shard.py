@@ -64,10 +64,13 @@ def shard_table(ids: np.ndarray, x: Any, y: np.ndarray, rows: np.ndarray | None 
 
 
 def _count(table: pa.Table) -> None:
-    if _progress is not None:
-        with _progress.get_lock():
-            _progress[0] += table.num_rows
-            _progress[1] += table.column("x").nbytes
+    # Read once: prepares run in threads of one process (several nodes' folders in tests)
+    # may set or clear the counter between a check and its use.
+    counter = _progress
+    if counter is not None:
+        with counter.get_lock():
+            counter[0] += table.num_rows
+            counter[1] += table.column("x").nbytes
 
 
 def write_shard(
