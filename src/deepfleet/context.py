@@ -16,7 +16,7 @@ from functools import cached_property
 import torch
 
 from deepfleet.config import JobConfig
-from deepfleet.data import DataKey, Manifest, dataset_key, read_manifest
+from deepfleet.data import DataKey, Manifest, dataset_key, open_prepared
 from deepfleet.devices import choose_device
 from deepfleet.errors import UserError
 from deepfleet.parallel import DistEnv, Topology, build_topology, detect_env
@@ -52,7 +52,7 @@ def run_context(paths: RunPaths, env: DistEnv | None = None) -> RunContext:
     readers check each shard as they read it."""
     job = paths.load_job()
     env = env or detect_env()
-    manifest = read_manifest(paths.data_dir())
+    manifest = open_prepared(paths.data_dir(), job.data)
     return RunContext(
         paths=paths,
         job=job,

@@ -20,8 +20,8 @@ from deepfleet.data import (
     StreamLoader,
     model_preprocessing,
     normalization,
+    open_prepared,
     prepare_from_config,
-    read_manifest,
     train_transform,
 )
 from deepfleet.deploy import (
@@ -67,7 +67,8 @@ if TYPE_CHECKING:
 def stage_prepare(paths: RunPaths, job: JobConfig) -> Manifest:
     """Shards for the run: a prepared data set is referenced (and verified), else written."""
     if job.data.prepared:
-        manifest = read_manifest(job.data.prepared)  # its shards are checked as they are read
+        # Its shards are checked as they are read (remote ones as they reach the cache).
+        manifest = open_prepared(job.data.prepared, job.data)
         paths.link_data(manifest.root)
         return manifest
     # The writer took every digest from the bytes it wrote: nothing to hash again here.

@@ -21,6 +21,7 @@ from pathlib import Path
 from deepfleet._atomic import write_json_atomic, write_text_atomic
 from deepfleet.config import JobConfig, dump_job, load_job
 from deepfleet.errors import UserError
+from deepfleet.storage import is_remote
 
 
 @dataclass(frozen=True)
@@ -90,15 +91,19 @@ class RunPaths:
         except (ValueError, KeyError, TypeError):
             return "unknown stage: status.json is unreadable"
 
-    def data_dir(self) -> Path:
-        """The prepared data this run uses: its own shards/ or the folder data.json names."""
+    def data_dir(self) -> Path | str:
+        """The prepared data this run uses: its own shards/, or the folder or URL (s3://...)
+        data.json names."""
         if self.data_ref.is_file():
-            return Path(json.loads(self.data_ref.read_text())["path"])
+            where = json.loads(self.data_ref.read_text())["path"]
+            return where if is_remote(where) else Path(where)
         return self.shards
 
-    def link_data(self, prepared: Path) -> None:
-        """Point this run at an already prepared data set instead of copying it."""
-        write_json_atomic(self.data_ref, {"path": str(Path(prepared).resolve())})
+    def link_data(self, prepared: Path | str) -> None:
+        """Point this run at an already prepared data set (a folder, or a URL kept as it
+        is) instead of copying it."""
+        where = str(prepared) if is_remote(prepared) else str(Path(prepared).resolve())
+        write_json_atomic(self.data_ref, {"path": where})
 
     def load_job(self) -> JobConfig:
         return load_job(self.job_file)

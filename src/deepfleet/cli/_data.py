@@ -28,6 +28,24 @@ def _data_section(**values) -> DataSection:
         raise UserError(format_validation_error(err, prefix="data")) from None
 
 
+STORAGE_OPTION_HELP = (
+    "A setting of a remote URL as KEY=VALUE (endpoint_url, region, connect_timeout, "
+    "request_timeout); repeatable. Credentials come from the AWS variables, ~/.aws or the "
+    "instance role, never from here."
+)
+
+
+def storage_options(pairs: list[str] | None) -> dict[str, str]:
+    """--storage-option KEY=VALUE flags as a dict; a malformed one is a one-line error."""
+    options = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise UserError(f"--storage-option {pair!r}: expected KEY=VALUE")
+        options[name.strip()] = value.strip()
+    return options
+
+
 @app.command()
 def prepare(
     source: str = typer.Argument(
@@ -37,7 +55,11 @@ def prepare(
         "KIND:PATH (mnist, fashion-mnist, cifar10, images, npz, npy, "
         "table, text).",
     ),
-    out: Path = typer.Option(..., "--out", help="New folder for shards and manifest.json."),
+    out: str = typer.Option(
+        ...,
+        "--out",
+        help="New folder, or a URL (s3://bucket/prefix), for shards and manifest.json.",
+    ),
     shards: int = typer.Option(4, "--shards", min=1, help="Number of training shards."),
     val_fraction: float = typer.Option(0.1, "--val", help="Share of samples for validation."),
     test_fraction: float = typer.Option(0.2, "--test", help="Share of samples for testing."),
@@ -70,6 +92,10 @@ def prepare(
         None, "--tokenizer", help="Text: a tokenizer.json to use instead of training one."
     ),
     max_bytes: int = typer.Option(None, "--max-bytes", help="Text: read at most this much."),
+    storage_option: list[str] = typer.Option(None, "--storage-option", help=STORAGE_OPTION_HELP),
+    cache_dir: str = typer.Option(
+        None, "--cache-dir", help="URL outputs: the node's cache folder (staged there)."
+    ),
 ) -> None:
     """Split a data set into verified Parquet shards with a manifest."""
     data = _data_section(
@@ -86,6 +112,8 @@ def prepare(
         vocab_size=vocab_size,
         tokenizer=str(tokenizer) if tokenizer else None,
         max_bytes=max_bytes,
+        storage_options=storage_options(storage_option),
+        cache_dir=cache_dir,
     )
     from deepfleet.config import TaskSection
     from deepfleet.data import prepare_from_config
@@ -101,13 +129,14 @@ def prepare(
         )
     rows = ", ".join(f"{s} {manifest.rows(s)}" for s in manifest.splits)
     encrypted = f", encrypted ({manifest.encryption['key_id']})" if manifest.encryption else ""
-    console.print(summary_table(manifest, out, timer() - started))
-    console.print(f"prepared {out}: {rows}{encrypted}")
+    shown = manifest.root if manifest.remote else out  # a URL as printed: no userinfo
+    console.print(summary_table(manifest, shown, timer() - started))
+    console.print(f"prepared {shown}: {rows}{encrypted}")
 
 
 @app.command("verify-data")
 def verify_data(
-    folder: Path = typer.Argument(..., help="A prepared data set."),
+    folder: str = typer.Argument(..., help="A prepared data set: a folder or a URL."),
     key: str = typer.Option(
         None,
         "--key",
@@ -115,12 +144,13 @@ def verify_data(
         "env:NAME; default $DEEPFLEET_DATA_KEY): also checks the "
         "manifest's authentication.",
     ),
+    storage_option: list[str] = typer.Option(None, "--storage-option", help=STORAGE_OPTION_HELP),
 ) -> None:
     """Check manifest.json against its own digest and every shard against its sha256 and row
     count; names the first problem."""
     from deepfleet.data import verify_dataset
 
-    manifest = verify_dataset(folder)
+    manifest = verify_dataset(folder, storage_options(storage_option))
     parts = [
         f"{s} {len(manifest.shards(s))} shards / {manifest.rows(s)} rows" for s in manifest.splits
     ]
@@ -135,4 +165,5 @@ def verify_data(
             if checked
             else "; encrypted: give --key to check the manifest's authentication"
         )
-    console.print(f"ok {folder}: {', '.join(parts)}{sealed}")
+    shown = manifest.root if manifest.remote else folder
+    console.print(f"ok {shown}: {', '.join(parts)}{sealed}")

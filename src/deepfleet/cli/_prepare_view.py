@@ -59,7 +59,13 @@ def prepare_progress() -> Iterator:
         yield update
 
 
-def summary_table(manifest: Manifest, out: Path, seconds: float) -> Table:
+def _shard_bytes(manifest: Manifest, file: str) -> int:
+    if manifest.remote is not None:
+        return manifest.remote.store.size(file)
+    return (Path(manifest.root) / file).stat().st_size
+
+
+def summary_table(manifest: Manifest, out: str | Path, seconds: float) -> Table:
     """samples, shards and bytes per split, and the time it took."""
     table = Table(title=f"prepared {out} in {seconds:.1f} s")
     for name in ("split", "samples", "shards", "bytes"):
@@ -67,7 +73,7 @@ def summary_table(manifest: Manifest, out: Path, seconds: float) -> Table:
     totals = [0, 0, 0]
     for split in manifest.splits:
         shards = manifest.shards(split)
-        size = sum((manifest.root / e.file).stat().st_size for e in shards)
+        size = sum(_shard_bytes(manifest, e.file) for e in shards)
         row = [manifest.rows(split), len(shards), size]
         totals = [a + b for a, b in zip(totals, row, strict=True)]
         table.add_row(split, f"{row[0]:,}", str(row[1]), _size(row[2]))

@@ -1,6 +1,6 @@
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from deepfleet.config._augment import AugmentSection
 from deepfleet.config._base import Section
@@ -17,7 +17,25 @@ class DataSection(Section):
         "or KIND:PATH to name the kind.",
     )
     prepared: str | None = Field(
-        None, description="A folder already written by `deepfleet prepare`; used as is."
+        None,
+        description="A folder or URL (s3://bucket/prefix) already written by `deepfleet "
+        "prepare`; used as is.",
+    )
+    storage_options: dict[str, str | int | float] = Field(
+        default_factory=dict,
+        description="Settings of remote data URLs: endpoint_url (e.g. http://127.0.0.1:8333; "
+        "default $AWS_ENDPOINT_URL), region, connect_timeout, request_timeout. Never "
+        "credentials: they come from the AWS variables, ~/.aws or the instance role.",
+    )
+    cache_dir: str | None = Field(
+        None,
+        description="Node-local cache of remote shards, shared by the node's ranks "
+        "(default $DEEPFLEET_CACHE/shards or ~/.cache/deepfleet/shards).",
+    )
+    cache_limit: int | str = Field(
+        "20GB",
+        description="Bytes the shard cache may hold (e.g. 20GB, 512MiB); least recently "
+        "used shards are evicted. Needs room for about 3 shards per reading process.",
     )
     shards: int = Field(4, gt=0, description="Number of training shards to write.")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="Share of samples for validation.")
@@ -81,6 +99,29 @@ class DataSection(Section):
     )
     cache: bool = Field(False, description="Keep decoded shards in memory (small data sets).")
     augment: AugmentSection = Field(default_factory=AugmentSection)
+
+    @field_validator("storage_options")
+    @classmethod
+    def _no_credentials(cls, value: dict) -> dict:
+        if value:
+            from deepfleet.storage._url import credential_problem
+
+            problem = credential_problem(value)
+            if problem:
+                raise ValueError(problem)
+        return value
+
+    @field_validator("cache_limit")
+    @classmethod
+    def _a_size(cls, value: int | str) -> int | str:
+        from deepfleet.errors import UserError
+        from deepfleet.storage._settings import parse_bytes
+
+        try:
+            parse_bytes(value)
+        except UserError as err:
+            raise ValueError(str(err)) from None
+        return value
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> "DataSection":

@@ -35,6 +35,7 @@ _WHERE = {
     "load_source": "deepfleet.data._sources",
     "load_tokenizer": "deepfleet.data._text",
     "new_data_key": "deepfleet.data._crypto",
+    "open_prepared": "deepfleet.data._remote",
     "open_shard": "deepfleet.data._reader",
     "prepare_from_config": "deepfleet.data._prepare",
     "read_manifest": "deepfleet.data._manifest",
@@ -70,6 +71,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
         open_shard,
         read_split,
     )
+    from deepfleet.data._remote import open_prepared
     from deepfleet.data._samples import Samples
     from deepfleet.data._sources import BUILTIN_SOURCES, SOURCE_KINDS, SourceOptions, load_source
     from deepfleet.data._split import stratified_split
@@ -104,6 +106,7 @@ __all__ = [
     "load_source",
     "load_tokenizer",
     "new_data_key",
+    "open_prepared",
     "open_shard",
     "prepare_from_config",
     "read_manifest",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +15,8 @@ from deepfleet.data._preprocess import Preprocessing
 from deepfleet.errors import UserError
 
 if TYPE_CHECKING:
+    from deepfleet.data._remote import RemoteData
+    from deepfleet.storage import CacheSettings
     from deepfleet.tasks import Targets
 
 MANIFEST_NAME = "manifest.json"
@@ -31,13 +35,19 @@ class ShardEntry:
 
 @dataclass(frozen=True)
 class Manifest:
-    """A parsed manifest.json; `root` is the folder that holds it."""
+    """A parsed manifest.json; `root` is the folder that holds it (a Path), or the URL of a
+    remote data set (a str, with `remote` to read it through)."""
 
-    root: Path
+    root: Path | str
     raw: dict[str, Any]
     # Shards whose bytes this reader has checked (each is hashed once per reader, when it is
     # first opened); a copy sent to a worker process checks again on its own.
     verified: set[str] = field(default_factory=set, compare=False, repr=False)
+    remote: RemoteData | None = field(default=None, compare=False, repr=False)
+
+    def where(self, name: str) -> str:
+        """The printable path or URL of a file of the data set."""
+        return f"{self.root}/{name}" if self.remote else str(Path(self.root) / name)
 
     @property
     def class_names(self) -> list[str]:
@@ -100,12 +110,15 @@ class Manifest:
         digest = self.raw.get("files", {}).get(name)
         if digest is None:
             raise UserError(f"{self.root}: the data set has no {name}")
-        try:
-            data = (self.root / name).read_bytes()
-        except OSError as err:
-            raise UserError(f"{self.root / name}: cannot be read ({err.strerror})") from None
+        if self.remote is not None:
+            data = self.remote.read_bytes(name)
+        else:
+            try:
+                data = (Path(self.root) / name).read_bytes()
+            except OSError as err:
+                raise UserError(f"{self.where(name)}: cannot be read ({err.strerror})") from None
         if hashlib.sha256(data).hexdigest() != digest:
-            raise UserError(f"{self.root / name}: does not match its sha256 in the manifest")
+            raise UserError(f"{self.where(name)}: does not match its sha256 in the manifest")
         return data
 
     @property
@@ -126,7 +139,9 @@ class Manifest:
         return int(self.raw["splits"][split]["rows"])
 
     def digest(self) -> str:
-        return sha256_file(self.root / MANIFEST_NAME)
+        if self.remote is not None:
+            return hashlib.sha256(self.remote.read_bytes(MANIFEST_NAME)).hexdigest()
+        return sha256_file(Path(self.root) / MANIFEST_NAME)
 
 
 DIGEST = "digest"
@@ -151,7 +166,7 @@ def sealed(raw: dict[str, Any], authenticate=None) -> dict[str, Any]:
     return {**raw, DIGEST: digest}
 
 
-def _check_digest(path: Path, raw: dict[str, Any]) -> None:
+def _check_digest(path: Path | str, raw: dict[str, Any]) -> None:
     digest = raw.get(DIGEST)
     if not isinstance(digest, dict) or not isinstance(digest.get("sha256"), str):
         raise UserError(
@@ -168,26 +183,65 @@ def _check_digest(path: Path, raw: dict[str, Any]) -> None:
             )
 
 
-def read_manifest(folder: str | Path) -> Manifest:
-    """Open a prepared data set; a clear error when the folder is not one, or when its
-    manifest was edited (its digest no longer matches)."""
+def read_manifest(
+    folder: str | os.PathLike[str],
+    storage_options: Mapping[str, Any] | None = None,
+    cache: CacheSettings | None = None,
+) -> Manifest:
+    """Open a prepared data set (a folder, or a URL such as s3://bucket/prefix); a clear
+    error when it is not one, or when its manifest was edited (its digest no longer matches).
+
+    For a URL, `storage_options` are the [data] storage_options (endpoint, region, ...) and
+    `cache` the node's shard cache (default: $DEEPFLEET_CACHE or ~/.cache/deepfleet)."""
+    from deepfleet.storage import is_remote
+
+    if is_remote(folder):
+        return _read_remote(os.fspath(folder), storage_options, cache)
+    if storage_options:
+        raise UserError(f"{folder}: storage options apply to remote URLs, not a local path")
     root = Path(folder)
     if not root.exists():
         raise UserError(f"{folder}: data path does not exist")
     path = root / MANIFEST_NAME
     if not path.is_file():
         raise UserError(f"{folder}: not a prepared data set (no {MANIFEST_NAME})")
-    raw = read_json(path)
+    return Manifest(root.resolve(), _checked(path, read_json(path)))
+
+
+def _checked(path: Path | str, raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict) or raw.get("format") not in _READABLE:
         got = raw.get("format") if isinstance(raw, dict) else None
         raise UserError(f"{path}: unknown manifest format {got!r}")
     _check_digest(path, raw)
-    return Manifest(root.resolve(), raw)
+    return raw
+
+
+def _read_remote(
+    url: str, options: Mapping[str, Any] | None, cache: CacheSettings | None
+) -> Manifest:
+    from deepfleet.data._remote import RemoteData
+    from deepfleet.errors import StorageError
+
+    remote = RemoteData(url, options, cache)
+    try:
+        data = remote.read_bytes(MANIFEST_NAME)
+    except StorageError as err:
+        if err.cause == "no such object":
+            raise UserError(f"{remote.url}: not a prepared data set (no {MANIFEST_NAME})") from None
+        raise
+    where = f"{remote.url}/{MANIFEST_NAME}"
+    try:
+        raw = json.loads(data)
+    except ValueError:
+        raise UserError(f"{where}: not valid JSON") from None
+    return Manifest(remote.url, _checked(where, raw), remote=remote)
 
 
 def shard_problem(manifest: Manifest, entry: ShardEntry) -> str | None:
     """What is wrong with one shard (missing, or bytes changed), or None."""
-    path = manifest.root / entry.file
+    if manifest.remote is not None:
+        return manifest.remote.problem(manifest, entry)
+    path = Path(manifest.root) / entry.file
     if not path.is_file():
         return f"shard {entry.file} is missing from {manifest.root}"
     if sha256_file(path) != entry.sha256:
@@ -227,9 +281,12 @@ def dataset_problems(manifest: Manifest) -> list[str]:
     ]
 
 
-def verify_dataset(folder: str | Path) -> Manifest:
-    """Check every shard of every split against the manifest; the first bad one is named."""
-    manifest = read_manifest(folder)
+def verify_dataset(
+    folder: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
+) -> Manifest:
+    """Check every shard of every split against the manifest; the first bad one is named.
+    Remote shards are hashed as they stream past (nothing is cached)."""
+    manifest = read_manifest(folder, storage_options)
     problems = dataset_problems(manifest)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""

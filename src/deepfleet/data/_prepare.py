@@ -7,6 +7,7 @@ from pathlib import Path
 from deepfleet.config import DataSection, TaskSection
 from deepfleet.data._crypto import load_data_key
 from deepfleet.data._manifest import Manifest
+from deepfleet.data._remote import cache_settings
 from deepfleet.data._sources import SourceOptions, load_source
 from deepfleet.data._text import TextOptions
 from deepfleet.data._writer import Progress, write_dataset
@@ -21,7 +22,8 @@ def prepare_from_config(
     task: TaskSection | None = None,
     progress: Progress | None = None,
 ) -> Manifest:
-    """Read the source, split it, and write shards + manifest.json into the new folder `out`.
+    """Read the source, split it, and write shards + manifest.json into the new folder `out`
+    (or a URL: data.storage_options and the cache settings say how to reach and stage it).
 
     Shards are encrypted when data.key is set (a key file or env:NAME). The key is loaded
     before the source, so a bad key costs nothing. `progress(rows, bytes, total)` is called
@@ -55,4 +57,6 @@ def prepare_from_config(
         task=bound.name,
         stratify=bound.stratify,
         progress=progress,
+        storage_options=data.storage_options,
+        cache=cache_settings(data),
     )

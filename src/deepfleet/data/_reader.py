@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def dataset_key(manifest: Manifest, key: str | Path | bytes | DataKey | None) ->
         seal, data_key.authenticate(canonical_bytes(manifest.raw))
     ):
         raise UserError(
-            f"{manifest.root / MANIFEST_NAME}: not authenticated by the data key "
+            f"{manifest.where(MANIFEST_NAME)}: not authenticated by the data key "
             "(edited after it was written, or sealed with another key)"
         )
     return data_key
@@ -84,19 +85,34 @@ def open_shard(
     (checked the first time this manifest's reader opens it; `verify=False` skips it) or its
     footer's row count is not the manifest's; encrypted shards need the key returned by
     dataset_key. Readers check the shards they read, as they read them: nothing hashes a
-    whole data set before a stage."""
-    if verify:
-        verify_shard(manifest, entry)
+    whole data set before a stage.
+
+    A remote shard is read from the node's cache, which verified it while downloading it;
+    the cached copy is held (kept from eviction) until the reader is closed and dropped."""
+    held = None
+    if manifest.remote is not None:
+        held = manifest.remote.hold(entry)
+        source = held.path
+    else:
+        if verify:
+            verify_shard(manifest, entry)
+        source = Path(manifest.root) / entry.file
     props = decryption_properties(key) if key is not None else None
     try:
-        handle = pq.ParquetFile(manifest.root / entry.file, decryption_properties=props)
+        handle = pq.ParquetFile(source, decryption_properties=props)
+        problem = rows_problem(entry, handle.metadata.num_rows)
     except (OSError, ValueError, pa.ArrowException) as err:  # ValueError: the KMS client's
+        if held is not None:
+            held.release()
         raise UserError(
             f"shard {entry.file}: cannot be read ({str(err).splitlines()[0]})"
         ) from None
-    problem = rows_problem(entry, handle.metadata.num_rows)
     if problem:
+        if held is not None:
+            held.release()
         raise UserError(problem)
+    if held is not None:
+        weakref.finalize(handle, held.release)
     return handle
 
 

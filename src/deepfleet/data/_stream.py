@@ -70,6 +70,11 @@ _TORCH_DTYPES = {
     )
 }
 _RAW_GROUPS_KEPT = 4  # decoded row groups kept per process: consecutive windows share one
+# Parquet readers kept open per process. A remote shard's cached copy is held while its
+# reader is open, so the stream must let go of the shards it moved past: a cache smaller
+# than the data set then always has room for the next ones.
+_SHARDS_OPEN = 2
+_PREFETCH_SHARDS = 2  # remote shards downloaded ahead of the one being read
 
 
 class _ShardRows:
@@ -85,27 +90,44 @@ class _ShardRows:
     ) -> None:
         self.manifest, self.files, self.key, self.cache = manifest, files, key, cache
         self.verify = verify
-        self._open: dict[int, Any] = {}
+        self._open: OrderedDict[int, Any] = OrderedDict()
         self._starts: dict[int, np.ndarray] = {}
         self._groups: OrderedDict[tuple[int, int], tuple[np.ndarray, ...]] = OrderedDict()
         self.whole: dict[int, tuple[np.ndarray, ...]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Open Parquet readers do not cross process boundaries; the decoded cache does.
-        return {**self.__dict__, "_open": {}, "_starts": {}, "_groups": OrderedDict()}
+        return {**self.__dict__, "_open": OrderedDict(), "_starts": {}, "_groups": OrderedDict()}
 
     def _file(self, shard: int):
-        if shard not in self._open:
-            handle = open_shard(self.manifest, self.files[shard], self.key, verify=self.verify)
-            meta = handle.metadata
-            sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
-            self._open[shard] = handle
-            self._starts[shard] = np.concatenate([[0], np.cumsum(sizes)])
-        return self._open[shard]
+        if shard in self._open:
+            self._open.move_to_end(shard)
+            return self._open[shard]
+        while len(self._open) >= _SHARDS_OPEN:  # before opening: its hold may need the room
+            self._close(next(iter(self._open)))
+        handle = open_shard(self.manifest, self.files[shard], self.key, verify=self.verify)
+        meta = handle.metadata
+        sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+        self._open[shard] = handle
+        self._starts[shard] = np.concatenate([[0], np.cumsum(sizes)])
+        return handle
+
+    def _close(self, shard: int) -> None:
+        """Close a shard's reader; dropping it releases a remote shard's cached copy."""
+        handle = self._open.pop(shard, None)
+        if handle is not None:
+            handle.close()
+
+    def prefetch(self, shards: list[int]) -> None:
+        """Remote data sets: download these shards in the background (no-op when local)."""
+        remote = self.manifest.remote
+        if remote is not None and shards:
+            remote.prefetch(self.files[s] for s in shards)
 
     def load_whole(self, shard: int) -> tuple[np.ndarray, ...]:
         if shard not in self.whole:
             self.whole[shard] = decode_raw(self._file(shard).read())
+            self._close(shard)  # decoded: the file is not read again
         return self.whole[shard]
 
     def _group(self, shard: int, index: int) -> tuple[np.ndarray, ...]:
@@ -133,6 +155,10 @@ class _ShardRows:
             hi = min(stop, starts[g + 1]) - starts[g]
             parts.append(tuple(a[lo:hi] for a in self._group(shard, g)))
         return _concat(parts)
+
+
+def _distinct(shards: list[int]) -> list[int]:
+    return list(dict.fromkeys(shards))
 
 
 def _concat(parts: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
@@ -213,6 +239,7 @@ class ShardStream(IterableDataset):
         # Batches per loader item: decoding is the work, so workers share a window by batches.
         self.decode_batches = 1 if self.decoder is not None else None
         self._last_window: tuple[tuple[int, int] | None, Any] = (None, None)
+        self._window_step = 1  # windows this process skips between two it reads (workers)
 
     @property
     def global_batch(self) -> int:
@@ -320,16 +347,37 @@ class ShardStream(IterableDataset):
         if self.decoder is not None and self._last_window[0] == (epoch, index):
             return self._last_window[1]
         spans = self.runs if self.order == "global" else self.segments
-        rows = _concat([self.rows.read(*run) for run in spans(epoch, lo, hi)])
+        runs = spans(epoch, lo, hi)
+        # The shards this process reads next: the rest of this window, then its next window.
+        ahead = _distinct([r[0] for r in runs] + self._next_window_shards(epoch, index))
+        parts = []
+        for run in runs:
+            later = ahead[ahead.index(run[0]) + 1 :] if run[0] in ahead else []
+            self.rows.prefetch(later[:_PREFETCH_SHARDS])
+            parts.append(self.rows.read(*run))
+        rows = _concat(parts)
         if self.decoder is not None:
             self._last_window = ((epoch, index), rows)
         return rows
+
+    def _next_window_shards(self, epoch: int, index: int) -> list[int]:
+        """The shards of the window this process reads after `index` (remote data sets
+        only: for prefetching)."""
+        following = index + self._window_step
+        if self.manifest.remote is None or following >= self.num_windows:
+            return []
+        size = self.shuffle_buffer
+        end = self.length if self.order == "global" else self.per_rank
+        lo, hi = following * size, min((following + 1) * size, end)
+        spans = self.runs if self.order == "global" else self.segments
+        return [r[0] for r in spans(epoch, lo, hi)]
 
     def windows(
         self, epoch: int, start_batch: int = 0, worker: int = 0, num_workers: int = 1
     ) -> Iterator[Window]:
         """This worker's windows of `epoch`, beginning at batch `start_batch`."""
         first, skip = divmod(start_batch, self.window_batches)
+        self._window_step = num_workers  # this worker reads every num_workers-th window
         for index in range(first + worker, self.num_windows, num_workers):
             yield self.read_window(epoch, index, skip if index == first else 0)
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from deepfleet.data._shard import (
 )
 from deepfleet.data._split import stratified_split
 from deepfleet.errors import UserError, storage_errors
+from deepfleet.storage import CacheSettings, is_remote
 
 __all__ = ["ROW_GROUP_BYTES", "label_column", "row_group_rows", "shard_table", "write_dataset"]
 
@@ -125,6 +127,8 @@ def write_dataset(
     task: str = "classification",
     stratify: bool = True,
     progress: Progress | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    cache: CacheSettings | None = None,
 ) -> Manifest:
     """Split, shard and write `samples` into a new folder `out`; returns its manifest.
 
@@ -135,7 +139,20 @@ def write_dataset(
     same bytes whatever the number of workers. Everything is written into a staging folder
     beside `out`; a prepare that was killed and runs again keeps the shards it finished. The
     manifest is written last and the folder renamed to `out`: complete, or absent.
+
+    `out` may be a URL (s3://bucket/prefix, with `storage_options`): the same files are
+    staged on this node (beside the shard `cache`) and uploaded, the manifest last (see
+    deepfleet.data._upload).
     """
+    store = None
+    if is_remote(out):
+        from deepfleet.data._upload import local_twin, remote_output
+
+        store = remote_output(os.fspath(out), dict(storage_options or {}))
+        out = local_twin(store, cache or CacheSettings.of(None, None))
+        out.parent.mkdir(parents=True, exist_ok=True)
+    elif storage_options:
+        raise UserError(f"{out}: storage options apply to remote URLs, not a local path")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: output folder exists and is not empty")
@@ -176,6 +193,15 @@ def write_dataset(
         files[name] = hashlib.sha256(data).hexdigest()
     extra = {"task": task, "targets": targets_record(samples, parts), "files": files}
     manifest = manifest_record(samples, parts, jobs, entries, settings, key, extra)
+    if store is not None:
+        from deepfleet.data._upload import upload_dataset
+
+        # The plan stays until the upload is done: a re-run resumes from this stage.
+        write_json_atomic(stage / MANIFEST_NAME, manifest)
+        names = [e["file"] for e in entries if e is not None] + sorted(files)
+        upload_dataset(stage, store, names)
+        shutil.rmtree(out.parent)
+        return read_manifest(store.url(), storage_options, cache)
     (stage / PLAN).unlink()
     write_json_atomic(stage / MANIFEST_NAME, manifest)  # last: it vouches for the shards
     if out.exists():

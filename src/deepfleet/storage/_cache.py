@@ -85,12 +85,19 @@ class ShardCache:
         os.close(fd)
         return path
 
+    def hold(self, name: str, sha256: str) -> Held:
+        """`name` cached and verified, kept from eviction until the Held is released (for a
+        reader whose lifetime is not a block, e.g. an open Parquet file)."""
+        fd, path = self._pin(name, _check_digest(sha256))
+        return Held(path, fd)
+
     def prefetch(self, items: Iterable[tuple[str, str]]) -> None:
         """Download these (name, sha256) in the background, in order; a failure is left for
         `open` to report."""
         for name, sha256 in items:
             sha256 = _check_digest(sha256)
-            if sha256 not in self._pending and not (self.objects / sha256).exists():
+            running = self._pending.get(sha256)
+            if (running is None or running.done()) and not (self.objects / sha256).exists():
                 self._pending[sha256] = self._pool.submit(self._quiet_ensure, name, sha256)
 
     def close(self) -> None:
@@ -236,6 +243,18 @@ class ShardCache:
             return True
         finally:
             os.close(fd)
+
+
+class Held:
+    """A cached file kept from eviction (a shared lock on it) until `release`."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path, self._fd = path, fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)  # closing drops the shared lock: the file may be evicted again
 
 
 def _check_digest(sha256: str) -> str:

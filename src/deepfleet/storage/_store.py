@@ -81,15 +81,21 @@ class Store:
 
         return self._run(read, name)
 
-    def download(self, name: str, dest: Path, max_bytes: int | None = None) -> tuple[int, str]:
-        """`name` into the local file `dest` (replaced); returns (bytes, sha256 hex). A read
-        that fails in the middle starts again from the beginning. More than `max_bytes` is
-        refused before it is written (the object changed since its size was read)."""
+    def download(
+        self, name: str, dest: Path | None, max_bytes: int | None = None
+    ) -> tuple[int, str]:
+        """`name` into the local file `dest` (replaced; None: only hashed); returns (bytes,
+        sha256 hex). A read that fails in the middle starts again from the beginning. More
+        than `max_bytes` is refused before it is written (the object changed since its size
+        was read)."""
         path = self.location.join(name)
 
         def fetch() -> tuple[int, str]:
             digest, size = hashlib.sha256(), 0
-            with self.fs.open_input_stream(path) as stream, open(dest, "wb") as out:
+            with (
+                self.fs.open_input_stream(path) as stream,
+                open(dest if dest is not None else os.devnull, "wb") as out,
+            ):
                 while chunk := stream.read(CHUNK):
                     size += len(chunk)
                     if max_bytes is not None and size > max_bytes:

@@ -66,14 +66,22 @@ class Location:
         return f"{self.path.rstrip('/')}/{name.lstrip('/')}" if name else self.path
 
 
-def _check_options(url: str, options: Mapping[str, Any]) -> None:
+def credential_problem(options: Mapping[str, Any]) -> str | None:
+    """Why these options are refused (one names a credential), or None."""
     secret = sorted(k for k in options if k.lower() in SECRET_OPTIONS)
-    if secret:
-        raise UserError(
-            f"{redact(url)}: storage option {secret[0]!r} would put a credential in the job "
-            "file; set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment, a "
-            "profile in ~/.aws, or an instance role instead"
-        )
+    if not secret:
+        return None
+    return (
+        f"storage option {secret[0]!r} would put a credential in the job file; set "
+        "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment, a profile in ~/.aws, "
+        "or an instance role instead"
+    )
+
+
+def _check_options(url: str, options: Mapping[str, Any]) -> None:
+    problem = credential_problem(options)
+    if problem:
+        raise UserError(f"{redact(url)}: {problem}")
 
 
 def _s3(url: str, options: Mapping[str, Any]) -> Location:
@@ -96,7 +104,13 @@ def _s3(url: str, options: Mapping[str, Any]) -> Location:
         "connect_timeout": float(options.get("connect_timeout", 5)),
         "request_timeout": float(options.get("request_timeout", 60)),
     }
-    endpoint = options.get("endpoint_url")
+    # The AWS SDKs' standard variables, when the options name no endpoint: one setting
+    # points every stage (and every child process) at the same server.
+    endpoint = (
+        options.get("endpoint_url")
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+    )
     if endpoint:
         ep = urlsplit(str(endpoint))
         if ep.scheme not in ("http", "https") or not ep.netloc:
@@ -113,7 +127,9 @@ def resolve(url: str | os.PathLike[str], options: Mapping[str, Any] | None = Non
 
     `options` are `data.storage_options`-style settings; for s3:// `endpoint_url` (e.g.
     http://127.0.0.1:8333 for a local server), `region`, `connect_timeout`,
-    `request_timeout`. Credentials in options are refused with one line.
+    `request_timeout`. Without `endpoint_url`, $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL
+    (the AWS SDKs' standard variables) name the endpoint. Credentials in options are refused
+    with one line.
     """
     text = os.fspath(url)
     options = dict(options or {})
