@@ -25,7 +25,7 @@ log = logging.getLogger("deepfleet.data")
 def remote_output(url: str, options: dict | None) -> Store:
     """The Store of a new remote data set; refused when a data set is already there."""
     store = Store(url, options)
-    if store.exists(MANIFEST_NAME):
+    if MANIFEST_NAME in store.list():  # a listing also names a missing bucket at once
         raise UserError(f"{store.url()}: a prepared data set is already there")
     return store
 
