@@ -22,6 +22,7 @@ from deepfleet.config import DataSection, TaskSection
 from deepfleet.data import (
     Samples,
     ShardStream,
+    StreamLoader,
     open_prepared,
     prepare_from_config,
     read_manifest,
@@ -205,6 +206,15 @@ def test_the_s3_stream_yields_the_local_streams_batches(
                     np.testing.assert_array_equal(i, j)
                     np.testing.assert_array_equal(x, y)
     assert _cache_bytes(cache.folder) <= cache.limit
+    if order == "global":  # DataLoader workers (forked) make their own S3 client and cache
+        wide = CacheSettings(tmp_path / "cache", 10 * shard)
+        args = dict(batch_size=32, seed=1, order=order, shuffle_buffer=96)
+        a = StreamLoader(ShardStream(read_manifest(url, s3_options, wide), **args), num_workers=2)
+        b = StreamLoader(ShardStream(local, **args), num_workers=0)
+        for loader in (a, b):
+            loader.set_epoch(3)
+        for (xa, _), (xb, _) in zip(a, b, strict=True):
+            assert a.last_ids.equal(b.last_ids) and xa.equal(xb)
     split_a, split_b = read_split(remote, "train"), read_split(local, "train")
     assert split_a.ids.equal(split_b.ids) and split_a.x.equal(split_b.x)
 

@@ -10,8 +10,10 @@ from deepfleet.data._manifest import Manifest
 from deepfleet.data._remote import cache_settings
 from deepfleet.data._sources import SourceOptions, load_source
 from deepfleet.data._text import TextOptions
+from deepfleet.data._upload import remote_output
 from deepfleet.data._writer import Progress, write_dataset
 from deepfleet.errors import UserError
+from deepfleet.storage import is_remote
 from deepfleet.tasks import build_task
 
 
@@ -32,6 +34,8 @@ def prepare_from_config(
     key = load_data_key(data.key) if data.key else None
     if data.key and key is None:
         raise UserError(f"data.key: {data.key} gives no key")
+    if is_remote(out):  # a missing bucket or a data set already there: before the source
+        remote_output(str(out), data.storage_options)
     task = task or TaskSection()
     bound = build_task(task.name, None, task.path)
     text = TextOptions(data.seq_len, data.vocab_size, data.tokenizer, data.max_bytes)

@@ -363,7 +363,8 @@ class ShardStream(IterableDataset):
     def _next_window_shards(self, epoch: int, index: int) -> list[int]:
         """The shards of the window this process reads after `index` (remote data sets
         only: for prefetching)."""
-        following = index + self._window_step
+        info = torch.utils.data.get_worker_info()  # a loader's workers take turns
+        following = index + (info.num_workers if info is not None else self._window_step)
         if self.manifest.remote is None or following >= self.num_windows:
             return []
         size = self.shuffle_buffer
