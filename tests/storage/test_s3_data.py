@@ -311,9 +311,32 @@ def test_bad_urls_missing_buckets_and_credentials_are_one_line(s3_options, tmp_p
         _data_section(cache_limit="lots")
 
 
-def test_a_run_keeps_a_url_to_its_data_as_it_is(tmp_path):
-    paths = RunPaths(tmp_path)
-    paths.link_data("s3://bucket/prefix/digits")
-    assert paths.data_dir() == "s3://bucket/prefix/digits"
-    paths.link_data(tmp_path / "local")
+def test_a_job_uses_a_prepared_data_set_on_s3(many_url, s3_options, tmp_path):
+    """data.prepared = "s3://...": the run folder keeps the URL as it is, and the run's
+    context reads the data set with the job's storage options and cache settings."""
+    from deepfleet.config import load_job
+    from deepfleet.context import run_context
+    from deepfleet.jobs import stage_prepare
+    from deepfleet.parallel import DistEnv
+    from deepfleet.runs import create_run
+
+    endpoint = s3_options["endpoint_url"]
+    job = tmp_path / "job.toml"
+    job.write_text(
+        f'[run]\nname = "s3"\nruns_dir = "runs"\n[data]\nprepared = "{many_url}"\n'
+        f'storage_options = {{ endpoint_url = "{endpoint}" }}\ncache_dir = "cache"\n'
+        'cache_limit = "3MB"\n'
+    )
+    config = load_job(str(job))
+    assert config.data.prepared == many_url and config.data.cache_dir == str(tmp_path / "cache")
+    paths = create_run(config)
+    stage_prepare(paths, config)
+    assert paths.data_dir() == many_url
+    ctx = run_context(paths, DistEnv())
+    remote = ctx.manifest.remote
+    assert remote is not None and ctx.manifest.root == many_url
+    assert remote.cache_settings == CacheSettings(tmp_path / "cache", 3_000_000)
+    assert remote.options == {"endpoint_url": endpoint}
+    paths.link_data(tmp_path / "local")  # a local folder is still made absolute
     assert paths.data_dir() == tmp_path / "local"
+    assert RunPaths(paths.root).data_dir() == tmp_path / "local"

@@ -137,8 +137,12 @@ def validate_job(raw: dict[str, Any]) -> JobConfig:
 def _absolutize(job: JobConfig, base: Path) -> JobConfig:
     """Paths in a job file are relative to the file; the resolved copy holds absolute ones."""
     data = job.data
-    if data.prepared and not Path(data.prepared).is_absolute():
+    from deepfleet.storage import is_remote  # imports nothing more
+
+    if data.prepared and not is_remote(data.prepared) and not Path(data.prepared).is_absolute():
         data.prepared = str((base / data.prepared).resolve())
+    if data.cache_dir and not Path(data.cache_dir).expanduser().is_absolute():
+        data.cache_dir = str((base / data.cache_dir).resolve())
     kind, sep, where = data.source.partition(":")
     if (
         sep
