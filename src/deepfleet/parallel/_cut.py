@@ -67,13 +67,19 @@ def even_cuts(sizes: list[int], stages: int) -> list[int]:
 
 def _check_point(model: nn.Module, point: str) -> None:
     try:
-        model.get_submodule(point)
+        module = model.get_submodule(point)
     except AttributeError:
         top = ", ".join(n for n, _ in model.named_children())
         raise UserError(
             f"train.pipeline.split_points: the model has no module {point!r} "
             f"(its top-level modules: {top})"
         ) from None
+    if isinstance(module, (nn.ModuleList, nn.ModuleDict)):
+        first = next(iter(module._modules), "0")
+        raise UserError(
+            f"train.pipeline.split_points: {point!r} is a {type(module).__name__}, which the "
+            f"forward never calls itself; cut at one of its items ('{point}.{first}')"
+        )
     parts = point.split(".")
     for depth in range(1, len(parts)):
         parent = ".".join(parts[:depth])
@@ -108,7 +114,7 @@ def plan_cut(model: nn.Module, stages: int, split_points: list[str]) -> NamedCut
     if begins != sorted(set(begins)) or begins[0] == 0:
         raise UserError(
             "train.pipeline.split_points: must name distinct modules in the order the model "
-            "defines them, none of them containing another"
+            "defines them"
         )
     stage_of: dict[str, int] = {}
     for name, module in model.named_modules():
