@@ -1,68 +1,21 @@
 """Pipelines of models that are not an nn.Sequential, cut at module names ("blocks.2"): the
 cut checked before start, the traced stages holding the parameters the names give them, and
-the weights after a few steps under GPipe, 1F1B and the interleaved schedule on 2 gloo ranks,
-and pipeline x data parallel on 4, equal to one process's. A job-file run of a user model on 2
-ranks leaves checkpoints and an exported bundle with the keys of a one-process run."""
+the weights after a few steps under GPipe, 1F1B and the interleaved schedule on 2 gloo ranks
+equal to one process's. (Pipeline x data parallel on 4 ranks: test_pipeline_names_dp.py; a
+job-file run with its checkpoints and bundle: test_pipeline_names_job.py.)"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-import torch.distributed.checkpoint as dcp
 from layout_checks import assert_same_weights
+from pipe_cases import CASES, one_process, run_layouts
 from pipe_user_model import Backwards, named_gpt
-from safetensors.torch import load_file
 
-from conftest import tiny_job_dict
-from deepfleet.config import TrainSection, job_from_dict
-from deepfleet.deploy._bundle import WEIGHTS
+from deepfleet.config import TrainSection
 from deepfleet.errors import UserError
-from deepfleet.jobs import stage_export, stage_prepare, stage_train, train_job
-from deepfleet.parallel import (
-    DistEnv,
-    LaunchOptions,
-    detect_env,
-    preflight,
-    process_group,
-    start_workers,
-)
+from deepfleet.parallel import preflight
 from deepfleet.parallel._cut import plan_cut, stage_holder, trace_stages
-from deepfleet.runs import create_run
-from deepfleet.selftest import lm_config, lm_data
-from deepfleet.tasks import CausalLMTask
-from deepfleet.train import LAST, Trainer
-from deepfleet.train._checkpoint import find_latest
-
-TESTS = Path(__file__).parent
-GPIPE_AT_BLOCK_2 = {"schedule": "gpipe", "split_points": ["blocks.2"]}
-# (name, [train.parallel] degrees with [train.pipeline] under "pipeline"), by world size
-CASES = {
-    2: [
-        ("gpipe at blocks.2", {"pp": 2, "dp_shard": 1, "pipeline": GPIPE_AT_BLOCK_2}),
-        ("1f1b, even cut", {"pp": 2, "dp_shard": 1, "pipeline": {"schedule": "1f1b"}}),
-        (
-            "interleaved, 2 stages per rank",
-            {
-                "pp": 2,
-                "dp_shard": 1,
-                "pipeline": {
-                    "schedule": "interleaved",
-                    "interleave": 2,
-                    "split_points": ["blocks.1", "blocks.2", "blocks.3"],
-                },
-            },
-        ),
-    ],
-    4: [
-        ("gpipe x dp 2", {"pp": 2, "dp_replicate": 2, "dp_shard": 1, "pipeline": GPIPE_AT_BLOCK_2}),
-        (
-            "1f1b x dp 2",
-            {"pp": 2, "dp_replicate": 2, "dp_shard": 1, "pipeline": {"split_points": ["blocks.1"]}},
-        ),
-    ],
-}
 
 
 def _pipeline(**pipe) -> TrainSection:
@@ -137,82 +90,12 @@ def test_the_traced_stages_in_a_chain_give_the_models_output_and_gradients():
         torch.testing.assert_close(param.grad, expected[name], rtol=1e-6, atol=1e-7)
 
 
-def _train(config: TrainSection, env) -> dict[str, torch.Tensor]:
-    trainer = Trainer(
-        config, named_gpt(), torch.device("cpu"), seed=0, env=env, task=CausalLMTask()
-    )
-    trainer.fit(lm_data())
-    return {k: v.detach().cpu().clone() for k, v in trainer.strategy.full_state_dict().items()}
-
-
-def layouts_worker() -> dict[str, dict[str, torch.Tensor]]:
-    """Each rank trains every case of its world size; rank 0's weights are compared."""
-    env = detect_env()
-    with process_group(env, torch.device("cpu")):
-        return {
-            name: _train(lm_config(env.world_size, degrees, "none"), env)
-            for name, degrees in CASES[env.world_size]
-        }
-
-
-@pytest.fixture(scope="module")
-def one_process() -> dict[str, torch.Tensor]:
-    return _train(lm_config(1, {}, "none"), DistEnv())
-
-
 @pytest.mark.distributed
 @pytest.mark.slow
-@pytest.mark.parametrize("world", [2, 4])
-def test_pipelines_cut_at_names_match_one_process(one_process, world):
-    got = start_workers(
-        LaunchOptions(nproc=world), layouts_worker, run_name=f"names-{world}", what="train"
-    )[0]
-    assert list(got) == [name for name, _ in CASES[world]]
+def test_gpipe_1f1b_and_interleaved_cut_at_names_on_two_ranks_match_one_process():
+    got = run_layouts(2)
+    assert list(got) == [name for name, _ in CASES[2]]
     start = named_gpt().state_dict()
+    reference = one_process()
     for weights in got.values():
-        assert_same_weights(weights, one_process, start)
-
-
-def _run(tmp_path: Path, name: str, **train) -> Path:
-    spec = tiny_job_dict(
-        tmp_path,
-        run={"name": name, "runs_dir": str(tmp_path / "runs"), "seed": 0},
-        model={"name": "pipe_user_model:residual_mlp", "path": str(TESTS), "params": {}},
-    )
-    spec["train"]["phases"] = spec["train"]["phases"][:1]
-    spec["train"].update(train)
-    job = job_from_dict(spec)
-    paths = create_run(job)
-    stage_prepare(paths, job)
-    if job.train.strategy == "pipeline":
-        train_job(paths, LaunchOptions(nproc=2))
-    else:
-        stage_train(paths)
-    stage_export(paths)
-    return paths.root
-
-
-def _checkpoint_keys(run: Path) -> set[str]:
-    latest = find_latest(run / "checkpoints" / "train")
-    return set(dcp.FileSystemReader(str(latest)).read_metadata().state_dict_metadata)
-
-
-@pytest.mark.distributed
-@pytest.mark.slow
-def test_a_user_model_job_on_two_stages_checkpoints_and_exports_as_one_process(tmp_path):
-    single = _run(tmp_path, "single", strategy="single")
-    piped = _run(
-        tmp_path,
-        "piped",
-        strategy="pipeline",
-        pipeline={"split_points": ["blocks.2"], "schedule": "1f1b"},
-    )
-    keys = _checkpoint_keys(single)
-    assert any(k.startswith("model.blocks.2.") for k in keys)
-    assert _checkpoint_keys(piped) == keys  # the two stages' shards make up one model
-    for name in (LAST, f"bundle/{WEIGHTS}"):
-        want = load_file(single / ("checkpoints/" + name if name == LAST else name))
-        got = load_file(piped / ("checkpoints/" + name if name == LAST else name))
-        assert list(got) == list(want)
-        for key, value in want.items():
-            torch.testing.assert_close(got[key], value, rtol=1e-4, atol=1e-5)
+        assert_same_weights(weights, reference, start)

@@ -184,7 +184,7 @@ def trace_stages(model: nn.Module, cut: NamedCut, example: tuple) -> TracedStage
         ) from None
     if pipe.num_stages != cut.stages:
         raise UserError(
-            f"train.pipeline.split_points: the traced forward gives {pipe.num_stages} stages, "
+            f"train.pipeline.split_points: the traced forward gives {pipe.num_stages} stage(s), "
             f"not {cut.stages}: each split point's module must run once, in definition order"
         )
     stages = [pipe.get_stage_module(stage) for stage in range(cut.stages)]
