@@ -36,9 +36,9 @@ class PipelineSection(Section):
 
     split_points: list[str] = Field(
         default_factory=list,
-        description="Names of top-level children where a new pipeline stage begins, in order; "
-        "one fewer than the number of stages (pp x interleave). Empty: an even cut by "
-        "parameter count.",
+        description="Where each new pipeline stage begins, in order: top-level children of an "
+        "nn.Sequential, or module names of any other model (such as blocks.2); one fewer "
+        "than the number of stages (pp x interleave). Empty: an even cut by parameter count.",
     )
     schedule: Literal["gpipe", "1f1b", "interleaved"] = Field(
         "1f1b",
