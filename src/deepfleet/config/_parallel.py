@@ -26,6 +26,13 @@ class ParallelSection(Section):
         description="Tensor-parallel ranks: the model's plan splits its linear layers (and "
         "attention heads) over them; must divide the heads.",
     )
+    sequence_parallel: bool = Field(
+        True,
+        description="With tp >= 2: the zoo gpt's plan also cuts the norms and the residual "
+        "stream along the sequence (all-gather and reduce-scatter in place of all-reduce: "
+        "the same traffic, tp times less activation memory there); tp must divide the "
+        "context length. A user's parallelize() decides this itself.",
+    )
 
     def is_default(self) -> bool:
         return (self.pp, self.dp_replicate, self.dp_shard, self.tp) == (1, 1, -1, 1)
