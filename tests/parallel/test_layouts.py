@@ -78,7 +78,7 @@ def test_bad_layouts_are_refused_in_one_line(table, world, message):
 
 def test_a_pipeline_cut_at_a_missing_name_is_refused_before_start():
     config = _train(strategy="pipeline", pipeline={"split_points": ["blocks.9"]})
-    with pytest.raises(UserError, match="no top-level child 'blocks.9'"):
+    with pytest.raises(UserError, match="the model has no module 'blocks.9'"):
         preflight(config, lm_model(), 2)
 
 

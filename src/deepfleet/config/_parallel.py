@@ -26,6 +26,13 @@ class ParallelSection(Section):
         description="Tensor-parallel ranks: the model's plan splits its linear layers (and "
         "attention heads) over them; must divide the heads.",
     )
+    sequence_parallel: bool = Field(
+        True,
+        description="With tp >= 2: the zoo gpt's plan also cuts the norms and the residual "
+        "stream along the sequence (all-gather and reduce-scatter in place of all-reduce: "
+        "the same traffic, tp times less activation memory there); tp must divide the "
+        "context length. A user's parallelize() decides this itself.",
+    )
 
     def is_default(self) -> bool:
         return (self.pp, self.dp_replicate, self.dp_shard, self.tp) == (1, 1, -1, 1)
@@ -36,9 +43,9 @@ class PipelineSection(Section):
 
     split_points: list[str] = Field(
         default_factory=list,
-        description="Names of top-level children where a new pipeline stage begins, in order; "
-        "one fewer than the number of stages (pp x interleave). Empty: an even cut by "
-        "parameter count.",
+        description="Where each new pipeline stage begins, in order: top-level children of an "
+        "nn.Sequential, or module names of any other model (such as blocks.2); one fewer "
+        "than the number of stages (pp x interleave). Empty: an even cut by parameter count.",
     )
     schedule: Literal["gpipe", "1f1b", "interleaved"] = Field(
         "1f1b",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from torch import nn
 
@@ -34,10 +35,16 @@ def _no_problem(model: nn.Module, tp: int) -> str | None:
     return None
 
 
-def tp_plan(model: nn.Module) -> TPPlan | None:
-    """The model's plan, or None when it has none."""
+def tp_plan(model: nn.Module, sequence_parallel: bool = False) -> TPPlan | None:
+    """The model's plan, or None when it has none. `sequence_parallel` asks the zoo gpt's
+    plan to cut its norms and residual stream along the sequence too (a user's plan decides
+    that itself)."""
     if is_gpt(model):
-        return TPPlan("gpt", _gpt_plan.parallelize, _gpt_plan.check_tp)
+        return TPPlan(
+            "gpt",
+            partial(_gpt_plan.parallelize, sequence_parallel=sequence_parallel),
+            partial(_gpt_plan.check_tp, sequence_parallel=sequence_parallel),
+        )
     module = sys.modules.get(type(model).__module__)
     apply = getattr(module, "parallelize", None)
     if module is None or not callable(apply) or module.__name__.startswith("torch"):

@@ -44,7 +44,7 @@ class MeshStrategy(SingleStrategy):
         # taken before the plan changes the layers, is loaded with the trained weights.
         self._plain = copy.deepcopy(model) if topology.tp > 1 else None
         if topology.tp > 1:
-            plan = tp_plan(model)
+            plan = tp_plan(model, topology.sequence_parallel)
             assert plan is not None, "build_topology checks that the model has a plan"
             plan.apply(model, self.mesh["tp"])
         wrap_blocks(model)

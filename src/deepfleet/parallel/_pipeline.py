@@ -1,7 +1,9 @@
-"""The pipeline strategy: the model's top-level children cut into one stage per rank at named
-points, run by torch.distributed.pipelining (GPipe or 1F1B). With dp_replicate > 1 the mesh
-holds several pipelines side by side: each stage is a DDP replica over the ranks that run
-the same stage, and each pipeline reads its own data-parallel share."""
+"""The pipeline strategy: the model cut into one stage per rank at named points, run by
+torch.distributed.pipelining (GPipe, 1F1B or interleaved). An nn.Sequential is cut between
+its top-level children; any other model at module names, through the tracer (_cut.py).
+With dp_replicate > 1 the mesh holds several pipelines side by side: each stage is a DDP
+replica over the ranks that run the same stage, and each pipeline reads its own
+data-parallel share."""
 
 from __future__ import annotations
 
@@ -13,6 +15,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from deepfleet.errors import UserError
+from deepfleet.parallel._cut import (
+    TracedStages,
+    even_cuts,
+    plan_cut,
+    probe_stages,
+    stage_holder,
+    trace_stages,
+)
 from deepfleet.parallel._strategy import Autocast, Objective, SingleStrategy
 from deepfleet.parallel._topology import Topology
 
@@ -50,11 +60,6 @@ def split_children(
     model: nn.Module, stages: int, split_points: list[str]
 ) -> list[list[tuple[str, nn.Module]]]:
     """The children of each stage. Without split points: an even cut by parameter count."""
-    if not isinstance(model, nn.Sequential):
-        raise UserError(
-            "train.strategy: pipeline needs a model whose top-level children run in "
-            f"order (an nn.Sequential); got {type(model).__name__}"
-        )
     children = list(model.named_children())
     names = [n for n, _ in children]
     if split_points:
@@ -71,27 +76,43 @@ def split_children(
                 f"order, not the first one ({names[0]!r})"
             )
     else:
-        cuts = _even_cuts([sum(p.numel() for p in c.parameters()) for _, c in children], stages)
+        if len(children) < stages:
+            raise UserError(
+                f"train.strategy: pipeline over {stages} stages needs at least {stages} "
+                f"top-level children, the model has {len(children)}"
+            )
+        cuts = even_cuts([sum(p.numel() for p in c.parameters()) for _, c in children], stages)
     bounds = [0, *cuts, len(children)]
     return [children[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
-def _even_cuts(sizes: list[int], stages: int) -> list[int]:
-    if len(sizes) < stages:
+def cut_by_names(model: nn.Module, split_points: list[str]) -> bool:
+    """Whether the model is cut by tracing its forward at module names, rather than between
+    the top-level children of an nn.Sequential."""
+    return not isinstance(model, nn.Sequential) or any("." in p for p in split_points)
+
+
+def check_split(model: nn.Module, stages: int, split_points: list[str]) -> None:
+    """Refuse, in one line, split points that cannot cut `model` into `stages` stages."""
+    if cut_by_names(model, split_points):
+        plan_cut(model, stages, split_points)
+    else:
+        split_children(model, stages, split_points)
+
+
+def check_block_wrappers(train, model: nn.Module) -> None:
+    """The tracer inlines each block's forward, so a checkpointed or compiled block would
+    silently lose its wrapper in a stage cut by names: refuse that instead."""
+    pipe = train.pipeline
+    blocks_compiled = train.compile and train.compile_scope == "blocks"
+    if cut_by_names(model, pipe.split_points) and (
+        train.activation_checkpointing != "none" or blocks_compiled
+    ):
         raise UserError(
-            f"train.strategy: pipeline over {stages} stages needs at least {stages} "
-            f"top-level children, the model has {len(sizes)}"
+            "train.activation_checkpointing / compile_scope: not yet with a pipeline cut at "
+            "module names (a model that is not an nn.Sequential); use activation_checkpointing "
+            "= none and compile_scope = model"
         )
-    total, cuts, running = sum(sizes), [], 0
-    for index, size in enumerate(sizes[:-1]):
-        running += size
-        left = len(sizes) - index - 1
-        want = len(cuts) + 1
-        if len(cuts) < stages - 1 and (
-            running >= total * want / stages or left == stages - 1 - len(cuts)
-        ):
-            cuts.append(index + 1)
-    return cuts
 
 
 class PipelineStrategy(SingleStrategy):
@@ -115,22 +136,32 @@ class PipelineStrategy(SingleStrategy):
     ) -> None:
         super().__init__(model, topology, rank, device, compile_model)
         pp = topology.pp
-        parts = split_children(model, pp * interleave, split_points)
-        self.parts = [StagePart(part) for part in parts]
         self.stage_index = topology.pp_rank(rank)
         # Interleaved: rank r runs stages r, r + pp, r + 2 pp, ... (virtual stages).
         self.my_stages = [self.stage_index + k * pp for k in range(interleave)]
+        self.cut = None
+        self.split: TracedStages | None = None  # a cut by module names, once traced
+        if cut_by_names(model, split_points):
+            # Traced at the first batch (the tracer needs an input); which parameters each
+            # stage holds is known from the names now, before the optimizer is built.
+            self.cut = plan_cut(model, pp * interleave, split_points)
+            self.num_stages = self.cut.stages
+            stage_of = self.cut.stage_of
+            mine = [k for k, s in stage_of.items() if s in self.my_stages]
+            self.module = stage_holder(model, mine)
+        else:
+            parts = split_children(model, pp * interleave, split_points)
+            self.parts = [StagePart(part) for part in parts]
+            self.num_stages = len(parts)
+            stage_of = {k: s for s, part in enumerate(self.parts) for k in part.state_dict()}
+            self.module = StagePart([c for i in self.my_stages for c in parts[i]])
         # The first replica of each stage (mesh order: pp outermost) sends its weights.
-        self.owner = {
-            name: (s % pp) * topology.dp for s, part in enumerate(parts) for name, _ in part
-        }
+        self.owner = {key: (s % pp) * topology.dp for key, s in stage_of.items()}
         self.pp_group = self.dp_group = None
         if topology.dp > 1:
             mesh = topology.build_mesh(device)
             self.pp_group = mesh["pp"].get_group()
             self.dp_group = mesh["dp_replicate"].get_group()
-        # The parameters this rank trains, under their names (the optimizer's, the checkpoint's).
-        self.module = StagePart([c for i in self.my_stages for c in parts[i]])
         self.is_first = self.stage_index == 0
         self.is_last = self.stage_index == topology.pp - 1
         self.owns_outputs = self.is_last
@@ -172,13 +203,38 @@ class PipelineStrategy(SingleStrategy):
                 h = out
         return found
 
+    def _stage_examples(self, x: torch.Tensor, autocast: Autocast) -> dict[int, tuple]:
+        """This rank's stage modules with example inputs and output for one micro-batch."""
+        if self.cut is None:
+            shapes = self._shapes(x, autocast)
+            return {i: (self.parts[i], *shapes[i]) for i in self.my_stages}
+        micro = (x[: x.shape[0] // self.microbatches],)
+        if self.split is None:
+            was_training = self.full_model.training
+            self.full_model.train()  # traced as it trains: dropout is part of the graph
+            try:
+                self.split = trace_stages(self.full_model, self.cut, micro)
+            finally:
+                self.full_model.train(was_training)
+        found = probe_stages(self.split, micro, self.my_stages, autocast)
+        examples = {}
+        for index, (args, out) in found.items():
+            # Activations between stages carry gradients; the data does not.
+            inputs = tuple(
+                a.detach().requires_grad_(index > 0 and a.is_floating_point()) for a in args
+            )
+            output = out.detach().requires_grad_(True)
+            examples[index] = (self.split.stages[index], inputs, output)
+        return examples
+
     def _build_schedule(self, x: torch.Tensor, autocast: Autocast):
         from torch.distributed.pipelining import PipelineStage
 
-        shapes = self._shapes(x, autocast)
+        examples = self._stage_examples(x, autocast)
         stages = []
         for index in self.my_stages:
-            submodule = self._maybe_compile(self.parts[index])
+            part, example_in, example_out = examples[index]
+            submodule = self._maybe_compile(part)
             if self.dp_group is not None:
                 # The stage syncs DDP's gradients at a step's last micro-batch only; a fresh
                 # wrapper per phase, since DDP records which parameters need gradients.
@@ -186,12 +242,11 @@ class PipelineStrategy(SingleStrategy):
                 submodule = DistributedDataParallel(
                     submodule, device_ids=ids, process_group=self.dp_group
                 )
-            example_in, example_out = shapes[index]
             stages.append(
                 PipelineStage(
                     submodule,
                     index,
-                    len(self.parts),
+                    self.num_stages,
                     self.device,
                     input_args=example_in,
                     output_args=example_out,
@@ -247,7 +302,7 @@ class PipelineStrategy(SingleStrategy):
         """Every rank receives the other stages' current weights, then holds the whole model."""
         self.full_model.to(self.device)
         for name, tensor in self.full_model.state_dict().items():
-            dist.broadcast(tensor, src=self.owner[name.split(".", 1)[0]])
+            dist.broadcast(tensor, src=self.owner[name])
         return self.full_model
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:

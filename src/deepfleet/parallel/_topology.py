@@ -31,6 +31,7 @@ class Topology:
     pp: int = 1
     tp: int = 1
     reason: str = ""
+    sequence_parallel: bool = False  # the model's plan also cuts the sequence (tp > 1)
 
     @property
     def dp(self) -> int:
@@ -156,7 +157,7 @@ def _mesh_topology(train: TrainSection, world_size: int, model: nn.Module, reaso
     if par.tp > 1:
         from deepfleet.models import tp_plan
 
-        plan = tp_plan(model)
+        plan = tp_plan(model, par.sequence_parallel)
         if plan is None:
             raise UserError(
                 f"train.parallel.tp: {type(model).__name__} has no tensor-parallel plan "
@@ -168,7 +169,8 @@ def _mesh_topology(train: TrainSection, world_size: int, model: nn.Module, reaso
                 "train.precision: fp16 is not supported with tensor parallelism; use bf16"
             )
     name = _layout_name(par.dp_replicate, shard, par.tp)
-    return Topology(name, world_size, par.dp_replicate, shard, 1, par.tp, reason)
+    sequence = par.sequence_parallel and par.tp > 1
+    return Topology(name, world_size, par.dp_replicate, shard, 1, par.tp, reason, sequence)
 
 
 def _pipeline_topology(

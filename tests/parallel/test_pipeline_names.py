@@ -1,0 +1,101 @@
+"""Pipelines of models that are not an nn.Sequential, cut at module names ("blocks.2"): the
+cut checked before start, the traced stages holding the parameters the names give them, and
+the weights after a few steps under GPipe, 1F1B and the interleaved schedule on 2 gloo ranks
+equal to one process's. (Pipeline x data parallel on 4 ranks: test_pipeline_names_dp.py; a
+job-file run with its checkpoints and bundle: test_pipeline_names_job.py.)"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from layout_checks import assert_same_weights
+from pipe_cases import CASES, one_process, run_layouts
+from pipe_user_model import Backwards, named_gpt
+
+from deepfleet.config import TrainSection
+from deepfleet.errors import UserError
+from deepfleet.parallel import preflight
+from deepfleet.parallel._cut import plan_cut, stage_holder, trace_stages
+
+
+def _pipeline(**pipe) -> TrainSection:
+    return TrainSection.model_validate({"strategy": "pipeline", "pipeline": pipe})
+
+
+def test_the_names_give_each_stage_its_parameters_before_any_trace():
+    model = named_gpt()
+    cut = plan_cut(model, 2, ["blocks.2"])
+    first = {k.split(".")[0] + "." + k.split(".")[1] for k in cut.keys(0)}
+    assert first == {"embed.tokens", "embed.positions", "blocks.0", "blocks.1"}
+    assert {k for k in cut.keys(1) if not k.startswith("blocks.")} == {
+        "norm.weight",
+        "norm.bias",
+        "head.weight",
+    }
+    assert set(cut.stage_of) == set(model.state_dict())
+    # no split points: an even cut among the top-level modules and the blocks
+    assert plan_cut(model, 2, []).points == ["blocks.2"]
+    assert plan_cut(model, 3, []).points == ["blocks.2", "blocks.3"]
+    held = stage_holder(model, cut.keys(1))
+    assert list(held.state_dict()) == cut.keys(1)
+    assert held.get_parameter("head.weight") is model.head.weight  # the model's own tensors
+
+
+@pytest.mark.parametrize(
+    ("points", "message"),
+    [
+        (["blocks.9"], "the model has no module 'blocks.9' \\(its top-level modules: embed, "),
+        (["blocks.1.attn"], "'blocks.1.attn' cuts inside 'blocks.1' \\(DecoderBlock\\)"),
+        (["head", "blocks.1"], "distinct modules in the order the model defines them"),
+        (["blocks"], "'blocks' is a ModuleList, which the forward never calls itself"),
+        (["embed"], "stage 0 of embed would hold no parameters"),
+    ],
+)
+def test_bad_cuts_are_refused_in_one_line_before_start(points, message):
+    with pytest.raises(UserError, match=message) as err:
+        preflight(_pipeline(split_points=points), named_gpt(), len(points) + 1)
+    assert "\n" not in str(err.value)
+
+
+def test_checkpointed_blocks_are_refused_with_a_cut_at_names():
+    config = TrainSection.model_validate(
+        {"strategy": "pipeline", "activation_checkpointing": "full"}
+    )
+    with pytest.raises(UserError, match="not yet with a pipeline cut at module names"):
+        preflight(config, named_gpt(), 2)
+
+
+def test_a_forward_that_runs_modules_out_of_definition_order_is_refused_at_the_trace():
+    model = Backwards()
+    cut = plan_cut(model, 2, ["body"])  # by the names: head first, body second
+    with pytest.raises(UserError, match="split_points: ") as err:
+        trace_stages(model, cut, (torch.randn(2, 4),))
+    assert "\n" not in str(err.value)
+
+
+def test_the_traced_stages_in_a_chain_give_the_models_output_and_gradients():
+    model = named_gpt()
+    ids = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(0))
+    model(ids).square().mean().backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    cut = plan_cut(model, 3, ["blocks.1", "norm"])
+    traced = trace_stages(model, cut, (ids,))
+    h = ids
+    for stage, module in enumerate(traced.stages):
+        assert set(module.state_dict()) == set(cut.keys(stage))
+        h = module(h)
+    h.square().mean().backward()
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.grad, expected[name], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_gpipe_1f1b_and_interleaved_cut_at_names_on_two_ranks_match_one_process():
+    got = run_layouts(2)
+    assert list(got) == [name for name, _ in CASES[2]]
+    start = named_gpt().state_dict()
+    reference = one_process()
+    for weights in got.values():
+        assert_same_weights(weights, reference, start)
