@@ -232,5 +232,5 @@ def test_the_binary_layout_and_a_model_not_trained_on_images():
     )
     with pytest.raises(RequestError, match="says 9 bytes but only 2 follow"):
         split_elements(struct.pack("<I", 9) + b"ab", "x")
-    with pytest.raises(RequestError, match="not trained on encoded images"):
+    with pytest.raises(RequestError, match='datatype "BYTES" is not supported; send FP32'):
         model_input("input", "BYTES", [1], ["aGk="], InputSpec((4,), 8, Preprocessing()))

@@ -125,13 +125,8 @@ def decode_request_images(
 def image_pixels(
     shape: list[int], data: Any, preprocessing: Preprocessing, what: str, max_rows: int
 ) -> np.ndarray:
-    """A BYTES input tensor -> the decoded uint8 pixels of its images, checked."""
-    if not preprocessing.image:
-        raise RequestError(
-            400,
-            f"{what}: BYTES inputs are encoded image files, but this model was not trained "
-            "on encoded images",
-        )
+    """A BYTES input tensor -> the decoded uint8 pixels of its images, checked (for a
+    bundle trained on encoded images: its preprocessing records their transform)."""
     count = image_count(shape, what)
     if count > max_rows:
         raise RequestError(

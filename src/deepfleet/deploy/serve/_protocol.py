@@ -225,7 +225,8 @@ def model_input(name: Any, datatype: Any, shape: Any, data: Any, spec: InputSpec
     """
     _check_input_name(name)
     what = f"input '{INPUT_NAME}'"
-    if datatype == BYTES:  # encoded image files, decoded by the bundle's evaluation transform
+    # Encoded image files, decoded by the transform the bundle records (_images).
+    if datatype == BYTES and spec.preprocessing.image:
         pixels = image_pixels(_shape(shape, what), data, spec.preprocessing, what, spec.max_rows)
         return _model_input(pixels, what, spec.preprocessing)
     if not isinstance(datatype, str) or datatype not in NUMERIC_TYPES:
