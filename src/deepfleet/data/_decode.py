@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,19 +32,39 @@ def decode_image(
     transform: ImageTransform,
     rng: np.random.Generator | None = None,
     where: str = "image",
+    max_pixels: int | None = None,
 ) -> np.ndarray:
-    """One encoded image -> uint8 H x W x C (C = 1 for mode L) at transform.size."""
+    """One encoded image -> uint8 H x W x C (C = 1 for mode L) at transform.size.
+
+    `max_pixels` refuses a larger image before any pixel is decoded (a server passes
+    Pillow's MAX_IMAGE_PIXELS: Pillow itself only warns below twice that). Anything that is
+    not a decodable image is a UserError naming `where`.
+    """
     out_h, out_w = transform.size
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise UserError(
+                    f"{where}: {width}x{height} pixels exceed the limit of {max_pixels} "
+                    "(a decompression bomb?)"
+                )
             left, top, right, bottom = transform.crop_box(height, width, rng)
             reduce = min((right - left) / out_w, (bottom - top) / out_h)
             if image.format == "JPEG" and reduce >= 2:
                 image.draft(mode, (math.ceil(width / reduce), math.ceil(height / reduce)))
             sx, sy = image.size[0] / width, image.size[1] / height
             pixels = np.asarray(image if image.mode == mode else image.convert(mode))
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
+    # Pillow's plugins report malformed files as any of these, not only as OSError.
+    except (
+        UnidentifiedImageError,
+        OSError,
+        Image.DecompressionBombError,
+        ValueError,
+        EOFError,
+        SyntaxError,
+        struct.error,
+    ) as err:
         raise UserError(f"{where}: not a decodable image ({err})") from None
     pixels = pixels[..., None] if pixels.ndim == 2 else pixels
     # The crop in the decoded image's pixels (a reduced-scale JPEG is smaller), whole pixels.
@@ -84,6 +105,14 @@ class ImageDecoder:
             rng = t.rng(epoch, int(sample)) if t.train else None
             pixels = decode_image(data, self.mode, t, rng, where=f"sample {int(sample)}")
             out[k] = pixels.transpose(2, 0, 1)
+
+
+def evaluation_decoder(image: dict) -> ImageDecoder:
+    """The decoder of the evaluation transform a manifest or a bundle records (`image`:
+    mode, size [H, W], resize_ratio): resize the shorter side, take the centre crop."""
+    size = (int(image["size"][0]), int(image["size"][1]))
+    transform = ImageTransform(size=size, resize_ratio=float(image["resize_ratio"]))
+    return ImageDecoder(str(image["mode"]), transform)
 
 
 def image_decoder(manifest: Manifest, transform: ImageTransform | None) -> ImageDecoder | None:

@@ -127,14 +127,10 @@ class Preprocessing:
 
     def decode_images(self, blobs) -> np.ndarray:
         """Encoded images (bytes) -> uint8 N x C x H x W by the evaluation transform."""
-        from deepfleet.data._augment import ImageTransform
-        from deepfleet.data._decode import ImageDecoder
+        from deepfleet.data._decode import evaluation_decoder
 
-        image = self.image or {}
-        size = tuple(int(v) for v in image["size"])
-        transform = ImageTransform(size=size, resize_ratio=float(image["resize_ratio"]))
-        decoder = ImageDecoder(str(image["mode"]), transform)
-        out = np.empty((len(blobs), decoder.channels, *size), np.uint8)
+        decoder = evaluation_decoder(self.image or {})
+        out = np.empty((len(blobs), decoder.channels, *decoder.transform.size), np.uint8)
         decoder.decode(np.asarray(blobs, dtype=object), np.arange(len(blobs)), 0, out)
         return out
 

@@ -5,12 +5,16 @@ loss is the cross-entropy summed over every target token, so each token weighs t
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from torch import nn
 
 from deepfleet.errors import UserError
 from deepfleet.tasks._protocol import Targets, TaskMetrics
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 class CausalLMTask:
@@ -59,7 +63,9 @@ class CausalLMTask:
         return None
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(
+        from torch.nn import functional  # torch only when training: prepare never imports it
+
+        return functional.cross_entropy(
             output.float().flatten(0, -2), target.long().flatten(), reduction="sum"
         )
 

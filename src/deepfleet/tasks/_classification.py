@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from torch import nn
 
 from deepfleet.errors import UserError
 from deepfleet.tasks._numeric import softmax
 from deepfleet.tasks._protocol import Targets, TaskMetrics
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 class ClassificationTask:
@@ -47,7 +51,9 @@ class ClassificationTask:
         return None
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(output.float(), target, reduction="sum")
+        from torch.nn import functional  # torch only when training: prepare never imports it
+
+        return functional.cross_entropy(output.float(), target, reduction="sum")
 
     def count(self, target: torch.Tensor) -> int:
         return len(target)

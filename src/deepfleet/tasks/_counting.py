@@ -6,8 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import torch
-
 
 @contextmanager
 def counting() -> Iterator[None]:
@@ -15,6 +13,8 @@ def counting() -> Iterator[None]:
     give the same result in any order, so deterministic mode adds nothing there, while
     torchmetrics' deterministic fallback for bincount builds an N x bins matrix (gigabytes
     for a binned average precision). Training numerics keep the job's setting."""
+    import torch  # here, not at the top: the tasks package loads without torch (prepare)
+
     enabled = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     if enabled:

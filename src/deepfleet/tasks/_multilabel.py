@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from torch import nn
 
 from deepfleet.errors import UserError
 from deepfleet.tasks._numeric import sigmoid
 from deepfleet.tasks._protocol import Targets, TaskMetrics
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 THRESHOLD = 0.5  # a label is predicted when its probability reaches this
 # mAP on a fixed grid of thresholds: its state is a fixed size, whatever the split size.
@@ -61,7 +65,9 @@ class MultilabelTask:
         return None
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return nn.functional.binary_cross_entropy_with_logits(
+        from torch.nn import functional  # torch only when training: prepare never imports it
+
+        return functional.binary_cross_entropy_with_logits(
             output.float(), target.float(), reduction="sum"
         )
 
@@ -72,6 +78,7 @@ class MultilabelTask:
         return {}
 
     def metrics(self) -> TaskMetrics:
+        import torch
         from torchmetrics import MetricCollection
         from torchmetrics.classification import MultilabelAveragePrecision, MultilabelF1Score
 

@@ -5,26 +5,16 @@ predictions are in the targets' own units."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
 from deepfleet.errors import UserError
 from deepfleet.tasks._protocol import Targets, TaskMetrics
 
-
-class Destandardise(nn.Module):
-    """model output x std + mean: the exported bundle answers in the targets' units."""
-
-    def __init__(self, model: nn.Module, mean: list[float], std: list[float]) -> None:
-        super().__init__()
-        self.model = model
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x).float() * self.std + self.mean
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 def target_stats(y: np.ndarray) -> dict[str, list[float]]:
@@ -46,6 +36,8 @@ class RegressionTask:
     def __init__(self, targets: Targets | None = None) -> None:
         self.targets = targets
         if targets is not None and "mean" in targets.stats:
+            import torch  # only with a data set's targets: preparing one needs no torch
+
             self._mean = torch.tensor(targets.stats["mean"], dtype=torch.float32)
             self._std = torch.tensor(targets.stats["std"], dtype=torch.float32)
 
@@ -95,7 +87,9 @@ class RegressionTask:
         return (target.float() - mean) / std
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return nn.functional.mse_loss(output.float(), self._standard(target), reduction="sum")
+        from torch.nn import functional
+
+        return functional.mse_loss(output.float(), self._standard(target), reduction="sum")
 
     def count(self, target: torch.Tensor) -> int:
         return target.numel()
@@ -130,6 +124,8 @@ class RegressionTask:
         )
 
     def export_head(self, model: nn.Module) -> nn.Module:
+        from deepfleet.tasks._destandardise import Destandardise
+
         stats = self.targets.stats if self.targets else {}
         return Destandardise(model, stats["mean"], stats["std"])
 

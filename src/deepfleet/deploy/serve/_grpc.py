@@ -32,7 +32,6 @@ from deepfleet.deploy.serve._grpc_codec import infer_payload, infer_response, me
 from deepfleet.deploy.serve._metrics import Metrics
 from deepfleet.deploy.serve._proto import grpc_predict_v2_pb2 as pb
 from deepfleet.deploy.serve._proto import grpc_predict_v2_pb2_grpc as pb_grpc
-from deepfleet.deploy.serve._protocol import parse_infer
 from deepfleet.deploy.serve._repository import NotReady, Repository
 from deepfleet.deploy.serve._routes_model import model_metadata_of
 
@@ -143,12 +142,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         s = self.repository.get(request.model_name or _missing("model_name"), request.model_version)
         # Admitted to this version until answered: a version swap lets it finish here.
         with s.inflight.admitted():
-            req = parse_infer(
-                payload,
-                s.input_spec,
-                offered=list(s.outputs),
-                defaults=[o.name for o in s.outputs.values() if o.default],
-            )
+            req = await s.parse(payload)
             outputs = await s.run(req.x, arrived, self.metrics)
         return infer_response(outputs, req.outputs, s.outputs, s.name, s.version, req.id)
 

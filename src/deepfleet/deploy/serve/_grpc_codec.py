@@ -30,6 +30,7 @@ CONTENTS_FIELD = {
     "UINT64": "uint64_contents",
     "FP32": "fp32_contents",
     "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",  # encoded image files, one entry each
 }
 
 

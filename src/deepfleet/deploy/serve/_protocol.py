@@ -11,7 +11,8 @@ Clients send raw samples, as the data set stores them (digits: whole numbers 0..
 UINT8 in the metadata; token ids for a model of text); the bundle's preprocessing
 (float32(raw) x scale, or int64(raw) for token ids, which must lie below the vocabulary size)
 turns them into the model's input here, as evaluate and predict do, so the same sample gets
-the same answer. Which outputs there are follows the bundle's task (_outputs).
+the same answer. Which outputs there are follows the bundle's task (_outputs). A bundle
+trained on encoded images also takes the image files themselves, as a BYTES tensor (_images).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from deepfleet.data import Preprocessing
 from deepfleet.deploy._onnx import INPUT_NAME
 from deepfleet.deploy.serve._binary import BinaryData
 from deepfleet.deploy.serve._errors import RequestError
+from deepfleet.deploy.serve._images import BYTES, image_pixels
 from deepfleet.deploy.serve._outputs import Output
 from deepfleet.tasks import softmax
 
@@ -223,12 +225,17 @@ def model_input(name: Any, datatype: Any, shape: Any, data: Any, spec: InputSpec
     """
     _check_input_name(name)
     what = f"input '{INPUT_NAME}'"
+    # Encoded image files, decoded by the transform the bundle records (_images).
+    if datatype == BYTES and spec.preprocessing.image:
+        pixels = image_pixels(_shape(shape, what), data, spec.preprocessing, what, spec.max_rows)
+        return _model_input(pixels, what, spec.preprocessing)
     if not isinstance(datatype, str) or datatype not in NUMERIC_TYPES:
         raise RequestError(
             400,
             f"{what}: datatype {json.dumps(datatype)[:40]} is not "
             f"supported; send {datatype_of(spec.preprocessing.raw_dtype)} (any "
-            "numeric type is read as raw values)",
+            "numeric type is read as raw values)"
+            + (" or BYTES (encoded image files)" if spec.preprocessing.image else ""),
         )
     shape = _shape(shape, what)
     expected = [-1, *spec.shape]

@@ -16,12 +16,12 @@ from deepfleet.deploy.serve._binary import split_request
 from deepfleet.deploy.serve._errors import RequestError
 from deepfleet.deploy.serve._generation import parse_generate
 from deepfleet.deploy.serve._http import infer_answer, json_response, read_body
+from deepfleet.deploy.serve._images import BYTES
 from deepfleet.deploy.serve._outputs import predictions
 from deepfleet.deploy.serve._protocol import (
     datatype_of,
     infer_response,
     output_tensors,
-    parse_infer,
     parse_json,
     parse_predict,
     predict_response,
@@ -64,6 +64,12 @@ def model_metadata_of(s: Served, versions: list[str]) -> dict:
     if s.generation is not None:
         parameters["generate_context_length"] = s.generation.context
         parameters["generate_max_new_tokens"] = s.config.max_new_tokens
+    image = s.preprocessing.image
+    if image:
+        # Encoded image files (BYTES) are the input; decoded pixels as UINT8 [-1, C, H, W]
+        # are accepted too, and this is the transform that makes them.
+        parameters["image_transform"] = json.dumps(image)
+        parameters["pixels_shape"] = json.dumps([-1, *bundle.input_shape])
     return {
         "name": s.name,
         "versions": versions,
@@ -71,8 +77,8 @@ def model_metadata_of(s: Served, versions: list[str]) -> dict:
         "inputs": [
             {
                 "name": INPUT_NAME,
-                "datatype": datatype_of(s.preprocessing.raw_dtype),
-                "shape": [-1, *bundle.input_shape],
+                "datatype": BYTES if image else datatype_of(s.preprocessing.raw_dtype),
+                "shape": [-1] if image else [-1, *bundle.input_shape],
             }
         ],
         "outputs": [o.metadata() for o in s.outputs.values()],
@@ -115,13 +121,7 @@ async def _infer(request: Request, name: str, version: str | None):
         with s.batcher.arriving():
             body = await read_body(request, config.max_body_bytes)
             json_part, binary = split_request(body, request.headers.get(BINARY_HEADER))
-            req = parse_infer(
-                parse_json(json_part),
-                s.input_spec,
-                offered=list(s.outputs),
-                defaults=[o.name for o in s.outputs.values() if o.default],
-                binary=binary,
-            )
+            req = await s.parse(parse_json(json_part), binary)
         outputs = await s.run(req.x, arrived, metrics_of(request))
     tensors, parts = output_tensors(outputs, req.outputs, s.outputs, req.binary_outputs)
     return infer_answer(infer_response(tensors, s.name, s.version, req.id), parts)

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fastapi import Request
@@ -18,13 +19,14 @@ from fastapi import Request
 from deepfleet.data import Preprocessing
 from deepfleet.deploy._bundle import LoadedBundle
 from deepfleet.deploy.serve._batcher import DynamicBatcher
+from deepfleet.deploy.serve._binary import BinaryData
 from deepfleet.deploy.serve._config import ServeConfig
 from deepfleet.deploy.serve._errors import RequestError
 from deepfleet.deploy.serve._generation import Generation
 from deepfleet.deploy.serve._inflight import InFlight
 from deepfleet.deploy.serve._metrics import Metrics
 from deepfleet.deploy.serve._outputs import Output, outputs_of
-from deepfleet.deploy.serve._protocol import InputSpec
+from deepfleet.deploy.serve._protocol import InferRequest, InputSpec, parse_infer
 
 if TYPE_CHECKING:
     from deepfleet.deploy.serve._repository import Repository
@@ -60,6 +62,19 @@ class Served:
     @property
     def preprocessing(self) -> Preprocessing:
         return self.bundle.preprocessing
+
+    async def parse(self, payload: Any, binary: BinaryData | None = None) -> InferRequest:
+        """An OIP infer request's payload, checked against this model (parse_infer). Image
+        files take milliseconds each to decode, so they are decoded off the event loop."""
+        call = functools.partial(
+            parse_infer,
+            payload,
+            self.input_spec,
+            offered=list(self.outputs),
+            defaults=[o.name for o in self.outputs.values() if o.default],
+            binary=binary,
+        )
+        return await asyncio.to_thread(call) if self.preprocessing.image else call()
 
     async def run(self, x: np.ndarray, arrived: float, metrics: Metrics) -> np.ndarray:
         """Logits for `x` through the batcher, within what is left of the request timeout."""
