@@ -135,11 +135,11 @@ def test_prepare_digits_to_s3_is_byte_identical_to_local(prefix, s3_options, tmp
     for name in names:
         assert store.read_bytes(name) == (local / name).read_bytes(), name
     assert not any((cache / "shards" / "prepare").iterdir())  # the staging folder is gone
-    # A second prepare to the same URL is refused, and nothing there changes.
-    env = {"DEEPFLEET_CACHE": str(cache), "AWS_ENDPOINT_URL": s3_options["endpoint_url"]}
-    again = _cli("prepare", "digits", "--out", url, env=env)
-    assert again.returncode == 2
-    assert again.stderr.strip().splitlines()[-1].endswith("a prepared data set is already there")
+    # A second prepare to the same URL is refused before the source is read.
+    data = DataSection(source="digits", storage_options=s3_options, cache_dir=str(cache))
+    with pytest.raises(UserError, match="a prepared data set is already there"):
+        prepare_from_config(data, url, 0, TaskSection(name="classification", path="."))
+    assert store.list() == names
 
 
 def test_an_interrupted_upload_resumes_and_skips_what_is_there(
@@ -287,12 +287,10 @@ def test_bad_urls_missing_buckets_and_credentials_are_one_line(s3_options, tmp_p
     env = {"AWS_ENDPOINT_URL": s3_options["endpoint_url"], "DEEPFLEET_CACHE": str(tmp_path)}
     cases = [
         (("verify-data", "s3://no-such-bucket-here/x"), "the bucket does not exist"),
-        (("verify-data", "s3:///x"), "expected s3://BUCKET/PREFIX"),
         (
             ("verify-data", "s3://b/x", "--storage-option", "secret=abc"),
             "would put a credential in the job file",
         ),
-        (("verify-data", "s3://b/x", "--storage-option", "nonsense"), "expected KEY=VALUE"),
         (("prepare", "digits", "--out", "s3://no-such-bucket-here/d"), "does not exist"),
     ]
     for args, message in cases:
@@ -301,13 +299,15 @@ def test_bad_urls_missing_buckets_and_credentials_are_one_line(s3_options, tmp_p
         assert done.returncode == 2, (args, done.stderr)
         assert len(lines) == 1 and message in lines[0], (args, done.stderr)
         assert "abc" not in done.stderr  # a credential never echoed
-    with pytest.raises(UserError, match="credential"):
-        from deepfleet.cli._data import _data_section
+    from deepfleet.cli._data import _data_section, storage_options
 
+    with pytest.raises(UserError, match="expected s3://BUCKET/PREFIX"):
+        read_manifest("s3:///x")
+    with pytest.raises(UserError, match="expected KEY=VALUE"):
+        storage_options(["nonsense"])
+    with pytest.raises(UserError, match="credential"):
         _data_section(storage_options={"aws_secret_access_key": "abc"})
     with pytest.raises(UserError, match="not a size"):
-        from deepfleet.cli._data import _data_section
-
         _data_section(cache_limit="lots")
 
 
@@ -340,3 +340,20 @@ def test_a_job_uses_a_prepared_data_set_on_s3(many_url, s3_options, tmp_path):
     paths.link_data(tmp_path / "local")  # a local folder is still made absolute
     assert paths.data_dir() == tmp_path / "local"
     assert RunPaths(paths.root).data_dir() == tmp_path / "local"
+
+
+def test_encrypted_shards_go_to_s3_as_they_are(prefix, s3_options, tmp_path):
+    from deepfleet.data import new_data_key, verify_dataset
+
+    key = new_data_key(tmp_path / "data.key")
+    data = DataSection(
+        source="digits", key=str(key), storage_options=s3_options, cache_dir=str(tmp_path / "c")
+    )
+    manifest = prepare_from_config(data, prefix, 0, TaskSection(name="classification", path="."))
+    assert manifest.encryption is not None
+    verify_dataset(prefix, s3_options)  # the encrypted bytes against their digests
+    plain = read_split(read_manifest(_local_digits(tmp_path / "plain")), "test")
+    got = read_split(manifest, "test", key=str(key))
+    assert got.ids.equal(plain.ids) and got.x.equal(plain.x) and got.y.equal(plain.y)
+    with pytest.raises(UserError):
+        read_split(manifest, "test")  # no key: refused, one line
