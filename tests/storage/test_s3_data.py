@@ -365,3 +365,65 @@ def test_encrypted_shards_go_to_s3_as_they_are(prefix, s3_options, tmp_path):
     assert got.ids.equal(plain.ids) and got.x.equal(plain.x) and got.y.equal(plain.y)
     with pytest.raises(UserError):
         read_split(manifest, "test")  # no key: refused, one line
+
+
+def _s3_rank(rank: int, world: int, port: int, url: str, endpoint: str, cache, out: str) -> None:
+    """One gloo rank streaming its share from S3 through the node's (shared) cache."""
+    import json
+
+    import torch.distributed as dist
+
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    try:
+        manifest = read_manifest(url, {"endpoint_url": endpoint}, cache)
+        stream = ShardStream(
+            manifest,
+            batch_size=16,
+            rank=dist.get_rank(),
+            world_size=dist.get_world_size(),
+            seed=6,
+            shuffle_buffer=64,
+            order="global",
+        )
+        ids, _ = _all_windows(stream, 1)
+        gathered: list = [None] * world
+        dist.all_gather_object(gathered, [i.tolist() for i in ids])
+        if rank == 0:
+            Path(out).write_text(json.dumps(gathered))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.distributed
+def test_two_gloo_ranks_stream_from_s3_through_one_cache(
+    many_shards, many_url, s3_options, tmp_path
+):
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    shard = max(p.stat().st_size for p in many_shards.glob("*.parquet"))
+    cache = CacheSettings(tmp_path / "cache", 6 * shard)  # both ranks share it
+    out = tmp_path / "gathered.json"
+    args = (2, port, many_url, s3_options["endpoint_url"], cache, str(out))
+    mp.start_processes(_s3_rank, args=args, nprocs=2, join=True, start_method="fork")
+    gathered = json.loads(out.read_text())
+    for rank in range(2):
+        local = ShardStream(
+            many_shards,
+            batch_size=16,
+            rank=rank,
+            world_size=2,
+            seed=6,
+            shuffle_buffer=64,
+            order="global",
+        )
+        expected, _ = _all_windows(local, 1)
+        assert gathered[rank] == [i.tolist() for i in expected]
+    assert _cache_bytes(cache.folder) <= cache.limit
