@@ -427,3 +427,17 @@ def test_two_gloo_ranks_stream_from_s3_through_one_cache(
         expected, _ = _all_windows(local, 1)
         assert gathered[rank] == [i.tolist() for i in expected]
     assert _cache_bytes(cache.folder) <= cache.limit
+
+
+def test_a_text_data_set_on_s3_carries_its_tokenizer(prefix, s3_options, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"def f{i}(x):\n    return x * {i}\n" for i in range(200)))
+    task = TaskSection(name="causal_lm", path=".")
+    settings = dict(source=f"text:{corpus}", seq_len=16, vocab_size=300)
+    local = prepare_from_config(DataSection(**settings), tmp_path / "local", 0, task)
+    data = DataSection(**settings, storage_options=s3_options, cache_dir=str(tmp_path / "c"))
+    remote = prepare_from_config(data, prefix, 0, task)
+    want = (tmp_path / "local" / "tokenizer.json").read_bytes()
+    assert remote.file_bytes("tokenizer.json") == want
+    assert remote.file_path("tokenizer.json").read_bytes() == want  # for a bundle, via the cache
+    assert read_split(remote, "train").x.equal(read_split(local, "train").x)
