@@ -350,6 +350,15 @@ def test_a_job_uses_a_prepared_data_set_on_s3(many_url, s3_options, tmp_path):
     assert RunPaths(paths.root).data_dir() == tmp_path / "local"
 
 
+def test_storage_options_leave_local_data_alone(many_shards, s3_options, tmp_path):
+    """A job's storage options (for its URLs) do not stop it reading or writing local data."""
+    data = DataSection(source="digits", storage_options=s3_options)
+    manifest = open_prepared(many_shards, data)
+    assert manifest.remote is None and manifest.rows("train") == 2400
+    written = prepare_from_config(data, tmp_path / "d", 0, TaskSection(name="classification"))
+    assert written.remote is None and written.rows("test") == 360
+
+
 def test_encrypted_shards_go_to_s3_as_they_are(prefix, s3_options, tmp_path):
     from deepfleet.data import new_data_key, verify_dataset
 

@@ -209,9 +209,7 @@ def read_manifest(
 
     if is_remote(folder):
         return _read_remote(os.fspath(folder), storage_options, cache)
-    if storage_options:
-        raise UserError(f"{folder}: storage options apply to remote URLs, not a local path")
-    root = Path(folder)
+    root = Path(folder)  # a local folder: storage options (a job's, for its URLs) do not apply
     if not root.exists():
         raise UserError(f"{folder}: data path does not exist")
     path = root / MANIFEST_NAME
