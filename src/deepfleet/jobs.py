@@ -349,8 +349,8 @@ def stage_export(paths: RunPaths) -> Path:
     if (paths.report / "metrics.json").is_file():
         extra["metrics.json"] = paths.report / "metrics.json"
     if "tokenizer.json" in manifest.raw.get("files", {}):
-        manifest.file_bytes("tokenizer.json")  # checked against the manifest first
-        extra["tokenizer.json"] = manifest.root / "tokenizer.json"
+        # Checked against the manifest (a remote data set's through the node's cache).
+        extra["tokenizer.json"] = manifest.file_path("tokenizer.json")
     bundle = export_bundle(
         model,
         paths.bundle,

@@ -111,7 +111,15 @@ def _all_windows(stream: ShardStream, epoch: int, after=None) -> tuple[list, lis
 
 
 def _cache_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.suffix != ".lock")
+    """Bytes of the files in a cache folder now (files evicted while counting count 0)."""
+    total = 0
+    for path in folder.rglob("*"):
+        try:
+            if path.is_file() and path.suffix != ".lock":
+                total += path.stat().st_size
+        except FileNotFoundError:
+            continue
+    return total
 
 
 def test_prepare_digits_to_s3_is_byte_identical_to_local(prefix, s3_options, tmp_path):
@@ -135,11 +143,11 @@ def test_prepare_digits_to_s3_is_byte_identical_to_local(prefix, s3_options, tmp
     for name in names:
         assert store.read_bytes(name) == (local / name).read_bytes(), name
     assert not any((cache / "shards" / "prepare").iterdir())  # the staging folder is gone
-    # A second prepare to the same URL is refused, and nothing there changes.
-    env = {"DEEPFLEET_CACHE": str(cache), "AWS_ENDPOINT_URL": s3_options["endpoint_url"]}
-    again = _cli("prepare", "digits", "--out", url, env=env)
-    assert again.returncode == 2
-    assert again.stderr.strip().splitlines()[-1].endswith("a prepared data set is already there")
+    # A second prepare to the same URL is refused before the source is read.
+    data = DataSection(source="digits", storage_options=s3_options, cache_dir=str(cache))
+    with pytest.raises(UserError, match="a prepared data set is already there"):
+        prepare_from_config(data, url, 0, TaskSection(name="classification", path="."))
+    assert store.list() == names
 
 
 def test_an_interrupted_upload_resumes_and_skips_what_is_there(
@@ -287,12 +295,10 @@ def test_bad_urls_missing_buckets_and_credentials_are_one_line(s3_options, tmp_p
     env = {"AWS_ENDPOINT_URL": s3_options["endpoint_url"], "DEEPFLEET_CACHE": str(tmp_path)}
     cases = [
         (("verify-data", "s3://no-such-bucket-here/x"), "the bucket does not exist"),
-        (("verify-data", "s3:///x"), "expected s3://BUCKET/PREFIX"),
         (
             ("verify-data", "s3://b/x", "--storage-option", "secret=abc"),
             "would put a credential in the job file",
         ),
-        (("verify-data", "s3://b/x", "--storage-option", "nonsense"), "expected KEY=VALUE"),
         (("prepare", "digits", "--out", "s3://no-such-bucket-here/d"), "does not exist"),
     ]
     for args, message in cases:
@@ -301,13 +307,15 @@ def test_bad_urls_missing_buckets_and_credentials_are_one_line(s3_options, tmp_p
         assert done.returncode == 2, (args, done.stderr)
         assert len(lines) == 1 and message in lines[0], (args, done.stderr)
         assert "abc" not in done.stderr  # a credential never echoed
-    with pytest.raises(UserError, match="credential"):
-        from deepfleet.cli._data import _data_section
+    from deepfleet.cli._data import _data_section, storage_options
 
+    with pytest.raises(UserError, match="expected s3://BUCKET/PREFIX"):
+        read_manifest("s3:///x")
+    with pytest.raises(UserError, match="expected KEY=VALUE"):
+        storage_options(["nonsense"])
+    with pytest.raises(UserError, match="credential"):
         _data_section(storage_options={"aws_secret_access_key": "abc"})
     with pytest.raises(UserError, match="not a size"):
-        from deepfleet.cli._data import _data_section
-
         _data_section(cache_limit="lots")
 
 
@@ -340,3 +348,105 @@ def test_a_job_uses_a_prepared_data_set_on_s3(many_url, s3_options, tmp_path):
     paths.link_data(tmp_path / "local")  # a local folder is still made absolute
     assert paths.data_dir() == tmp_path / "local"
     assert RunPaths(paths.root).data_dir() == tmp_path / "local"
+
+
+def test_storage_options_leave_local_data_alone(many_shards, s3_options, tmp_path):
+    """A job's storage options (for its URLs) do not stop it reading or writing local data."""
+    data = DataSection(source="digits", storage_options=s3_options)
+    manifest = open_prepared(many_shards, data)
+    assert manifest.remote is None and manifest.rows("train") == 2400
+    written = prepare_from_config(data, tmp_path / "d", 0, TaskSection(name="classification"))
+    assert written.remote is None and written.rows("test") == 360
+
+
+def test_encrypted_shards_go_to_s3_as_they_are(prefix, s3_options, tmp_path):
+    from deepfleet.data import new_data_key, verify_dataset
+
+    key = new_data_key(tmp_path / "data.key")
+    data = DataSection(
+        source="digits", key=str(key), storage_options=s3_options, cache_dir=str(tmp_path / "c")
+    )
+    manifest = prepare_from_config(data, prefix, 0, TaskSection(name="classification", path="."))
+    assert manifest.encryption is not None
+    verify_dataset(prefix, s3_options)  # the encrypted bytes against their digests
+    plain = read_split(read_manifest(_local_digits(tmp_path / "plain")), "test")
+    got = read_split(manifest, "test", key=str(key))
+    assert got.ids.equal(plain.ids) and got.x.equal(plain.x) and got.y.equal(plain.y)
+    with pytest.raises(UserError):
+        read_split(manifest, "test")  # no key: refused, one line
+
+
+def _s3_rank(rank: int, world: int, port: int, url: str, endpoint: str, cache, out: str) -> None:
+    """One gloo rank streaming its share from S3 through the node's (shared) cache."""
+    import json
+
+    import torch.distributed as dist
+
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    try:
+        manifest = read_manifest(url, {"endpoint_url": endpoint}, cache)
+        stream = ShardStream(
+            manifest,
+            batch_size=16,
+            rank=dist.get_rank(),
+            world_size=dist.get_world_size(),
+            seed=6,
+            shuffle_buffer=64,
+            order="global",
+        )
+        ids, _ = _all_windows(stream, 1)
+        gathered: list = [None] * world
+        dist.all_gather_object(gathered, [i.tolist() for i in ids])
+        if rank == 0:
+            Path(out).write_text(json.dumps(gathered))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.distributed
+def test_two_gloo_ranks_stream_from_s3_through_one_cache(
+    many_shards, many_url, s3_options, tmp_path
+):
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    shard = max(p.stat().st_size for p in many_shards.glob("*.parquet"))
+    cache = CacheSettings(tmp_path / "cache", 6 * shard)  # both ranks share it
+    out = tmp_path / "gathered.json"
+    args = (2, port, many_url, s3_options["endpoint_url"], cache, str(out))
+    mp.start_processes(_s3_rank, args=args, nprocs=2, join=True, start_method="fork")
+    gathered = json.loads(out.read_text())
+    for rank in range(2):
+        local = ShardStream(
+            many_shards,
+            batch_size=16,
+            rank=rank,
+            world_size=2,
+            seed=6,
+            shuffle_buffer=64,
+            order="global",
+        )
+        expected, _ = _all_windows(local, 1)
+        assert gathered[rank] == [i.tolist() for i in expected]
+    assert _cache_bytes(cache.folder) <= cache.limit
+
+
+def test_a_text_data_set_on_s3_carries_its_tokenizer(prefix, s3_options, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"def f{i}(x):\n    return x * {i}\n" for i in range(200)))
+    task = TaskSection(name="causal_lm", path=".")
+    settings = dict(source=f"text:{corpus}", seq_len=16, vocab_size=300)
+    local = prepare_from_config(DataSection(**settings), tmp_path / "local", 0, task)
+    data = DataSection(**settings, storage_options=s3_options, cache_dir=str(tmp_path / "c"))
+    remote = prepare_from_config(data, prefix, 0, task)
+    want = (tmp_path / "local" / "tokenizer.json").read_bytes()
+    assert remote.file_bytes("tokenizer.json") == want
+    assert remote.file_path("tokenizer.json").read_bytes() == want  # for a bundle, via the cache
+    assert read_split(remote, "train").x.equal(read_split(local, "train").x)

@@ -35,7 +35,7 @@ class DataSection(Section):
     cache_limit: int | str = Field(
         "20GB",
         description="Bytes the shard cache may hold (e.g. 20GB, 512MiB); least recently "
-        "used shards are evicted. Needs room for about 4 shards per reading process "
+        "used shards are evicted. Needs room for about 3 shards per reading process "
         "(each rank and DataLoader worker).",
     )
     shards: int = Field(4, gt=0, description="Number of training shards to write.")

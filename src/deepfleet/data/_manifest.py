@@ -121,6 +121,18 @@ class Manifest:
             raise UserError(f"{self.where(name)}: does not match its sha256 in the manifest")
         return data
 
+    def file_path(self, name: str) -> Path:
+        """A local file holding `name` (see file_bytes), checked against its sha256: the
+        data set's own file, or for a remote data set a copy in the node's cache (verified
+        when it arrived; not held, so copy it soon)."""
+        if self.remote is None:
+            self.file_bytes(name)
+            return Path(self.root) / name
+        digest = self.raw.get("files", {}).get(name)
+        if digest is None:
+            raise UserError(f"{self.root}: the data set has no {name}")
+        return self.remote.cache.fetch(name, digest)
+
     @property
     def splits(self) -> list[str]:
         return list(self.raw["splits"])
@@ -197,9 +209,7 @@ def read_manifest(
 
     if is_remote(folder):
         return _read_remote(os.fspath(folder), storage_options, cache)
-    if storage_options:
-        raise UserError(f"{folder}: storage options apply to remote URLs, not a local path")
-    root = Path(folder)
+    root = Path(folder)  # a local folder: storage options (a job's, for its URLs) do not apply
     if not root.exists():
         raise UserError(f"{folder}: data path does not exist")
     path = root / MANIFEST_NAME

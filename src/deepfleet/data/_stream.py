@@ -70,9 +70,10 @@ _TORCH_DTYPES = {
     )
 }
 _RAW_GROUPS_KEPT = 4  # decoded row groups kept per process: consecutive windows share one
-# Parquet readers kept open per process. A remote shard's cached copy is held while its
-# reader is open, so the stream must let go of the shards it moved past: a cache smaller
-# than the data set then always has room for the next ones.
+# Parquet readers kept open per process: local shards 2; remote ones 1, because a remote
+# shard's cached copy is held (not evictable) while its reader is open, and the stream must
+# let go of the shards it moved past so that a cache smaller than the data set always has
+# room for the next ones (a process then needs room for 3: held, arriving, prefetched).
 _SHARDS_OPEN = 2
 _PREFETCH_SHARDS = 2  # remote shards downloaded ahead of the one being read
 
@@ -103,7 +104,8 @@ class _ShardRows:
         if shard in self._open:
             self._open.move_to_end(shard)
             return self._open[shard]
-        while len(self._open) >= _SHARDS_OPEN:  # before opening: its hold may need the room
+        keep = 1 if self.manifest.remote is not None else _SHARDS_OPEN
+        while len(self._open) >= keep:  # before opening: its hold may need the room
             self._close(next(iter(self._open)))
         handle = open_shard(self.manifest, self.files[shard], self.key, verify=self.verify)
         meta = handle.metadata
@@ -145,7 +147,8 @@ class _ShardRows:
         """ids, raw x, labels of rows [start, stop) of one shard."""
         if self.cache:
             return tuple(a[start:stop] for a in self.load_whole(shard))
-        self._file(shard)
+        if shard not in self._starts:  # row-group bounds outlive the reader: no reopening
+            self._file(shard)  # for row groups still decoded in memory
         starts = self._starts[shard]
         first = int(np.searchsorted(starts, start, side="right")) - 1
         last = int(np.searchsorted(starts, stop - 1, side="right")) - 1

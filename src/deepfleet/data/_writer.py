@@ -151,9 +151,7 @@ def write_dataset(
         store = remote_output(os.fspath(out), dict(storage_options or {}))
         out = local_twin(store, cache or CacheSettings.of(None, None))
         out.parent.mkdir(parents=True, exist_ok=True)
-    elif storage_options:
-        raise UserError(f"{out}: storage options apply to remote URLs, not a local path")
-    out = Path(out)
+    out = Path(out)  # a local folder: storage options (a job's, for its URLs) do not apply
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: output folder exists and is not empty")
     if workers is None:
