@@ -3,8 +3,7 @@ device comparison and multi-process scaling; JSON, Markdown and PNG reports."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from deepfleet._lazy import lazy_exports
 
 # Names are imported on first use, so that the worker processes of a scaling run start without
 # the reporting stack (matplotlib, onnx, scikit-learn): on a busy machine that is seconds each.
@@ -50,12 +49,6 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"deepfleet.bench.{_EXPORTS[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(
+    __name__, {name: f"{__name__}.{module}" for name, module in _EXPORTS.items()}, __all__
+)
