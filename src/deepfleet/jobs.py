@@ -234,6 +234,7 @@ def train_job(
         check_model_output(ctx, model)
         preflight(job.train, model, options.world_size)
         launch(paths.root, options, resume=resume)
+        paths.refresh(f"checkpoints/{STATE}", paths.metrics.name)  # rank 0 may be elsewhere
         return _fit_on_disk(paths)
 
 

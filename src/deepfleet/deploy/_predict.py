@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from deepfleet.deploy._backends import (
 )
 from deepfleet.deploy._bundle import MODEL_JSON, LoadedBundle, load_bundle
 from deepfleet.errors import UserError
+from deepfleet.storage import Store, is_remote, node_local, upload_files
 
 PARTS = ".parts"
 # Model outputs held at once while predicting (float32 values): a causal LM's outputs are
@@ -240,6 +242,7 @@ def predict_dataset(
     nproc: int = 1,
     key: str | Path | DataKey | None = None,
     threads: int | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> dict:
     """Predict every shard of the chosen splits; one output Parquet file per input shard.
 
@@ -250,13 +253,18 @@ def predict_dataset(
     Shards already finished by an earlier run (output and inputs unchanged) are skipped.
     Encrypted shards need `key` (a key file, env:NAME, or $DEEPFLEET_DATA_KEY).
     Returns the manifest written to out/manifest.json (`skipped` counts the reused shards).
+
+    `out` may be a URL (s3://...; `storage_options` say how to reach it): the files are
+    written in this node's cache first (where a rerun finds what is done), then uploaded,
+    each atomically, manifest.json last.
     """
     if nproc < 1:
         raise UserError(f"--nproc must be >= 1, got {nproc}")
     manifest = read_manifest(data)
     _check_compatible(bundle, manifest)
     data_key = dataset_key(manifest, key)  # checked here so a wrong key fails before any work
-    out = Path(out)
+    remote = str(out) if is_remote(out) else None
+    out = node_local("predictions", remote) if remote else Path(out)
     (out / PARTS).mkdir(parents=True, exist_ok=True)
     bundle_id = _bundle_id(bundle.root)
     tasks = [
@@ -308,4 +316,10 @@ def predict_dataset(
         "skipped": len(tasks) - len(todo),
     }
     write_json_atomic(out / "manifest.json", result)
+    if remote:
+        store = Store(remote, storage_options)
+        # The .parts records serve a rerun on this node; the URL gets the results.
+        names = sorted(p.name for p in out.iterdir() if p.is_file())
+        names.sort(key=lambda n: n == "manifest.json")
+        upload_files(out, store, names)
     return result

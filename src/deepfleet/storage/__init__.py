@@ -4,6 +4,14 @@ reads), atomic writes and listings with retries, and a node-local verified shard
 from deepfleet.storage._cache import ShardCache
 from deepfleet.storage._retry import RetryPolicy, is_transient, retrying
 from deepfleet.storage._store import Store
+from deepfleet.storage._tree import (
+    delete_object,
+    download_tree,
+    fetch_file,
+    is_remote,
+    node_local,
+    upload_files,
+)
 from deepfleet.storage._url import Location, redact, resolve
 
 __all__ = [
@@ -15,4 +23,10 @@ __all__ = [
     "redact",
     "resolve",
     "retrying",
+    "delete_object",
+    "download_tree",
+    "fetch_file",
+    "is_remote",
+    "node_local",
+    "upload_files",
 ]
