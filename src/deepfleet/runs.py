@@ -48,8 +48,9 @@ from deepfleet.storage import (
 REMOTE = "remote.json"  # in a working copy: the URL of the durable copy
 SYNCED = ".synced.json"  # in a working copy: size and mtime of each file as last synced
 TRAIN_CHECKPOINTS = "checkpoints/train"  # written to the durable copy by the Checkpointer
-# Uploaded last, so a reader that finds them finds everything they describe.
-_LAST_NAMES = ("manifest.json", "model.json", "model.sig")
+# Uploaded last, so a reader that finds them finds everything they describe (job.toml
+# marks a run folder).
+_LAST_NAMES = ("manifest.json", "model.json", "model.sig", "job.toml")
 
 
 def storage_options(job: JobConfig | None = None) -> dict[str, Any]:
@@ -257,13 +258,15 @@ def _create_remote_run(job: JobConfig) -> RunPaths:
         suffix += 1
         name = f"{base}-{suffix}"
     url = f"{job.run.runs_dir.rstrip('/')}/{name}"
-    paths = _working_copy_of(url)
+    paths = working_copy_of(url)
     write_text_atomic(paths.job_file, dump_job(job))
     paths.push()
     return paths
 
 
-def _working_copy_of(url: str) -> RunPaths:
+def working_copy_of(url: str) -> RunPaths:
+    """This node's working copy of the run at `url` (made empty if absent; push() sends
+    what is written into it)."""
     root = node_local("runs", url)
     root.mkdir(parents=True, exist_ok=True)
     write_json_atomic(root / REMOTE, {"url": url})
@@ -292,6 +295,6 @@ def _open_remote_run(url: str) -> RunPaths:
         if err.cause != "no such object":
             raise
         raise UserError(f"{redact(url)}: not a run folder (no job.toml)") from None
-    paths = _working_copy_of(url)
+    paths = working_copy_of(url)
     paths.pull()
     return paths

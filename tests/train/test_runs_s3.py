@@ -176,3 +176,50 @@ def test_a_url_that_is_no_run_is_one_line(tmp_path, s3_server, bucket):
     assert "not a run folder" in done.stderr and "Traceback" not in done.stderr
     done = run_deepfleet("export", f"s3://no-such-bucket-{bucket}/runs/x", env=env)
     assert done.returncode == 2 and "bucket does not exist" in done.stderr
+
+
+def test_a_bundle_url_is_checked_like_a_folder(
+    tmp_path, trained_run, s3_server, bucket, monkeypatch
+):
+    """A bundle published to S3 loads as its folder does; a byte changed on the server is
+    refused by the digest check, never served."""
+    from deepfleet.deploy import load_bundle
+    from deepfleet.deploy._bundle import fetch_bundle, publish_bundle
+    from deepfleet.errors import UserError
+
+    monkeypatch.setenv("DEEPFLEET_CACHE", str(tmp_path))
+    options = {"endpoint_url": s3_server.endpoint}
+    url = publish_bundle(trained_run.bundle, f"s3://{bucket}/models/m", options)
+    assert url == f"s3://{bucket}/models/m"
+    local = load_bundle(trained_run.bundle)
+    fetched = load_bundle(fetch_bundle(url, options))
+    assert fetched.spec == local.spec
+    store = Store(url, options)
+    weights = bytearray(store.read_bytes("weights.safetensors"))
+    weights[-1] ^= 0xFF
+    store.write_bytes("weights.safetensors", bytes(weights))
+    with pytest.raises(UserError, match="does not match its sha256"):
+        load_bundle(fetch_bundle(url, options))
+
+
+def test_cluster_prepare_makes_one_run_at_a_fixed_url(
+    tmp_path, digits_data, s3_server, bucket, monkeypatch
+):
+    from deepfleet.cluster._prepare import prepare_run_at
+    from deepfleet.errors import UserError
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
+    monkeypatch.setenv("DEEPFLEET_CACHE", str(tmp_path / "node"))
+    job = _job_file(tmp_path, "job", f"s3://{bucket}/runs", digits_data)
+    url = f"s3://{bucket}/runs/digits"
+    made = prepare_run_at(job, url)
+    assert made.remote == url
+    store = Store(url, {"endpoint_url": s3_server.endpoint})
+    assert store.list() == ["data.json", "job.toml"]
+    monkeypatch.setenv("DEEPFLEET_CACHE", str(tmp_path / "other-node"))
+    again = prepare_run_at(job, url)  # another node finds it
+    assert again.root != made.root and again.job_file.read_bytes() == made.job_file.read_bytes()
+    assert again.data_dir() == made.data_dir()
+    other = _job_file(tmp_path, "other", f"s3://{bucket}/elsewhere", digits_data)
+    with pytest.raises(UserError, match="holds a different job"):
+        prepare_run_at(other, url)
