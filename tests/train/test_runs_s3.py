@@ -118,6 +118,7 @@ def test_a_run_on_s3_trains_resumes_exports_and_predicts_like_a_local_run(
         exported.result()
     setups = [r for r in read_metrics(_get(run, "metrics.jsonl", tmp_path)) if r["kind"] == "setup"]
     assert setups[-1]["resumed_from"] == "step-000000014"
+    assert not list((tmp_path / "node-b").rglob(".fetched-rank-*"))  # dropped once loaded
     _same_tensors(
         _get(run, "checkpoints/last.safetensors", tmp_path),
         local / "checkpoints" / "last.safetensors",

@@ -51,6 +51,7 @@ LATEST = "latest"
 TRAINER = "trainer.json"
 _COMMITTED = re.compile(r"^step-(\d{9})$")
 _MARKERS = (".metadata", TRAINER)  # uploaded last, in this order: together they commit
+_FETCHED = ".fetched-rank-"  # a rank's staging folder for the checkpoint it resumes from
 _OWNED = re.compile(r"^(?:__(\d+)_.*|rank-(\d+)\.json)$")
 
 
@@ -315,6 +316,8 @@ class Checkpointer:
         """Checkpoints older than the newest `keep` complete ones, markers first (a pruned
         checkpoint is uncommitted before any of its data goes)."""
         steps, complete = self._remote_steps()
+        if not complete:
+            return
         kept = complete[-self.keep :]
         for step in sorted(steps):
             if step >= kept[0]:
@@ -343,10 +346,16 @@ class Checkpointer:
         name = self.latest_name()
         if name is None or self.remote is None:
             return None if name is None else self.root / name
-        staging = self.root / f".fetched-rank-{self.rank:05d}"
+        staging = self.root / f"{_FETCHED}{self.rank:05d}"
         shutil.rmtree(staging, ignore_errors=True)
         download_tree(self.remote, name, staging / name)
         return staging / name
+
+    def release(self, path: Path) -> None:
+        """Drop a checkpoint fetched for a resume once it is loaded (a checkpoint on the
+        disk stays)."""
+        if path.parent.name.startswith(_FETCHED):
+            shutil.rmtree(path.parent, ignore_errors=True)
 
     def latest_trainer_state(self) -> dict[str, Any] | None:
         """The trainer state of the checkpoint to resume from (nothing else is fetched)."""

@@ -575,6 +575,7 @@ class Trainer:
             self._sums = (
                 {k: sum(s.get(k, 0.0) for s in every) for k in names} if self.env.is_main else {}
             )
+        self.checkpointer.release(path)
 
     def _save_weights(self, name: str) -> None:
         if self.checkpoint_dir is None:
