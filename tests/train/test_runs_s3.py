@@ -19,6 +19,7 @@ from s3_fixtures import *  # noqa: E402, F403 - the S3 server fixtures
 from seaweed import ACCESS_KEY, SECRET_KEY  # noqa: E402
 
 from conftest import run_deepfleet, tiny_job_dict  # noqa: E402
+from deepfleet.cli import run_cli  # noqa: E402
 from deepfleet.storage import Store, delete_object  # noqa: E402
 from deepfleet.train import read_metrics  # noqa: E402
 from deepfleet.train._checkpoint import Checkpointer  # noqa: E402
@@ -170,13 +171,14 @@ def test_an_interrupted_checkpoint_upload_is_never_read(tmp_path, s3_server, buc
     assert torch.equal(fresh.weight, model.weight - 1.0)
 
 
-def test_a_url_that_is_no_run_is_one_line(tmp_path, s3_server, bucket):
-    env = {"AWS_ENDPOINT_URL": s3_server.endpoint, "DEEPFLEET_CACHE": str(tmp_path)}
-    done = run_deepfleet("train", f"s3://{bucket}/runs/nothing", "--resume", env=env)
-    assert done.returncode == 2
-    assert "not a run folder" in done.stderr and "Traceback" not in done.stderr
-    done = run_deepfleet("export", f"s3://no-such-bucket-{bucket}/runs/x", env=env)
-    assert done.returncode == 2 and "bucket does not exist" in done.stderr
+def test_a_url_that_is_no_run_is_one_line(tmp_path, s3_server, bucket, monkeypatch, capsys):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
+    monkeypatch.setenv("DEEPFLEET_CACHE", str(tmp_path))
+    assert run_cli(["train", f"s3://{bucket}/runs/nothing", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "not a run folder" in err and "Traceback" not in err
+    assert run_cli(["export", f"s3://no-such-bucket-{bucket}/runs/x"]) == 2
+    assert "bucket does not exist" in capsys.readouterr().err
 
 
 def test_a_bundle_url_is_checked_like_a_folder(
