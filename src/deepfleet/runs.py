@@ -87,6 +87,12 @@ class RunPaths:
         """Where the run lives, to print: its URL (redacted), else its folder."""
         return redact(self.remote) if self.remote else str(self.root)
 
+    def show(self, path: Path) -> str:
+        """A path inside the run, to print: under the run's URL when it has one."""
+        if self.remote is None or not Path(path).is_relative_to(self.root):
+            return str(path)
+        return f"{self.location}/{Path(path).relative_to(self.root).as_posix()}"
+
     @cached_property
     def store(self) -> Store | None:
         """The durable copy's objects, when the run lives at a URL."""
@@ -185,7 +191,8 @@ class RunPaths:
         changed = []
         for path in sorted(self.root.rglob("*")):
             name = path.relative_to(self.root).as_posix()
-            if not path.is_file() or name in (REMOTE, SYNCED) or path.name.startswith("."):
+            hidden = any(part.startswith(".") for part in name.split("/"))
+            if not path.is_file() or name == REMOTE or hidden:  # temporaries, local records
                 continue
             if name.startswith(f"{TRAIN_CHECKPOINTS}/"):
                 continue

@@ -33,20 +33,21 @@ def _print_summary(summary) -> None:
     )
     figures = headline(summary.metrics)[:2] if summary.metrics else []
     results = {
-        "prepare": str(summary.paths.data_dir()),
+        "prepare": summary.paths.show(summary.paths.data_dir()),
         "train": f"{fit.epochs} epochs, {best}"
         + (", stopped early" if fit and fit.stopped_early else "")
         if fit
         else "",
         "evaluate": f"{summary.metrics.get('split')} "
         + ", ".join(f"{name} {value:.4f}" for name, value in figures),
-        "export": str(summary.paths.bundle),
-        "predict": f"{summary.predicted_rows} rows -> {summary.paths.predictions}",
+        "export": summary.paths.show(summary.paths.bundle),
+        "predict": f"{summary.predicted_rows} rows -> "
+        + summary.paths.show(summary.paths.predictions),
     }
     for stage, seconds in summary.seconds.items():
         table.add_row(stage, f"{seconds:.1f}", results.get(stage, ""))
     console.print(table)
-    console.print(f"report: {summary.paths.report / 'report.md'}")
+    console.print(f"report: {summary.paths.show(summary.paths.report / 'report.md')}")
 
 
 @app.command()
@@ -162,7 +163,7 @@ def evaluate(run_folder: str = typer.Argument(..., help="A trained run folder.")
     for key, value in headline(metrics):
         table.add_row(key, f"{value:.4f}")
     console.print(table)
-    console.print(f"report: {paths.report / 'report.md'}")
+    console.print(f"report: {paths.show(paths.report / 'report.md')}", soft_wrap=True)
 
 
 @app.command()
@@ -181,8 +182,7 @@ def export(
     paths = open_run(run_folder)
     bundle = jobs.stage_export(paths)
     paths.push()
-    where = f"{paths.location}/bundle" if paths.remote else str(bundle)
-    console.print(f"bundle: {where}", soft_wrap=True)
+    console.print(f"bundle: {paths.show(bundle)}", soft_wrap=True)
     if out:
         published = publish_bundle(bundle, out, storage_options(paths.load_job()))
         console.print(f"published: {published}", soft_wrap=True)
