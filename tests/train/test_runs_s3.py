@@ -226,3 +226,33 @@ def test_cluster_prepare_makes_one_run_at_a_fixed_url(
     other = _job_file(tmp_path, "other", f"s3://{bucket}/elsewhere", digits_data)
     with pytest.raises(UserError, match="holds a different job"):
         prepare_run_at(other, url)
+
+
+def test_a_working_copy_uploads_only_what_it_changed(
+    tmp_path, digits_data, s3_server, bucket, monkeypatch
+):
+    """Another node's copy that only fetched the run uploads nothing (it never overwrites
+    newer files with older ones); a failed stage's status goes up and a success clears it."""
+    from deepfleet.config import load_job
+    from deepfleet.runs import create_run, open_run
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
+    monkeypatch.setenv("DEEPFLEET_CACHE", str(tmp_path / "node-0"))
+    job = load_job(_job_file(tmp_path, "job", f"s3://{bucket}/runs", digits_data))
+    made = create_run(job)
+    assert made.remote.startswith(f"s3://{bucket}/runs/tiny-")
+    made.metrics.write_text('{"kind": "epoch", "epoch": 1}\n')
+    assert made.push() == ["metrics.jsonl"]
+    assert made.push() == []
+    monkeypatch.setenv("DEEPFLEET_CACHE", str(tmp_path / "node-1"))
+    other = open_run(made.remote)
+    assert other.root != made.root and other.metrics.read_text() == made.metrics.read_text()
+    made.metrics.write_text('{"kind": "epoch", "epoch": 1}\n{"kind": "epoch", "epoch": 2}\n')
+    made.push()
+    assert other.push() == []  # its older metrics.jsonl stays local
+    store = Store(made.remote, {"endpoint_url": s3_server.endpoint})
+    assert store.read_bytes("metrics.jsonl") == made.metrics.read_bytes()
+    other.mark_failed("train", RuntimeError("boom"))
+    assert b"boom" in store.read_bytes("status.json")
+    made.mark_succeeded()
+    assert not store.exists("status.json")
