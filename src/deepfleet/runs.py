@@ -11,8 +11,8 @@ runs/<name>-<UTC time>/
   status.json       {"status": "failed", ...} while the last attempt at a stage failed
 
 A run folder can live at a URL (run.runs_dir = "s3://bucket/runs"): then every process works
-in a node-local working copy (under $DEEPFLEET_CACHE, default ~/.cache/deepfleet, in
-runs/<bucket>/<prefix>/<run>) and the URL is the durable copy. job.toml is written there when
+in a node-local working copy ($DEEPFLEET_CACHE/runs/s3/<bucket>/<prefix>/<run>, under
+~/.cache/deepfleet by default) and the URL is the durable copy. job.toml is written there when
 the run is made; rank 0 uploads what changed in its working copy (metrics.jsonl, weights,
 report/, bundle/, predictions/, status.json) at each checkpoint and at the end of each stage;
 the training checkpoints go there directly from every rank (train/_checkpoint.py). Opening
@@ -162,7 +162,6 @@ class RunPaths:
                 "error": f"{type(error).__name__}: {lines[0] if lines else ''}",
             },
         )
-
         self.push()
 
     def mark_succeeded(self) -> None:
@@ -189,14 +188,8 @@ class RunPaths:
             return []
         synced = self._synced()
         changed = []
-        for path in sorted(self.root.rglob("*")):
-            name = path.relative_to(self.root).as_posix()
-            hidden = any(part.startswith(".") for part in name.split("/"))
-            if not path.is_file() or name == REMOTE or hidden:  # temporaries, local records
-                continue
-            if name.startswith(f"{TRAIN_CHECKPOINTS}/"):
-                continue
-            stat = path.stat()
+        for name in self._files():
+            stat = (self.root / name).stat()
             if synced.get(name) != [stat.st_size, stat.st_mtime_ns]:
                 changed.append(name)
         changed.sort(key=lambda n: n.rpartition("/")[2] in _LAST_NAMES)
@@ -205,12 +198,26 @@ class RunPaths:
         return changed
 
     def pull(self) -> list[str]:
-        """Fetch the durable copy into the working copy, training checkpoints excepted."""
+        """Make the working copy the durable copy's mirror, training checkpoints excepted."""
         if self.store is None:
             return []
         fetched = download_tree(self.store, "", self.root, skip=[TRAIN_CHECKPOINTS])
+        for stale in set(self._files()) - set(fetched):  # gone from the durable copy
+            (self.root / stale).unlink()
         self._record_synced(fetched, {})
         return fetched
+
+    def _files(self) -> list[str]:
+        """The run's own files in the working copy: not the training checkpoints (the
+        Checkpointer's), remote.json, or hidden names (temporaries, local records)."""
+        names = []
+        for path in sorted(self.root.rglob("*")):
+            name = path.relative_to(self.root).as_posix()
+            hidden = any(part.startswith(".") for part in name.split("/"))
+            checkpoint = name.startswith(f"{TRAIN_CHECKPOINTS}/")
+            if path.is_file() and not hidden and not checkpoint and name != REMOTE:
+                names.append(name)
+        return names
 
     def failure(self) -> str | None:
         """Why this run's last attempt failed ("train: ..."), or None when it did not."""
@@ -276,7 +283,7 @@ def working_copy_of(url: str) -> RunPaths:
     what is written into it)."""
     root = node_local("runs", url)
     root.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(root / REMOTE, {"url": url})
+    write_json_atomic(root / REMOTE, {"url": redact(url)})
     return RunPaths(root.resolve())
 
 

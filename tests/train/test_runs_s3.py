@@ -252,6 +252,11 @@ def test_a_working_copy_uploads_only_what_it_changed(
     assert other.push() == []  # its older metrics.jsonl stays local
     store = Store(made.remote, {"endpoint_url": s3_server.endpoint})
     assert store.read_bytes("metrics.jsonl") == made.metrics.read_bytes()
+    (other.root / "report").mkdir()
+    (other.root / "report" / "old.md").write_text("from an earlier attempt")
+    assert open_run(made.remote).root == other.root  # opened again: the mirror of the URL
+    assert not (other.root / "report" / "old.md").exists()
+    assert other.metrics.read_bytes() == made.metrics.read_bytes()
     other.mark_failed("train", RuntimeError("boom"))
     assert b"boom" in store.read_bytes("status.json")
     made.mark_succeeded()
