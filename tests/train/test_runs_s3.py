@@ -5,6 +5,7 @@ weights and predictions equal the same job's run on a local disk, bit for bit.""
 from __future__ import annotations
 
 import sys
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "storage"))
 
 from s3_fixtures import *  # noqa: E402, F403 - the S3 server fixtures
+from s3_fixtures import admin_fs  # noqa: E402
 from seaweed import ACCESS_KEY, SECRET_KEY  # noqa: E402
 
 from conftest import run_deepfleet, tiny_job_dict  # noqa: E402
@@ -23,6 +25,20 @@ from deepfleet.cli import run_cli  # noqa: E402
 from deepfleet.storage import Store, delete_object  # noqa: E402
 from deepfleet.train import read_metrics  # noqa: E402
 from deepfleet.train._checkpoint import Checkpointer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def _module_bucket(s3_server) -> str:
+    name = f"t-runs-{uuid.uuid4().hex[:8]}"
+    admin_fs(s3_server).create_dir(name)
+    return name
+
+
+@pytest.fixture
+def bucket(_module_bucket, request) -> str:
+    """A fresh prefix of one bucket for this module: SeaweedFS grows several volumes for
+    each bucket written to, and a test server holds only a few buckets' worth."""
+    return f"{_module_bucket}/{request.node.name.removeprefix('test_')[:40]}"
 
 
 def _job_file(tmp_path: Path, name: str, runs_dir: str, data: Path) -> Path:
