@@ -277,3 +277,18 @@ def test_a_working_copy_uploads_only_what_it_changed(
     assert b"boom" in store.read_bytes("status.json")
     made.mark_succeeded()
     assert not store.exists("status.json")
+
+
+def test_an_asynchronous_checkpoint_is_committed_on_s3_when_its_write_ends(
+    tmp_path, s3_server, bucket
+):
+    remote = Store(f"s3://{bucket}/checkpoints/train", {"endpoint_url": s3_server.endpoint})
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    saver = Checkpointer(tmp_path / "staging", keep=2, async_save=True, remote=remote)
+    saver.save(5, model, optimizer, {"seen": 5}, {"rank": 0})
+    assert saver.latest_name() is None  # nothing counts before its commit
+    saver.wait()
+    assert saver.latest_name() == "step-000000005"
+    assert saver.latest_trainer_state()["seen"] == 5
+    assert not list((tmp_path / "staging").glob("*step-*"))  # the staging copy is gone
