@@ -18,6 +18,7 @@ from deepfleet.data import (
     Manifest,
     ShardStream,
     StreamLoader,
+    cache_settings,
     model_preprocessing,
     normalization,
     open_prepared,
@@ -235,6 +236,7 @@ def train_job(
         check_model_output(ctx, model)
         preflight(job.train, model, options.world_size)
         launch(paths.root, options, resume=resume)
+        paths.refresh(f"checkpoints/{STATE}", paths.metrics.name)  # rank 0 may be elsewhere
         return _fit_on_disk(paths)
 
 
@@ -392,6 +394,8 @@ def stage_predict(paths: RunPaths, splits: list[str] | None = None) -> dict[str,
         device="cpu",
         key=job.data.key,
         threads=job.run.threads,
+        storage_options=job.data.storage_options,
+        cache=cache_settings(job.data),
     )
 
 

@@ -40,8 +40,10 @@ def verify(
 
 @app.command()
 def serve(
-    bundle: Path = typer.Argument(
-        ..., help="A bundle folder, or a model repository of REPO/<model>/<version>/ bundles."
+    bundle: str = typer.Argument(
+        ...,
+        help="A bundle folder or URL (s3://...), or a model repository of "
+        "REPO/<model>/<version>/ bundles.",
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
@@ -107,11 +109,12 @@ def serve(
 ) -> None:
     """Serve a bundle or a model repository: Open Inference Protocol v2 over HTTP (and gRPC
     with --grpc-port), the repository API, /predict, /metrics."""
+    from deepfleet.cli._jobs import _local_bundle
     from deepfleet.deploy.serve import ServeConfig, read_token
     from deepfleet.deploy.serve import serve as run_server
 
     config = ServeConfig(
-        bundle=str(bundle),
+        bundle=str(_local_bundle(bundle)),
         host=host,
         port=port,
         grpc_port=grpc_port,

@@ -33,20 +33,21 @@ def _print_summary(summary) -> None:
     )
     figures = headline(summary.metrics)[:2] if summary.metrics else []
     results = {
-        "prepare": str(summary.paths.data_dir()),
+        "prepare": summary.paths.show(summary.paths.data_dir()),
         "train": f"{fit.epochs} epochs, {best}"
         + (", stopped early" if fit and fit.stopped_early else "")
         if fit
         else "",
         "evaluate": f"{summary.metrics.get('split')} "
         + ", ".join(f"{name} {value:.4f}" for name, value in figures),
-        "export": str(summary.paths.bundle),
-        "predict": f"{summary.predicted_rows} rows -> {summary.paths.predictions}",
+        "export": summary.paths.show(summary.paths.bundle),
+        "predict": f"{summary.predicted_rows} rows -> "
+        + summary.paths.show(summary.paths.predictions),
     }
     for stage, seconds in summary.seconds.items():
         table.add_row(stage, f"{seconds:.1f}", results.get(stage, ""))
     console.print(table)
-    console.print(f"report: {summary.paths.report / 'report.md'}")
+    console.print(f"report: {summary.paths.show(summary.paths.report / 'report.md')}")
 
 
 @app.command()
@@ -70,8 +71,9 @@ def _run_for(target: str, overrides: list[str]):
     from deepfleet.config import load_job
     from deepfleet.parallel import in_worker
     from deepfleet.runs import create_run, open_run
+    from deepfleet.storage import is_remote
 
-    if Path(target).is_dir():
+    if is_remote(target) or Path(target).is_dir():
         if overrides:
             raise UserError("--set applies to a job file, not to an existing run folder")
         return open_run(target)
@@ -93,7 +95,9 @@ def _run_for(target: str, overrides: list[str]):
 
 @app.command()
 def train(
-    target: str = typer.Argument(..., help="A job file (starts a new run) or a run folder."),
+    target: str = typer.Argument(
+        ..., help="A job file (starts a new run) or a run folder (a path or a URL)."
+    ),
     set_: list[str] = typer.Option([], "--set", help=OVERRIDES_HELP),
     nproc: int = typer.Option(1, "--nproc", help="Processes per node (one per GPU)."),
     nnodes: int = typer.Option(1, "--nnodes", help="Nodes in the job."),
@@ -124,13 +128,13 @@ def train(
     options.check()  # before a run folder is made for nothing
     paths = _run_for(target, set_)
     if prepare_only:
-        console.print(str(paths.root), soft_wrap=True)
+        console.print(paths.location, soft_wrap=True)
         return
     fit = jobs.train_job(paths, options, default_progress(), resume=resume)
     if fit.already_finished:
         if detect_env().is_main:
             console.print(
-                f"nothing left to train: {paths.root} finished all {fit.epochs} "
+                f"nothing left to train: {paths.location} finished all {fit.epochs} "
                 f"epochs (best epoch {fit.best_epoch}); no file was changed",
                 soft_wrap=True,
             )
@@ -138,7 +142,7 @@ def train(
     if detect_env().is_main and not must_launch(options):  # rank 0 of the workers says it
         console.print(
             f"trained {fit.epochs} epochs in {fit.seconds:.1f}s; best epoch "
-            f"{fit.best_epoch}; run folder {paths.root}",
+            f"{fit.best_epoch}; run folder {paths.location}",
             soft_wrap=True,
         )
 
@@ -152,31 +156,45 @@ def evaluate(run_folder: str = typer.Argument(..., help="A trained run folder.")
 
     paths = open_run(run_folder)
     metrics = jobs.stage_evaluate(paths)
+    paths.push()
     table = Table(title=f"{metrics['split']} split, {metrics['samples']} samples")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in headline(metrics):
         table.add_row(key, f"{value:.4f}")
     console.print(table)
-    console.print(f"report: {paths.report / 'report.md'}")
+    console.print(f"report: {paths.show(paths.report / 'report.md')}", soft_wrap=True)
 
 
 @app.command()
-def export(run_folder: str = typer.Argument(..., help="A trained run folder.")) -> None:
+def export(
+    run_folder: str = typer.Argument(..., help="A trained run folder (a path or a URL)."),
+    out: str = typer.Option(
+        None, "--out", help="Also publish the bundle at this URL (e.g. s3://bucket/models/v1)."
+    ),
+) -> None:
     """Export the trained model as a bundle (safetensors, ONNX, model.json; signed when
     [export] signing_key is set)."""
     from deepfleet import jobs
-    from deepfleet.runs import open_run
+    from deepfleet.deploy._bundle import publish_bundle
+    from deepfleet.runs import open_run, storage_options
 
-    bundle = jobs.stage_export(open_run(run_folder))
-    console.print(f"bundle: {bundle}")
+    paths = open_run(run_folder)
+    bundle = jobs.stage_export(paths)
+    paths.push()
+    console.print(f"bundle: {paths.show(bundle)}", soft_wrap=True)
+    if out:
+        published = publish_bundle(bundle, out, storage_options(paths.load_job()))
+        console.print(f"published: {published}", soft_wrap=True)
 
 
 @app.command()
 def predict(
-    bundle: Path = typer.Argument(..., help="A bundle folder."),
+    bundle: str = typer.Argument(..., help="A bundle folder or URL."),
     data: Path = typer.Argument(..., help="A prepared data set (or a run folder)."),
-    out: Path = typer.Option(Path("predictions"), "--out", help="Folder for Parquet outputs."),
+    out: str = typer.Option(
+        "predictions", "--out", help="Folder or URL (s3://...) for the Parquet outputs."
+    ),
     split: list[str] = typer.Option([], "--split", help="Splits to predict (default all)."),
     nproc: int = typer.Option(1, "--nproc", help="Worker processes (one per GPU on CUDA)."),
     backend: str = typer.Option(
@@ -207,13 +225,14 @@ def predict(
     Resumable: a rerun skips shards whose output is finished and still matches.
     """
     from deepfleet.deploy import open_bundle, predict_dataset
-    from deepfleet.runs import open_run
+    from deepfleet.runs import open_run, storage_options
+    from deepfleet.storage import redact
 
     if not data.exists():
         raise UserError(f"{data}: data path does not exist")
     if (data / "job.toml").is_file():
         data = open_run(data).data_dir()
-    loaded = open_bundle(bundle, public_key)
+    loaded = open_bundle(_local_bundle(bundle), public_key)
     result = predict_dataset(
         loaded,
         data,
@@ -225,9 +244,23 @@ def predict(
         batch_size=batch_size,
         key=key,
         threads=threads,
+        storage_options=storage_options(),
     )
     console.print(
-        f"predicted {result['rows']} rows into {out} ({len(result['files'])} files, "
+        f"predicted {result['rows']} rows into {redact(out)} ({len(result['files'])} files, "
         f"{result['skipped']} already done, {result['nproc']} processes, backend "
         f"{result['backend']})"
     )
+
+
+def _local_bundle(bundle: str) -> Path:
+    """A bundle folder, or a bundle URL fetched into this node's cache (checked as a
+    folder is by whoever opens it)."""
+    from deepfleet.storage import is_remote
+
+    if not is_remote(bundle):
+        return Path(bundle)
+    from deepfleet.deploy._bundle import fetch_bundle
+    from deepfleet.runs import storage_options
+
+    return fetch_bundle(bundle, storage_options())

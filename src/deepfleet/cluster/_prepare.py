@@ -12,9 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from deepfleet._atomic import atomic_dir, write_text_atomic
-from deepfleet.config import dump_job, load_job
+from deepfleet.config import JobConfig, dump_job, load_job
 from deepfleet.errors import UserError
-from deepfleet.runs import RunPaths, open_run
+from deepfleet.runs import RunPaths, open_run, run_store, working_copy_of
+from deepfleet.storage import is_remote
 
 
 def _same_job(paths: RunPaths, text: str) -> RunPaths:
@@ -33,6 +34,8 @@ def prepare_run_at(job: str | Path, run_dir: str | Path) -> RunPaths:
 
     config = load_job(job)
     text = dump_job(config)
+    if is_remote(run_dir):
+        return _prepare_remote(config, text, str(run_dir))
     final = Path(run_dir)
     if (final / "job.toml").is_file():
         return _same_job(open_run(final), text)
@@ -53,3 +56,18 @@ def prepare_run_at(job: str | Path, run_dir: str | Path) -> RunPaths:
         if not (final / "job.toml").is_file():
             raise
     return _same_job(open_run(final), text)
+
+
+def _prepare_remote(config: JobConfig, text: str, url: str) -> RunPaths:
+    """The run at a fixed URL: prepared in this node's working copy and uploaded, job.toml
+    last, so a node that finds job.toml finds a prepared run. Nodes that start together
+    may both prepare; they upload the same job and data."""
+    from deepfleet.jobs import stage_prepare
+
+    if run_store(url, config).exists("job.toml"):
+        return _same_job(open_run(url), text)
+    paths = working_copy_of(url)
+    stage_prepare(paths, config)
+    write_text_atomic(paths.job_file, text)
+    paths.push()
+    return paths

@@ -111,8 +111,6 @@ def render_k8s(spec: ClusterSpec, job_toml: str) -> dict[str, str]:
             f"S3 credentials come from the Secret {secret} (never from this file):",
             f"  kubectl create secret generic {secret} "
             "--from-literal=AWS_ACCESS_KEY_ID=... --from-literal=AWS_SECRET_ACCESS_KEY=...",
-            "Note: deepfleet's stages do not read or write s3:// yet (docs/storage.md);",
-            "until they do, keep data and runs on the shared volume.",
         ]
         if secret
         else []

@@ -14,7 +14,11 @@ class RunSection(Section):
         pattern=r"^[A-Za-z0-9_.-]+$",
         description="Prefix of the run folder: runs/<name>-<UTC time>/.",
     )
-    runs_dir: str = Field("runs", description="Folder that holds run folders.")
+    runs_dir: str = Field(
+        "runs",
+        description="Folder that holds run folders, or a URL (s3://bucket/runs): then each "
+        "node works in a local copy and the URL keeps the run and its checkpoints.",
+    )
     seed: int = Field(0, ge=0, description="Seeds data splits, shuffles, init and dropout.")
     device: Literal["auto", "cpu", "cuda", "xpu", "mps"] = Field(
         "auto",

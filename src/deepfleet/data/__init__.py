@@ -36,6 +36,7 @@ _WHERE = {
     "load_source": "deepfleet.data._sources",
     "load_tokenizer": "deepfleet.data._text",
     "new_data_key": "deepfleet.data._crypto",
+    "cache_settings": "deepfleet.data._remote",
     "open_prepared": "deepfleet.data._remote",
     "open_shard": "deepfleet.data._reader",
     "prepare_from_config": "deepfleet.data._prepare",
@@ -72,7 +73,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
         open_shard,
         read_split,
     )
-    from deepfleet.data._remote import open_prepared
+    from deepfleet.data._remote import cache_settings, open_prepared
     from deepfleet.data._samples import Samples
     from deepfleet.data._sources import BUILTIN_SOURCES, SOURCE_KINDS, SourceOptions, load_source
     from deepfleet.data._split import stratified_split
@@ -86,6 +87,7 @@ __all__ = [
     "model_preprocessing",
     "normalization",
     "train_transform",
+    "cache_settings",
     "BUILTIN_SOURCES",
     "KEY_ENV",
     "MANIFEST_NAME",

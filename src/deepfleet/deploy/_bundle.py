@@ -14,6 +14,10 @@ bundle/
 Bundles written before tasks existed have no "task" record: they are classification over
 their class names, as they always were.
 
+A bundle can live at a URL (s3://...): `publish_bundle` uploads a finished (signed) folder
+with model.json and model.sig last, so a reader never finds them before the files they
+describe; `fetch_bundle` downloads one into this node's cache, where the usual checks run.
+
 Reading a bundle refuses anything model.json does not account for: a missing or changed file,
 an added file, a folder, a symlink, or a listed name that points outside the folder.
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import platform
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +42,14 @@ from deepfleet.data import Preprocessing
 from deepfleet.deploy._onnx import ONNX_FILE, ONNX_TOLERANCE, export_onnx, random_input
 from deepfleet.errors import UserError
 from deepfleet.models import build_model
+from deepfleet.storage import (
+    Store,
+    delete_object,
+    download_tree,
+    node_local,
+    redact,
+    upload_files,
+)
 from deepfleet.tasks import ClassificationTask, Targets, Task, build_task
 from deepfleet.weights import load_weights, save_weights
 
@@ -331,3 +344,29 @@ def load_bundle(root: str | Path, device: torch.device | str = "cpu") -> LoadedB
     load_weights(bare, root / WEIGHTS)
     model = task.export_head(bare).to(device).eval()
     return LoadedBundle(root=root.resolve(), spec=spec, model=model, task=task)
+
+
+def publish_bundle(bundle: Path, url: str, options: Mapping[str, Any] | None = None) -> str:
+    """Upload the finished bundle folder `bundle` to `url` (replacing a bundle there): the
+    old model.sig and model.json go first, then files the new bundle does not have, then
+    the new files, model.json and model.sig last. Returns the printable URL."""
+    store = Store(url, options)
+    names = sorted(p.name for p in Path(bundle).iterdir() if p.is_file())
+    names.sort(key=lambda n: {MODEL_JSON: 1, SIGNATURE: 2}.get(n, 0))
+    for old in (SIGNATURE, MODEL_JSON, *sorted(set(store.list()) - set(names))):
+        delete_object(store, old)
+    upload_files(Path(bundle), store, names)
+    return store.url()
+
+
+def fetch_bundle(url: str, options: Mapping[str, Any] | None = None) -> Path:
+    """The bundle at `url` as a folder of this node's cache (fetched whole, then moved into
+    place); open_bundle then checks it exactly as a local bundle (every file's sha256, and
+    the signature when a public key is given)."""
+    store = Store(url, options)
+    if not store.exists(MODEL_JSON):
+        raise UserError(f"{redact(url)}: not a bundle (no {MODEL_JSON})")
+    dest = node_local("bundles", url)
+    with atomic_dir(dest, replace=True) as tmp:
+        download_tree(store, "", tmp)
+    return dest

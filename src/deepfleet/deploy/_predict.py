@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from deepfleet.deploy._backends import (
 )
 from deepfleet.deploy._bundle import MODEL_JSON, LoadedBundle, load_bundle
 from deepfleet.errors import UserError
+from deepfleet.storage import CacheSettings, Store, is_remote, node_local, upload_files
 
 PARTS = ".parts"
 # Model outputs held at once while predicting (float32 values): a causal LM's outputs are
@@ -131,6 +133,8 @@ def predict_shard(
 @dataclass(frozen=True)
 class _Task:
     data: str
+    options: dict[str, Any]  # how to reach `data` when it is a URL
+    cache: CacheSettings | None  # the node's shard cache for a URL
     split: str
     file: str
     sha256: str
@@ -188,7 +192,7 @@ def _init_worker(
 
 def _run_task(task: _Task) -> dict[str, Any]:
     bundle: LoadedBundle = _WORKER["bundle"]
-    manifest = read_manifest(task.data)
+    manifest = read_manifest(task.data, task.options, task.cache)
     entry = next(e for e in manifest.shards(task.split) if e.file == task.file)
     table = predict_shard(
         bundle,
@@ -240,6 +244,8 @@ def predict_dataset(
     nproc: int = 1,
     key: str | Path | DataKey | None = None,
     threads: int | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    cache: CacheSettings | None = None,
 ) -> dict:
     """Predict every shard of the chosen splits; one output Parquet file per input shard.
 
@@ -250,17 +256,24 @@ def predict_dataset(
     Shards already finished by an earlier run (output and inputs unchanged) are skipped.
     Encrypted shards need `key` (a key file, env:NAME, or $DEEPFLEET_DATA_KEY).
     Returns the manifest written to out/manifest.json (`skipped` counts the reused shards).
+
+    `data` and `out` may be URLs (s3://...; `storage_options` say how to reach them, `cache`
+    is the node's shard cache for data at a URL, the default one when None): the files are
+    written in this node's cache first (where a rerun finds what is done), then uploaded,
+    each atomically, manifest.json last.
     """
     if nproc < 1:
         raise UserError(f"--nproc must be >= 1, got {nproc}")
-    manifest = read_manifest(data)
+    options = dict(storage_options or {})
+    manifest = read_manifest(data, options, cache)
     _check_compatible(bundle, manifest)
     data_key = dataset_key(manifest, key)  # checked here so a wrong key fails before any work
-    out = Path(out)
+    remote = str(out) if is_remote(out) else None
+    out = node_local("predictions", remote) if remote else Path(out)
     (out / PARTS).mkdir(parents=True, exist_ok=True)
     bundle_id = _bundle_id(bundle.root)
     tasks = [
-        _Task(str(manifest.root), split, e.file, e.sha256, e.rows, str(out))
+        _Task(str(manifest.root), options, cache, split, e.file, e.sha256, e.rows, str(out))
         for split in splits or manifest.splits
         for e in manifest.shards(split)
     ]
@@ -308,4 +321,10 @@ def predict_dataset(
         "skipped": len(tasks) - len(todo),
     }
     write_json_atomic(out / "manifest.json", result)
+    if remote:
+        store = Store(remote, options)
+        # The .parts records serve a rerun on this node; the URL gets the results.
+        names = sorted(p.name for p in out.iterdir() if p.is_file())
+        names.sort(key=lambda n: n == "manifest.json")
+        upload_files(out, store, names)
     return result

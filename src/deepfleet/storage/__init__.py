@@ -17,21 +17,39 @@ _WHERE = {
     "RetryPolicy": "deepfleet.storage._retry",
     "ShardCache": "deepfleet.storage._cache",
     "Store": "deepfleet.storage._store",
+    "cache_root": "deepfleet.storage._settings",
     "default_cache_dir": "deepfleet.storage._settings",
+    "delete_object": "deepfleet.storage._tree",
+    "download_tree": "deepfleet.storage._tree",
+    "fetch_file": "deepfleet.storage._tree",
     "is_remote": "deepfleet.storage._remote_url",
     "is_transient": "deepfleet.storage._retry",
+    "node_local": "deepfleet.storage._tree",
     "parse_bytes": "deepfleet.storage._settings",
     "redact": "deepfleet.storage._url",
     "resolve": "deepfleet.storage._url",
     "retrying": "deepfleet.storage._retry",
+    "upload_files": "deepfleet.storage._tree",
 }
 
 if TYPE_CHECKING:
     from deepfleet.storage._cache import Held, ShardCache
     from deepfleet.storage._remote_url import is_remote
     from deepfleet.storage._retry import RetryPolicy, is_transient, retrying
-    from deepfleet.storage._settings import CacheSettings, default_cache_dir, parse_bytes
+    from deepfleet.storage._settings import (
+        CacheSettings,
+        cache_root,
+        default_cache_dir,
+        parse_bytes,
+    )
     from deepfleet.storage._store import Store
+    from deepfleet.storage._tree import (
+        delete_object,
+        download_tree,
+        fetch_file,
+        node_local,
+        upload_files,
+    )
     from deepfleet.storage._url import Location, redact, resolve
 
 __all__ = [
@@ -41,13 +59,19 @@ __all__ = [
     "RetryPolicy",
     "ShardCache",
     "Store",
+    "cache_root",
     "default_cache_dir",
+    "delete_object",
+    "download_tree",
+    "fetch_file",
     "is_remote",
     "is_transient",
+    "node_local",
     "parse_bytes",
     "redact",
     "resolve",
     "retrying",
+    "upload_files",
 ]
 
 

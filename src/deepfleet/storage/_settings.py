@@ -43,14 +43,20 @@ def parse_bytes(value: int | str) -> int:
     return count
 
 
-def default_cache_dir() -> Path:
-    """$DEEPFLEET_CACHE/shards, else ~/.cache/deepfleet/shards (XDG_CACHE_HOME honoured)."""
+def cache_root() -> Path:
+    """Everything a node keeps locally: $DEEPFLEET_CACHE, else ~/.cache/deepfleet
+    (XDG_CACHE_HOME honoured)."""
     root = os.environ.get("DEEPFLEET_CACHE")
     if root:
-        return Path(root).expanduser() / "shards"
+        return Path(root).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "deepfleet" / "shards"
+    return base / "deepfleet"
+
+
+def default_cache_dir() -> Path:
+    """The shard cache: shards/ under cache_root()."""
+    return cache_root() / "shards"
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,20 @@ checkpoints/train/
 
 Only tensors go through DCP (its non-tensor values would be unpickled on load); everything
 else is JSON.
+
+When the run lives at a URL (object storage has no folder rename, and nodes share no disk),
+the local folder above is only staging: every rank writes its DCP files there and uploads
+the files it wrote itself (`__RANK_*.distcp`, rank-RANK.json) to the run's
+checkpoints/train/step-N/; once every rank has, rank 0 uploads .metadata and trainer.json
+(the two markers of a complete checkpoint) and then rewrites `latest`. A reader takes only a
+complete checkpoint, the one `latest` names or else the newest complete one, so an
+interrupted upload is never read. A resume fetches the chosen checkpoint into a staging
+folder of its own rank and loads it from there, at any world size as on a local disk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -35,10 +45,21 @@ from torch.distributed.checkpoint.state_dict import (
 
 from deepfleet._atomic import fsync_dir, write_json_atomic, write_text_atomic
 from deepfleet.errors import StorageError, UserError, storage_error, storage_errors
+from deepfleet.storage import Store, delete_object, download_tree, upload_files
 
 LATEST = "latest"
 TRAINER = "trainer.json"
 _COMMITTED = re.compile(r"^step-(\d{9})$")
+_MARKERS = (".metadata", TRAINER)  # uploaded last, in this order: together they commit
+_FETCHED = ".fetched-rank-"  # a rank's staging folder for the checkpoint it resumes from
+_OWNED = re.compile(r"^(?:__(\d+)_.*|rank-(\d+)\.json)$")
+
+
+def _owner(name: str) -> int:
+    """The rank that wrote a checkpoint file (DCP names its files __RANK_N.distcp); rank 0
+    for anything shared."""
+    found = _OWNED.match(name)
+    return int(found.group(1) or found.group(2)) if found else 0
 
 
 def _rank_file(rank: int) -> str:
@@ -152,8 +173,10 @@ class Checkpointer:
         rank: int = 0,
         distributed: bool = False,
         async_save: bool = False,
+        remote: Store | None = None,
     ) -> None:
         self.root = Path(root)
+        self.remote = remote  # the durable checkpoints/train/ of a run at a URL
         self.keep = keep
         self.rank = rank
         self.distributed = distributed
@@ -180,7 +203,13 @@ class Checkpointer:
             shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted attempt
             with storage_errors(tmp):
                 tmp.mkdir(parents=True)
+            if self.remote is not None:  # the same step saved again: uncommit it first
+                for marker in reversed(_MARKERS):
+                    delete_object(self.remote, f"{name}/{marker}")
         self._barrier()
+        if self.remote is not None:  # on the other nodes, the staging folder is theirs
+            with storage_errors(tmp):
+                tmp.mkdir(parents=True, exist_ok=True)
         payload, groups = _tensors(module, optimizer)
         try:
             with warnings.catch_warnings():  # "assuming ... a single process": the intent
@@ -237,6 +266,9 @@ class Checkpointer:
 
     def _commit_everywhere(self, tmp: Path, final: Path) -> None:
         self._barrier()  # every rank's files are in tmp before it becomes visible
+        if self.remote is not None:
+            self._upload(tmp, final.name)
+            return
         if self.rank == 0:
             self._commit(tmp, final)
         self._barrier()
@@ -249,6 +281,90 @@ class Checkpointer:
         write_text_atomic(self.root / LATEST, final.name + "\n")
         for old in committed(self.root)[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
+
+    def _upload(self, tmp: Path, name: str) -> None:
+        """Commit on the run's storage: every rank's own files, then (rank 0) the markers
+        and `latest`; the local staging copy is removed afterwards."""
+        assert self.remote is not None
+        files = sorted(f.name for f in tmp.iterdir() if f.is_file() and f.name not in _MARKERS)
+        mine = [f for f in files if _owner(f) == self.rank]
+        upload_files(tmp, self.remote, mine, prefix=name)
+        self._barrier()
+        if self.rank == 0:
+            upload_files(tmp, self.remote, _MARKERS, prefix=name)
+            self.remote.write_bytes(LATEST, f"{name}\n".encode())
+            self._prune_remote()
+        self._barrier()
+        for file in mine + (list(_MARKERS) if self.rank == 0 else []):
+            (tmp / file).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the last rank of the node to get here
+            tmp.rmdir()
+
+    def _remote_steps(self) -> tuple[dict[str, list[str]], list[str]]:
+        """The run storage's checkpoint folders with their files, and the complete ones,
+        oldest first."""
+        assert self.remote is not None
+        steps: dict[str, list[str]] = {}
+        for name in self.remote.list():
+            step, _, file = name.partition("/")
+            if file and _COMMITTED.match(step):
+                steps.setdefault(step, []).append(file)
+        complete = sorted(s for s, files in steps.items() if set(_MARKERS) <= set(files))
+        return steps, complete
+
+    def _prune_remote(self) -> None:
+        """Checkpoints older than the newest `keep` complete ones, markers first (a pruned
+        checkpoint is uncommitted before any of its data goes)."""
+        steps, complete = self._remote_steps()
+        if not complete:
+            return
+        kept = complete[-self.keep :]
+        for step in sorted(steps):
+            if step >= kept[0]:
+                break
+            files = sorted(steps[step], key=lambda f: f not in _MARKERS)
+            for file in files:
+                delete_object(self.remote, f"{step}/{file}")
+
+    def latest_name(self) -> str | None:
+        """The name of the checkpoint to resume from, on the run's storage or the disk."""
+        if self.remote is None:
+            found = find_latest(self.root)
+            return found.name if found else None
+        _, complete = self._remote_steps()
+        with contextlib.suppress(StorageError):
+            raw = self.remote.read_bytes(LATEST)
+            name = raw.decode("ascii", errors="replace").strip()
+            if name in complete:
+                return name
+        return complete[-1] if complete else None
+
+    def latest(self) -> Path | None:
+        """The checkpoint to resume from as a local folder: on a run at a URL, fetched into
+        a staging folder of this rank's own (ranks of a node never share a half-written
+        file)."""
+        name = self.latest_name()
+        if name is None or self.remote is None:
+            return None if name is None else self.root / name
+        staging = self.root / f"{_FETCHED}{self.rank:05d}"
+        shutil.rmtree(staging, ignore_errors=True)
+        download_tree(self.remote, name, staging / name)
+        return staging / name
+
+    def release(self, path: Path) -> None:
+        """Drop a checkpoint fetched for a resume once it is loaded (a checkpoint on the
+        disk stays)."""
+        if path.parent.name.startswith(_FETCHED):
+            shutil.rmtree(path.parent, ignore_errors=True)
+
+    def latest_trainer_state(self) -> dict[str, Any] | None:
+        """The trainer state of the checkpoint to resume from (nothing else is fetched)."""
+        name = self.latest_name()
+        if name is None:
+            return None
+        if self.remote is None:
+            return self.read_trainer_state(self.root / name)
+        return json.loads(self.remote.read_bytes(f"{name}/{TRAINER}"))
 
     def read_trainer_state(self, path: Path) -> dict[str, Any]:
         return json.loads((Path(path) / TRAINER).read_text(encoding="utf-8"))

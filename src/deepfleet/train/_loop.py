@@ -19,9 +19,11 @@ from deepfleet.config import PhaseSection, TrainSection
 from deepfleet.data import SplitArrays, StreamLoader
 from deepfleet.errors import UserError
 from deepfleet.parallel import DistEnv, Topology, build_topology, fp16_scaler, make_strategy
+from deepfleet.runs import RunPaths
+from deepfleet.storage import Store
 from deepfleet.tasks import ClassificationTask, Task, direction
 from deepfleet.train._batches import ArrayBatches, StreamBatches, batch_source
-from deepfleet.train._checkpoint import Checkpointer, find_latest
+from deepfleet.train._checkpoint import Checkpointer
 from deepfleet.train._log import MetricsLog, NullProgress, ProgressSink
 from deepfleet.train._optim import apply_freeze, build_optimizer, build_scheduler
 from deepfleet.train._precision import autocast_factory, configure_tf32, to_channels_last
@@ -52,16 +54,25 @@ class FitResult:
     stopped_early: bool = False  # early stopping ended training before the last epoch
 
 
+def durable_checkpoints(checkpoint_dir: Path) -> Store | None:
+    """The training checkpoints' storage when the run folder (checkpoint_dir's parent) is
+    the working copy of a run at a URL; None for a run on a disk."""
+    run = RunPaths(Path(checkpoint_dir).parent)
+    return run.durable(f"{Path(checkpoint_dir).name}/{TRAIN_CHECKPOINTS}")
+
+
 def is_finished(checkpoint_dir: Path, config: TrainSection) -> bool:
     """Whether a run folder's training is complete: its latest checkpoint is past the last
     phase and the final weights and state.json were written after it."""
     checkpoint_dir = Path(checkpoint_dir)
     if not ((checkpoint_dir / LAST).is_file() and (checkpoint_dir / STATE).is_file()):
         return False
-    latest = find_latest(checkpoint_dir / TRAIN_CHECKPOINTS)
-    if latest is None:
+    checkpointer = Checkpointer(
+        checkpoint_dir / TRAIN_CHECKPOINTS, keep=1, remote=durable_checkpoints(checkpoint_dir)
+    )
+    saved = checkpointer.latest_trainer_state()
+    if saved is None:
         return False
-    saved = Checkpointer(latest.parent, keep=1).read_trainer_state(latest)
     return _saved_state(saved).position.phase >= len(config.phases)
 
 
@@ -127,10 +138,13 @@ class Trainer:
                 self.env.rank,
                 self.topology.world_size > 1,
                 async_save=config.checkpoint.async_save,
+                remote=durable_checkpoints(self.checkpoint_dir),
             )
             if self.checkpoint_dir
             else None
         )
+        # Rank 0 uploads the run folder's changed files at each checkpoint (a run at a URL).
+        self._run = RunPaths(self.checkpoint_dir.parent) if self.checkpoint_dir else None
         self.resume = resume
         # The run folder holds checkpoints/ and report/: profiles go to its report/profile/.
         # Without a checkpoint folder there is no run folder, and nothing is profiled.
@@ -247,7 +261,7 @@ class Trainer:
     def _resume_point(self) -> Path | None:
         if not (self.resume and self.checkpointer):
             return None
-        path = find_latest(self.checkpointer.root)
+        path = self.checkpointer.latest()
         if path is not None:  # the counters first: they say which phase to rebuild
             saved = self.checkpointer.read_trainer_state(path)
             self.state = _saved_state(saved)
@@ -532,6 +546,8 @@ class Trainer:
             self.step, self.strategy.module, optimizer, trainer_state, rank_state
         )
         self.log.write({"kind": "checkpoint", "step": self.step, "path": path.name})
+        if self._run is not None and self.env.is_main:
+            self._run.push()
 
     def _restore(self, path: Path, optimizer, scheduler) -> None:
         at_start = self.state.position.at_phase_start
@@ -559,6 +575,7 @@ class Trainer:
             self._sums = (
                 {k: sum(s.get(k, 0.0) for s in every) for k in names} if self.env.is_main else {}
             )
+        self.checkpointer.release(path)
 
     def _save_weights(self, name: str) -> None:
         if self.checkpoint_dir is None:
@@ -604,4 +621,6 @@ class Trainer:
                     "world_size": self.topology.world_size,
                 },
             )
+            if self._run is not None:
+                self._run.push()  # the final weights and state.json, from the node that has them
         return result
