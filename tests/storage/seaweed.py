@@ -81,7 +81,7 @@ class WeedServer:
             "-master.peers=none",
             "-master.electionTimeout=1s",
             "-master.telemetry=false",
-            "-volume.max=32",
+            "-volume.max=400",
         ]
         log = open(self.folder / "weed.log", "ab")  # noqa: SIM115 - the server owns it
         # weed reads AWS_* itself (as one more admin identity): only the -s3.config file counts.
