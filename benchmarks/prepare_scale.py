@@ -10,7 +10,7 @@ Measured: wall time and the peak RSS and PSS of the process tree (psutil, every 
 Targets: deepfleet's peak at the largest N at most 1.2x its peak at the smallest (memory
 flat in N), and its wall time at most 1.5x the plain writer's at the largest N.
 
-Run: python benchmarks/prepare_scale.py [--sizes 100000 1000000] [--workers 2]
+Run: python benchmarks/prepare_scale.py [--sizes 100000 1000000] [--workers 2] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/prepare_scale.json")
     args = parser.parse_args()
     from deepfleet.devices import describe_machine

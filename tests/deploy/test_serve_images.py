@@ -234,3 +234,11 @@ def test_the_binary_layout_and_a_model_not_trained_on_images():
         split_elements(struct.pack("<I", 9) + b"ab", "x")
     with pytest.raises(RequestError, match='datatype "BYTES" is not supported; send FP32'):
         model_input("input", "BYTES", [1], ["aGk="], InputSpec((4,), 8, Preprocessing()))
+
+
+def test_image_bodies_are_bounded_like_any_other(server):
+    """Files travel in the body, so --max-body-kb (8 MiB by default) bounds them: 413."""
+    big = base64.b64encode(bytes(7 << 20)).decode()  # 9.3 MB of base64
+    body = {"inputs": [{"name": "input", "datatype": "BYTES", "shape": [1], "data": [big]}]}
+    r = httpx.post(f"{server.url}/v2/models/pictures/infer", json=body, headers=server.headers)
+    assert r.status_code == 413 and "error" in r.json()

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from deepfleet._atomic import fsync_dir, sha256_file
 from deepfleet.data._crypto import DataKey, encryption_properties
+from deepfleet.data._samples import MappedRows
 from deepfleet.data._tensor import tensor_field_array
 
 # A row group is the unit a streaming reader decodes at once: a few MiB of features keeps
@@ -91,8 +92,9 @@ def write_shard(
     key: DataKey | None,
     rows: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Write one shard of `ids` and return its manifest entry. x and y are the shard's own
-    rows (rows=None), or row sources read at `rows`, one row group at a time."""
+    """Write one shard of `ids` and return its manifest entry. x is the shard's own rows
+    (rows=None) or a row source read at `rows`, one row group at a time; y is the shard's own
+    targets, or (token targets) a MappedRows read at `rows` like x."""
     fd, name = tempfile.mkstemp(prefix=f".{split}-{index:05d}.", suffix=".tmp", dir=folder)
     os.close(fd)
     tmp = Path(name)
@@ -101,7 +103,9 @@ def write_shard(
         for lo in range(0, max(len(ids), 1), rows_per_group):
             hi = min(lo + rows_per_group, len(ids))
             pick = np.arange(lo, hi) if rows is None else rows[lo:hi]
-            table = shard_table(ids[lo:hi], x, y[pick], pick)
+            # Targets kept in a file (token windows) are read at the rows, as x is.
+            targets = y[pick] if isinstance(y, MappedRows) else y[lo:hi]
+            table = shard_table(ids[lo:hi], x, targets, pick)
             if writer is None:
                 # encryption adds random nonces and data keys: encrypted shards differ on
                 # every write (their plaintext does not).

@@ -27,7 +27,7 @@ from deepfleet.data._resume import (
     plan_fingerprint,
     staging_folder,
 )
-from deepfleet.data._samples import Samples
+from deepfleet.data._samples import MappedRows, Samples
 from deepfleet.data._shard import (
     ROW_GROUP_BYTES,
     label_column,
@@ -68,7 +68,9 @@ def _job_args(samples: Samples, folder: Path, split: str, index: int, rows: np.n
     if hasattr(x, "select"):  # a file list: the worker gets only its own files
         part = (x.select(rows), np.asarray(y[rows]), group, key, np.arange(len(rows)))
         return (folder, split, index, samples.ids[rows], *part)
-    return (folder, split, index, samples.ids[rows], x, y, group, key, rows)
+    # Its own targets only (a whole array would be pickled into every shard's job).
+    targets = y if isinstance(y, MappedRows) else np.asarray(y[rows])
+    return (folder, split, index, samples.ids[rows], x, targets, group, key, rows)
 
 
 def _pool(workers: int, counter) -> ProcessPoolExecutor:

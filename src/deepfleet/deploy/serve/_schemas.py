@@ -14,11 +14,15 @@ from pydantic import BaseModel, Field
 class RequestInput(BaseModel):
     name: str = Field(description="Input tensor name: 'input'.")
     shape: list[int] = Field(description="[batch, *input shape], e.g. [2, 1, 8, 8].")
-    datatype: str = Field(description="FP32 (FP16 and FP64 are converted).")
+    datatype: str = Field(
+        description="Any numeric type, read as raw values (the metadata names the data's own); "
+        "BYTES for a model trained on encoded images: one image file per element."
+    )
     data: list[Any] | None = Field(
         None,
-        description="Tensor data, row-major, flat or nested; absent when "
-        "parameters.binary_data_size says its bytes follow the JSON (binary tensor data).",
+        description="Tensor data, row-major, flat or nested (BYTES: one base64 string per "
+        "image file); absent when parameters.binary_data_size says its bytes follow the JSON "
+        "(binary tensor data).",
     )
     parameters: dict[str, Any] | None = Field(None, description="Only binary_data_size.")
 
