@@ -1,6 +1,7 @@
-"""A run folder on S3 (a real SeaweedFS server on 127.0.0.1): 2 ranks checkpoint to it, a
-resume from its URL on a fresh working copy continues, export and predict go through it, and
-weights and predictions equal the same job's run on a local disk, bit for bit."""
+"""A job wholly on S3 (a real SeaweedFS server on 127.0.0.1): digits prepared to it, 2 ranks
+streaming the shards from it through the node's cache and checkpointing to it, a resume from
+its URL on a fresh working copy, export and predict through it; weights and predictions equal
+the same job's run on a local disk, bit for bit."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def bucket(_module_bucket, request) -> str:
     return f"{_module_bucket}/{request.node.name.removeprefix('test_')[:40]}"
 
 
-def _job_file(tmp_path: Path, name: str, runs_dir: str, data: Path) -> Path:
+def _job_file(tmp_path: Path, name: str, runs_dir: str, data: Path | str) -> Path:
     job = tiny_job_dict(tmp_path, data={"prepared": str(data)}, run={"runs_dir": runs_dir})
     job["run"]["threads"] = 1
     job["model"] = {"name": "cnn", "params": {"channels": [8], "hidden": 16, "dropout": 0.3}}
@@ -78,11 +79,23 @@ def _export_and_predict(run: Path, data: Path, out: Path, args: list[str]) -> No
 @pytest.mark.distributed
 @pytest.mark.slow
 def test_a_run_on_s3_trains_resumes_exports_and_predicts_like_a_local_run(
-    tmp_path, digits_data, s3_server, bucket
+    tmp_path, s3_server, bucket
 ):
     env = {"AWS_ENDPOINT_URL": s3_server.endpoint, "DEEPFLEET_CACHE": str(tmp_path / "node-a")}
-    local_job = _job_file(tmp_path, "local", str(tmp_path / "runs"), digits_data)
-    s3_job = _job_file(tmp_path, "s3", f"s3://{bucket}/runs", digits_data)
+    # The data set prepared straight to S3 and, for the reference run, to a local folder.
+    data_url = f"s3://{bucket}/data/digits"
+    local_data = tmp_path / "digits"
+    split = ["--shards", "2", "--val", "0.1", "--test", "0.2", "--seed", "0"]
+    with ThreadPoolExecutor(1) as pool:
+        prepared = pool.submit(run_deepfleet, "prepare", "digits", "--out", str(local_data), *split)
+        _ok(run_deepfleet("prepare", "digits", "--out", data_url, *split, env=env))
+        _ok(prepared.result())
+    data = Store(data_url, {"endpoint_url": s3_server.endpoint})
+    assert sorted(data.list()) == sorted(p.name for p in local_data.iterdir())
+    for name in data.list():
+        assert data.read_bytes(name) == (local_data / name).read_bytes()
+    local_job = _job_file(tmp_path, "local", str(tmp_path / "runs"), local_data)
+    s3_job = _job_file(tmp_path, "s3", f"s3://{bucket}/runs", data_url)
     # The local reference and the S3 run side by side (each waits on process starts more
     # than on the cores; run.threads = 1 keeps both bit for bit).
     with ThreadPoolExecutor(2) as pool:
@@ -113,6 +126,8 @@ def test_a_run_on_s3_trains_resumes_exports_and_predicts_like_a_local_run(
     # The working copy keeps no checkpoint: the bucket holds them.
     copy = tmp_path / "node-a" / "runs" / "s3" / bucket / "runs" / name
     assert not list((copy / "checkpoints" / "train").glob("step-*"))
+    # The shards came through the node's verified cache, never from a local data set.
+    assert list((tmp_path / "node-a" / "shards" / "objects").iterdir())
     _same_tensors(
         _get(run, "checkpoints/last.safetensors", tmp_path),
         local / "checkpoints" / "last.safetensors",
@@ -130,7 +145,7 @@ def test_a_run_on_s3_trains_resumes_exports_and_predicts_like_a_local_run(
     delete_object(run, "checkpoints/state.json")
     fresh = {**env, "DEEPFLEET_CACHE": str(tmp_path / "node-b")}
     with ThreadPoolExecutor(1) as pool:  # meanwhile, the local run's bundle and predictions
-        exported = pool.submit(_export_and_predict, local, digits_data, tmp_path / "preds", args)
+        exported = pool.submit(_export_and_predict, local, local_data, tmp_path / "preds", args)
         _ok(run_deepfleet("train", url, "--resume", "--nproc", "2", env=fresh))
         exported.result()
     setups = [r for r in read_metrics(_get(run, "metrics.jsonl", tmp_path)) if r["kind"] == "setup"]
@@ -151,7 +166,7 @@ def test_a_run_on_s3_trains_resumes_exports_and_predicts_like_a_local_run(
         == (local / "bundle" / "weights.safetensors").read_bytes()
     )
     preds_url = f"s3://{bucket}/predictions/test"
-    _ok(run_deepfleet("predict", model_url, str(digits_data), "--out", preds_url, *args, env=fresh))
+    _ok(run_deepfleet("predict", model_url, data_url, "--out", preds_url, *args, env=fresh))
     preds = Store(preds_url, {"endpoint_url": s3_server.endpoint})
     expected = sorted(p.name for p in (tmp_path / "preds").glob("pred-*.parquet"))
     assert expected and [n for n in preds.list() if n.startswith("pred-")] == expected

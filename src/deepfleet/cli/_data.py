@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from deepfleet.cli._app import app, console
+from deepfleet.cli._app import STORAGE_OPTION_HELP, app, console, parse_storage_options
 from deepfleet.errors import UserError
 
 if TYPE_CHECKING:
@@ -26,24 +26,6 @@ def _data_section(**values) -> DataSection:
         return DataSection(**{k: v for k, v in values.items() if v is not None})
     except ValidationError as err:
         raise UserError(format_validation_error(err, prefix="data")) from None
-
-
-STORAGE_OPTION_HELP = (
-    "A setting of a remote URL as KEY=VALUE (endpoint_url, region, connect_timeout, "
-    "request_timeout); repeatable. Credentials come from the AWS variables, ~/.aws or the "
-    "instance role, never from here."
-)
-
-
-def storage_options(pairs: list[str] | None) -> dict[str, str]:
-    """--storage-option KEY=VALUE flags as a dict; a malformed one is a one-line error."""
-    options = {}
-    for pair in pairs or []:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.strip():
-            raise UserError(f"--storage-option {pair!r}: expected KEY=VALUE")
-        options[name.strip()] = value.strip()
-    return options
 
 
 @app.command()
@@ -112,7 +94,7 @@ def prepare(
         vocab_size=vocab_size,
         tokenizer=str(tokenizer) if tokenizer else None,
         max_bytes=max_bytes,
-        storage_options=storage_options(storage_option),
+        storage_options=parse_storage_options(storage_option),
         cache_dir=cache_dir,
     )
     from deepfleet.config import TaskSection
@@ -150,7 +132,7 @@ def verify_data(
     count; names the first problem."""
     from deepfleet.data import verify_dataset
 
-    manifest = verify_dataset(folder, storage_options(storage_option))
+    manifest = verify_dataset(folder, parse_storage_options(storage_option))
     parts = [
         f"{s} {len(manifest.shards(s))} shards / {manifest.rows(s)} rows" for s in manifest.splits
     ]

@@ -7,7 +7,13 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from deepfleet.cli._app import OVERRIDES_HELP, app, console
+from deepfleet.cli._app import (
+    OVERRIDES_HELP,
+    STORAGE_OPTION_HELP,
+    app,
+    console,
+    parse_storage_options,
+)
 from deepfleet.cli._deploy import PUBLIC_KEY_ENV, PUBLIC_KEY_HELP
 from deepfleet.errors import UserError
 
@@ -191,7 +197,9 @@ def export(
 @app.command()
 def predict(
     bundle: str = typer.Argument(..., help="A bundle folder or URL."),
-    data: Path = typer.Argument(..., help="A prepared data set (or a run folder)."),
+    data: str = typer.Argument(
+        ..., help="A prepared data set, a URL of one (s3://...), or a run folder."
+    ),
     out: str = typer.Option(
         "predictions", "--out", help="Folder or URL (s3://...) for the Parquet outputs."
     ),
@@ -219,19 +227,21 @@ def predict(
         help="Data key for encrypted shards (a key file, "
         "or env:NAME; default $DEEPFLEET_DATA_KEY).",
     ),
+    storage_option: list[str] = typer.Option(None, "--storage-option", help=STORAGE_OPTION_HELP),
 ) -> None:
     """Predict with a bundle over prepared shards; Parquet keyed by each input's id.
 
     Resumable: a rerun skips shards whose output is finished and still matches.
     """
     from deepfleet.deploy import open_bundle, predict_dataset
-    from deepfleet.runs import open_run, storage_options
-    from deepfleet.storage import redact
+    from deepfleet.runs import open_run
+    from deepfleet.storage import is_remote, redact
 
-    if not data.exists():
-        raise UserError(f"{data}: data path does not exist")
-    if (data / "job.toml").is_file():
-        data = open_run(data).data_dir()
+    if not is_remote(data):
+        if not Path(data).exists():
+            raise UserError(f"{data}: data path does not exist")
+        if (Path(data) / "job.toml").is_file():
+            data = str(open_run(data).data_dir())
     loaded = open_bundle(_local_bundle(bundle), public_key)
     result = predict_dataset(
         loaded,
@@ -244,7 +254,7 @@ def predict(
         batch_size=batch_size,
         key=key,
         threads=threads,
-        storage_options=storage_options(),
+        storage_options=parse_storage_options(storage_option),
     )
     console.print(
         f"predicted {result['rows']} rows into {redact(out)} ({len(result['files'])} files, "
