@@ -19,7 +19,7 @@ import torch
 
 from deepfleet.errors import UserError
 from deepfleet.parallel._env import in_worker
-from deepfleet.parallel._pipeline import check_block_wrappers, check_split
+from deepfleet.parallel._pipeline import check_pipeline
 from deepfleet.parallel._topology import Topology, build_topology
 
 if TYPE_CHECKING:
@@ -61,9 +61,7 @@ def preflight(train, model: torch.nn.Module, world_size: int) -> Topology:
     starts, so a mistake is one line here rather than the same error from every rank."""
     topology = build_topology(train, world_size, model, torch.device("cpu"))
     if topology.pp > 1:
-        pipe = train.pipeline
-        check_split(model, topology.pp * pipe.interleave, pipe.split_points)
-        check_block_wrappers(train, model)
+        check_pipeline(train, model, topology)
     return topology
 
 

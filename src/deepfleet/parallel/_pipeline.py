@@ -8,13 +8,16 @@ data-parallel share."""
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
 from deepfleet.errors import UserError
+from deepfleet.parallel._clip import grad_squares
 from deepfleet.parallel._cut import (
     TracedStages,
     even_cuts,
@@ -92,26 +95,28 @@ def cut_by_names(model: nn.Module, split_points: list[str]) -> bool:
     return not isinstance(model, nn.Sequential) or any("." in p for p in split_points)
 
 
-def check_split(model: nn.Module, stages: int, split_points: list[str]) -> None:
-    """Refuse, in one line, split points that cannot cut `model` into `stages` stages."""
-    if cut_by_names(model, split_points):
-        plan_cut(model, stages, split_points)
-    else:
-        split_children(model, stages, split_points)
-
-
-def check_block_wrappers(train, model: nn.Module) -> None:
-    """The tracer inlines each block's forward, so a checkpointed or compiled block would
-    silently lose its wrapper in a stage cut by names: refuse that instead."""
+def check_pipeline(train, model: nn.Module, topology: Topology) -> None:
+    """Refuse, in one line, a pipeline that cannot cut `model` as the job asks: split points
+    that do not fit it, and what a cut at module names does not support yet."""
     pipe = train.pipeline
+    stages = topology.pp * pipe.interleave
+    if not cut_by_names(model, pipe.split_points):
+        split_children(model, stages, pipe.split_points)
+        return
+    plan_cut(model, stages, pipe.split_points)
+    # The tracer inlines each block's forward, so a checkpointed or compiled block would
+    # silently lose its wrapper; and it traces plain tensors, not a tensor-parallel plan's.
     blocks_compiled = train.compile and train.compile_scope == "blocks"
-    if cut_by_names(model, pipe.split_points) and (
-        train.activation_checkpointing != "none" or blocks_compiled
-    ):
+    if train.activation_checkpointing != "none" or blocks_compiled:
         raise UserError(
             "train.activation_checkpointing / compile_scope: not yet with a pipeline cut at "
             "module names (a model that is not an nn.Sequential); use activation_checkpointing "
             "= none and compile_scope = model"
+        )
+    if topology.tp > 1:
+        raise UserError(
+            "train.parallel.tp: not yet with a pipeline cut at module names (a model that is "
+            "not an nn.Sequential); pipeline x tp needs an nn.Sequential such as the zoo gpt"
         )
 
 
@@ -133,9 +138,28 @@ class PipelineStrategy(SingleStrategy):
         schedule: str = "1f1b",
         microbatches: int = 4,
         interleave: int = 1,
+        wrap_blocks: Callable[[nn.Module], None] = lambda model: None,
     ) -> None:
         super().__init__(model, topology, rank, device, compile_model)
         pp = topology.pp
+        self.pp_group = self.dp_group = None
+        if topology.dp > 1 or topology.tp > 1:
+            mesh = topology.build_mesh(device)
+            self.pp_group = mesh["pp"].get_group()
+            if topology.dp > 1:
+                self.dp_group = mesh["dp_replicate"].get_group()
+            if topology.tp > 1:
+                # The plan splits every layer before the cut (as torchtitan orders it: tensor
+                # parallel, then checkpointing and compiling per block): each stage is then
+                # a slice of the tensor-parallel model, and each rank holds the whole model's
+                # shards for validation. Stages of one tensor-parallel group send each other
+                # their own shards of the activations (the pp groups pair equal tp ranks).
+                from deepfleet.models import tp_plan
+
+                plan = tp_plan(model, topology.sequence_parallel)
+                assert plan is not None, "build_topology checks that the model has a plan"
+                plan.apply(model, mesh["tp"])
+        wrap_blocks(model)
         self.stage_index = topology.pp_rank(rank)
         # Interleaved: rank r runs stages r, r + pp, r + 2 pp, ... (virtual stages).
         self.my_stages = [self.stage_index + k * pp for k in range(interleave)]
@@ -155,16 +179,13 @@ class PipelineStrategy(SingleStrategy):
             self.num_stages = len(parts)
             stage_of = {k: s for s, part in enumerate(self.parts) for k in part.state_dict()}
             self.module = StagePart([c for i in self.my_stages for c in parts[i]])
+        self.stage_of = stage_of
         # The first replica of each stage (mesh order: pp outermost) sends its weights.
         self.owner = {key: (s % pp) * topology.dp for key, s in stage_of.items()}
-        self.pp_group = self.dp_group = None
-        if topology.dp > 1:
-            mesh = topology.build_mesh(device)
-            self.pp_group = mesh["pp"].get_group()
-            self.dp_group = mesh["dp_replicate"].get_group()
         self.is_first = self.stage_index == 0
         self.is_last = self.stage_index == topology.pp - 1
-        self.owns_outputs = self.is_last
+        # A tensor-parallel group's ranks compute the same loss: its first rank counts it.
+        self.owns_outputs = self.is_last and topology.tp_rank(rank) == 0
         self.schedule_name, self.microbatches = schedule, microbatches
         self._scale = 1.0
         self._objective: Objective | None = None
@@ -278,7 +299,7 @@ class PipelineStrategy(SingleStrategy):
                 output = self.schedule.step(target=y)
             else:
                 self.schedule.step()
-        if not self.is_last:
+        if not self.owns_outputs:
             return torch.zeros((), device=self.device), None
         output = output.detach()
         with torch.no_grad():
@@ -286,24 +307,31 @@ class PipelineStrategy(SingleStrategy):
         return total, output
 
     def clip_grad_norm(self, max_norm: float) -> torch.Tensor:
-        # The norm spans every stage: sum the squares here, then over the ranks.
+        # The norm spans every stage: sum the squares here, then over the ranks, where each
+        # stage's are counted once per replica and tensor-parallel rank.
         grads = [p.grad for p in self.trainable() if p.grad is not None]
-        squares = torch.zeros((), device=self.device)
-        for g in grads:
-            squares += g.detach().float().pow(2).sum()
+        squares = grad_squares(grads).to(self.device)
         dist.all_reduce(squares)
-        total = (squares / self.topology.dp).sqrt()  # each stage's replicas hold the same
-        factor = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-        for g in grads:
-            g.mul_(factor.to(g.dtype))
+        total = (squares / (self.topology.dp * self.topology.tp)).sqrt()
+        factor = float(torch.clamp(max_norm / (total + 1e-6), max=1.0))
+        if factor < 1.0:
+            for g in grads:
+                g.mul_(factor)
         return total
 
     def eval_module(self) -> nn.Module:
-        """Every rank receives the other stages' current weights, then holds the whole model."""
+        """Every rank receives the other stages' current weights, then holds the whole model
+        (under tensor parallelism: its shards, from the same tp rank of each stage)."""
         self.full_model.to(self.device)
         for name, tensor in self.full_model.state_dict().items():
-            dist.broadcast(tensor, src=self.owner[name])
+            if self.topology.tp > 1:
+                local = tensor.to_local() if isinstance(tensor, DTensor) else tensor
+                stage = self.stage_of[name] % self.topology.pp
+                dist.broadcast(local, group=self.pp_group, group_src=stage)
+            else:
+                dist.broadcast(tensor, src=self.owner[name])
         return self.full_model
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
-        return self.eval_module().state_dict()
+        state = self.eval_module().state_dict()
+        return {k: v.full_tensor() if isinstance(v, DTensor) else v for k, v in state.items()}
