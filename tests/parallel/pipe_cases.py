@@ -4,6 +4,7 @@ size, and the worker that trains them (its rank 0's weights are compared with on
 from __future__ import annotations
 
 import torch
+from layout_checks import assert_same_weights
 from pipe_user_model import named_gpt
 
 from deepfleet.config import TrainSection
@@ -68,3 +69,13 @@ def run_layouts(world: int) -> dict[str, dict[str, torch.Tensor]]:
     return start_workers(
         LaunchOptions(nproc=world), layouts_worker, run_name=f"names-{world}", what="train"
     )[0]
+
+
+def assert_cases_match_one_process(world: int) -> None:
+    """Every case of `world` ranks ends with one process's weights."""
+    got = run_layouts(world)
+    assert list(got) == [name for name, _ in CASES[world]]
+    start = named_gpt().state_dict()
+    reference = one_process()
+    for weights in got.values():
+        assert_same_weights(weights, reference, start)

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from layout_checks import assert_same_weights
-from pipe_cases import CASES, one_process, run_layouts
+from pipe_cases import assert_cases_match_one_process
 from pipe_user_model import Backwards, named_gpt
 
 from deepfleet.config import TrainSection
@@ -93,9 +92,4 @@ def test_the_traced_stages_in_a_chain_give_the_models_output_and_gradients():
 @pytest.mark.distributed
 @pytest.mark.slow
 def test_gpipe_1f1b_and_interleaved_cut_at_names_on_two_ranks_match_one_process():
-    got = run_layouts(2)
-    assert list(got) == [name for name, _ in CASES[2]]
-    start = named_gpt().state_dict()
-    reference = one_process()
-    for weights in got.values():
-        assert_same_weights(weights, reference, start)
+    assert_cases_match_one_process(2)
