@@ -6,15 +6,20 @@ job-file run with its checkpoints and bundle: test_pipeline_names_job.py.)"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from pipe_cases import assert_cases_match_one_process
 from pipe_user_model import Backwards, named_gpt
 
+from conftest import tiny_job_dict
 from deepfleet.config import TrainSection
 from deepfleet.errors import UserError
 from deepfleet.parallel import preflight
 from deepfleet.parallel._cut import plan_cut, stage_holder, trace_stages
+
+TESTS = Path(__file__).parent
 
 
 def _pipeline(**pipe) -> TrainSection:
@@ -70,6 +75,22 @@ def test_a_forward_that_runs_modules_out_of_definition_order_is_refused_at_the_t
     with pytest.raises(UserError, match="split_points: ") as err:
         trace_stages(model, cut, (torch.randn(2, 4),))
     assert "\n" not in str(err.value)
+
+
+def test_the_command_line_traces_the_cut_before_any_worker_starts(tmp_path, capsys):
+    from deepfleet.cli import run_cli
+    from deepfleet.config import dump_job, job_from_dict
+
+    spec = tiny_job_dict(
+        tmp_path, model={"name": "pipe_user_model:backwards", "path": str(TESTS), "params": {}}
+    )
+    spec["train"].update(strategy="pipeline", pipeline={"split_points": ["body"]})
+    job_file = tmp_path / "job.toml"
+    job_file.write_text(dump_job(job_from_dict(spec)))
+    assert run_cli(["train", str(job_file), "--nproc", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not run its modules in the order it defines them" in err
+    assert len(err.splitlines()) == 1 and not list(tmp_path.rglob("checkpoints/train"))
 
 
 def test_the_traced_stages_in_a_chain_give_the_models_output_and_gradients():

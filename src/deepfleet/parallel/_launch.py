@@ -56,12 +56,15 @@ class LaunchOptions:
             raise UserError(f"--node-rank {self.node_rank}: must be in 0..{self.nnodes - 1}")
 
 
-def preflight(train, model: torch.nn.Module, world_size: int) -> Topology:
+def preflight(
+    train, model: torch.nn.Module, world_size: int, example: torch.Tensor | None = None
+) -> Topology:
     """Check the job against the world size in the launching process, before any worker
-    starts, so a mistake is one line here rather than the same error from every rank."""
+    starts, so a mistake is one line here rather than the same error from every rank.
+    `example`: a batch of the model's input, to trace a pipeline cut at module names."""
     topology = build_topology(train, world_size, model, torch.device("cpu"))
     if topology.pp > 1:
-        check_pipeline(train, model, topology)
+        check_pipeline(train, model, topology, example)
     return topology
 
 

@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from deepfleet.errors import UserError
 from deepfleet.parallel._clip import grad_squares
 from deepfleet.parallel._cut import (
+    NamedCut,
     TracedStages,
     even_cuts,
     plan_cut,
@@ -89,21 +90,34 @@ def split_children(
     return [children[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
+def trace_in_train_mode(model: nn.Module, cut: NamedCut, example: tuple) -> TracedStages:
+    """The stages traced as the model trains (dropout is part of the graph)."""
+    was_training = model.training
+    model.train()
+    try:
+        return trace_stages(model, cut, example)
+    finally:
+        model.train(was_training)
+
+
 def cut_by_names(model: nn.Module, split_points: list[str]) -> bool:
     """Whether the model is cut by tracing its forward at module names, rather than between
     the top-level children of an nn.Sequential."""
     return not isinstance(model, nn.Sequential) or any("." in p for p in split_points)
 
 
-def check_pipeline(train, model: nn.Module, topology: Topology) -> None:
+def check_pipeline(
+    train, model: nn.Module, topology: Topology, example: torch.Tensor | None = None
+) -> None:
     """Refuse, in one line, a pipeline that cannot cut `model` as the job asks: split points
-    that do not fit it, and what a cut at module names does not support yet."""
+    that do not fit it, and what a cut at module names does not support yet. With an
+    `example` input, a cut at module names is also traced, as each rank will trace it."""
     pipe = train.pipeline
     stages = topology.pp * pipe.interleave
     if not cut_by_names(model, pipe.split_points):
         split_children(model, stages, pipe.split_points)
         return
-    plan_cut(model, stages, pipe.split_points)
+    cut = plan_cut(model, stages, pipe.split_points)
     # The tracer inlines each block's forward, so a checkpointed or compiled block would
     # silently lose its wrapper; and it traces plain tensors, not a tensor-parallel plan's.
     blocks_compiled = train.compile and train.compile_scope == "blocks"
@@ -118,6 +132,8 @@ def check_pipeline(train, model: nn.Module, topology: Topology) -> None:
             "train.parallel.tp: not yet with a pipeline cut at module names (a model that is "
             "not an nn.Sequential); pipeline x tp needs an nn.Sequential such as the zoo gpt"
         )
+    if example is not None:
+        trace_in_train_mode(model, cut, (example,))
 
 
 class PipelineStrategy(SingleStrategy):
@@ -231,12 +247,7 @@ class PipelineStrategy(SingleStrategy):
             return {i: (self.parts[i], *shapes[i]) for i in self.my_stages}
         micro = (x[: x.shape[0] // self.microbatches],)
         if self.split is None:
-            was_training = self.full_model.training
-            self.full_model.train()  # traced as it trains: dropout is part of the graph
-            try:
-                self.split = trace_stages(self.full_model, self.cut, micro)
-            finally:
-                self.full_model.train(was_training)
+            self.split = trace_in_train_mode(self.full_model, self.cut, micro)
         found = probe_stages(self.split, micro, self.my_stages, autocast)
         examples = {}
         for index, (args, out) in found.items():
