@@ -16,8 +16,8 @@ from pipe_user_model import Backwards, named_gpt
 from conftest import tiny_job_dict
 from deepfleet.config import TrainSection
 from deepfleet.errors import UserError
-from deepfleet.parallel import preflight
-from deepfleet.parallel._cut import plan_cut, stage_holder, trace_stages
+from deepfleet.parallel import checkpoint_blocks, preflight
+from deepfleet.parallel._cut import plan_cut, stage_holder, trace_stages, traced_blocks
 
 TESTS = Path(__file__).parent
 
@@ -61,12 +61,39 @@ def test_bad_cuts_are_refused_in_one_line_before_start(points, message):
     assert "\n" not in str(err.value)
 
 
-def test_checkpointed_blocks_are_refused_with_a_cut_at_names():
+def test_blocks_compiled_one_by_one_are_refused_with_a_cut_at_names():
     config = TrainSection.model_validate(
-        {"strategy": "pipeline", "activation_checkpointing": "full"}
+        {"strategy": "pipeline", "compile": True, "compile_scope": "blocks"}
     )
-    with pytest.raises(UserError, match="not yet with a pipeline cut at module names"):
+    with pytest.raises(UserError, match="blocks is not supported yet with a pipeline cut"):
         preflight(config, named_gpt(), 2)
+
+
+def test_checkpointing_applies_to_the_traced_blocks_and_keeps_the_gradients():
+    model = named_gpt()
+    ids = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(0))
+    model(ids).square().mean().backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    traced = trace_stages(model, plan_cut(model, 2, ["blocks.2"]), (ids,))
+    blocks = traced_blocks(model, traced)
+    assert [type(b).__name__ for b in blocks.children()] == ["InterpreterModule"] * 4
+    assert checkpoint_blocks(blocks, 2) == 2  # blocks 0 and 2
+    calls = []
+    for stage in traced.stages:
+        for name, module in stage.named_modules():
+            if name.endswith(".attn"):
+                module.register_forward_pre_hook(lambda m, args, name=name: calls.append(name))
+    h = ids
+    for module in traced.stages:
+        h = module(h)
+    h.square().mean().backward()
+    # each checkpointed block runs its forward again in the backward pass
+    assert sorted(calls) == sorted(
+        [f"blocks.{i}.attn" for i in range(4)] + ["blocks.0.attn", "blocks.2.attn"]
+    )
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.grad, expected[name], rtol=1e-6, atol=1e-7)
 
 
 def test_a_forward_that_runs_modules_out_of_definition_order_is_refused_at_the_trace():

@@ -26,6 +26,7 @@ from deepfleet.parallel._cut import (
     probe_stages,
     stage_holder,
     trace_stages,
+    traced_blocks,
 )
 from deepfleet.parallel._strategy import Autocast, Objective, SingleStrategy
 from deepfleet.parallel._topology import Topology
@@ -118,14 +119,12 @@ def check_pipeline(
         split_children(model, stages, pipe.split_points)
         return
     cut = plan_cut(model, stages, pipe.split_points)
-    # The tracer inlines each block's forward, so a checkpointed or compiled block would
-    # silently lose its wrapper; and it traces plain tensors, not a tensor-parallel plan's.
-    blocks_compiled = train.compile and train.compile_scope == "blocks"
-    if train.activation_checkpointing != "none" or blocks_compiled:
+    # Blocks compiled one by one inside traced stages are untested; the tracer traces plain
+    # tensors, not a tensor-parallel plan's.
+    if train.compile and train.compile_scope == "blocks":
         raise UserError(
-            "train.activation_checkpointing / compile_scope: not yet with a pipeline cut at "
-            "module names (a model that is not an nn.Sequential); use activation_checkpointing "
-            "= none and compile_scope = model"
+            "train.compile_scope: blocks is not supported yet with a pipeline cut at module "
+            "names (a model that is not an nn.Sequential); use compile_scope = model"
         )
     if topology.tp > 1:
         raise UserError(
@@ -175,7 +174,7 @@ class PipelineStrategy(SingleStrategy):
                 plan = tp_plan(model, topology.sequence_parallel)
                 assert plan is not None, "build_topology checks that the model has a plan"
                 plan.apply(model, mesh["tp"])
-        wrap_blocks(model)
+        self._wrap_blocks = wrap_blocks
         self.stage_index = topology.pp_rank(rank)
         # Interleaved: rank r runs stages r, r + pp, r + 2 pp, ... (virtual stages).
         self.my_stages = [self.stage_index + k * pp for k in range(interleave)]
@@ -190,6 +189,7 @@ class PipelineStrategy(SingleStrategy):
             mine = [k for k, s in stage_of.items() if s in self.my_stages]
             self.module = stage_holder(model, mine)
         else:
+            wrap_blocks(model)
             parts = split_children(model, pp * interleave, split_points)
             self.parts = [StagePart(part) for part in parts]
             self.num_stages = len(parts)
@@ -248,6 +248,8 @@ class PipelineStrategy(SingleStrategy):
         micro = (x[: x.shape[0] // self.microbatches],)
         if self.split is None:
             self.split = trace_in_train_mode(self.full_model, self.cut, micro)
+            # The tracer inlined the blocks' forward: checkpoint the traced blocks instead.
+            self._wrap_blocks(traced_blocks(self.full_model, self.split))
         found = probe_stages(self.split, micro, self.my_stages, autocast)
         examples = {}
         for index, (args, out) in found.items():
