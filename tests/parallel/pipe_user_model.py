@@ -76,3 +76,20 @@ class Backwards(nn.Module):
 
 def backwards(input_shape, num_classes) -> nn.Module:
     return Backwards(int(torch.tensor(input_shape).prod()), num_classes)
+
+
+class Skip(nn.Module):
+    """A skip connection across a cut at `c`: the first stage passes on `b`'s output and
+    `a`'s, which the second stage adds after `c`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(16, 32)
+        self.b = nn.Linear(32, 32)
+        self.c = nn.Linear(32, 32)
+        self.d = nn.Linear(32, 4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = torch.tanh(self.a(x))
+        g = torch.relu(self.b(h))
+        return self.d(torch.tanh(self.c(g)) + h)

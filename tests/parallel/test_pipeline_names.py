@@ -6,18 +6,25 @@ job-file run with its checkpoints and bundle: test_pipeline_names_job.py.)"""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
 import torch
 from pipe_cases import assert_cases_match_one_process
-from pipe_user_model import Backwards, named_gpt
+from pipe_user_model import Backwards, Skip, named_gpt
 
 from conftest import tiny_job_dict
 from deepfleet.config import TrainSection
 from deepfleet.errors import UserError
 from deepfleet.parallel import checkpoint_blocks, preflight
-from deepfleet.parallel._cut import plan_cut, stage_holder, trace_stages, traced_blocks
+from deepfleet.parallel._cut import (
+    plan_cut,
+    probe_stages,
+    stage_holder,
+    trace_stages,
+    traced_blocks,
+)
 
 TESTS = Path(__file__).parent
 
@@ -141,3 +148,22 @@ def test_the_traced_stages_in_a_chain_give_the_models_output_and_gradients():
 @pytest.mark.slow
 def test_gpipe_1f1b_and_interleaved_cut_at_names_on_two_ranks_match_one_process():
     assert_cases_match_one_process(2)
+
+
+def test_a_stage_passes_on_every_tensor_the_forward_uses_after_the_cut():
+    torch.manual_seed(0)
+    model = Skip()
+    x = torch.randn(4, 16)
+    model(x).square().mean().backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    traced = trace_stages(model, plan_cut(model, 3, ["c", "d"]), (x,))
+    found = probe_stages(traced, (x,), [0, 1, 2], contextlib.nullcontext)
+    assert [len(args) for args, _ in found.values()] == [1, 2, 1]  # c's stage also gets h
+    h = (x,)
+    for module in traced.stages:
+        out = module(*h)
+        h = out if isinstance(out, tuple) else (out,)
+    h[0].square().mean().backward()
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.grad, expected[name], rtol=1e-6, atol=1e-7)

@@ -135,9 +135,14 @@ def check_pipeline(
         trace_in_train_mode(model, cut, (example,))
 
 
+def _example(value: torch.Tensor, carries_grad: bool = True) -> torch.Tensor:
+    return value.detach().requires_grad_(carries_grad and value.is_floating_point())
+
+
 class PipelineStrategy(SingleStrategy):
-    """Rank r runs stage r. Every rank reads the same batch: the first stage feeds the inputs,
-    the last one the targets; the schedule moves activations and gradients between them."""
+    """The ranks at pipeline coordinate r run stage r (and r + pp, ... when interleaved). Every
+    rank of a pipeline reads the same batch: the first stage feeds the inputs, the last one the
+    targets; the schedule moves activations and gradients between them."""
 
     name = "pipeline"
 
@@ -253,11 +258,10 @@ class PipelineStrategy(SingleStrategy):
         found = probe_stages(self.split, micro, self.my_stages, autocast)
         examples = {}
         for index, (args, out) in found.items():
-            # Activations between stages carry gradients; the data does not.
-            inputs = tuple(
-                a.detach().requires_grad_(index > 0 and a.is_floating_point()) for a in args
-            )
-            output = out.detach().requires_grad_(True)
+            # Activations between stages carry gradients; the data does not. A stage may pass
+            # on several tensors (all that the forward uses after the cut).
+            inputs = tuple(_example(a, index > 0) for a in args)
+            output = tuple(map(_example, out)) if isinstance(out, tuple) else _example(out)
             examples[index] = (self.split.stages[index], inputs, output)
         return examples
 
