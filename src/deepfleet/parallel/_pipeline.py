@@ -180,6 +180,9 @@ class PipelineStrategy(SingleStrategy):
                 assert plan is not None, "build_topology checks that the model has a plan"
                 plan.apply(model, mesh["tp"])
         self._wrap_blocks = wrap_blocks
+        # Replicas of tensor-parallel stages average their gradients without DDP.
+        self._sync_by_hand = topology.dp > 1 and topology.tp > 1
+        self._skip_sync = False
         self.stage_index = topology.pp_rank(rank)
         # Interleaved: rank r runs stages r, r + pp, r + 2 pp, ... (virtual stages).
         self.my_stages = [self.stage_index + k * pp for k in range(interleave)]
@@ -273,7 +276,7 @@ class PipelineStrategy(SingleStrategy):
         for index in self.my_stages:
             part, example_in, example_out = examples[index]
             submodule = self._maybe_compile(part)
-            if self.dp_group is not None:
+            if self.dp_group is not None and not self._sync_by_hand:
                 # The stage syncs DDP's gradients at a step's last micro-batch only; a fresh
                 # wrapper per phase, since DDP records which parameters need gradients.
                 ids = [self.device.index] if self.device.type == "cuda" else None
@@ -316,12 +319,31 @@ class PipelineStrategy(SingleStrategy):
                 output = self.schedule.step(target=y)
             else:
                 self.schedule.step()
+        skip, self._skip_sync = self._skip_sync, False  # set by no_sync for this call only
+        if self._sync_by_hand and not skip:
+            self._average_gradients()
         if not self.owns_outputs:
             return torch.zeros((), device=self.device), None
         output = output.detach()
         with torch.no_grad():
             total = objective(output, y)
         return total, output
+
+    def no_sync(self, skip: bool):
+        self._skip_sync = skip
+        return super().no_sync(skip)
+
+    @torch.no_grad()
+    def _average_gradients(self) -> None:
+        """The replicas' mean gradient (what DDP computes), here for tensor-parallel stages,
+        whose DTensor parameters DDP does not take: each rank averages its own shards with
+        the ranks of the same stage and tp coordinate."""
+        for param in self.trainable():
+            if param.grad is not None:
+                grad = param.grad
+                local = grad.to_local() if isinstance(grad, DTensor) else grad
+                dist.all_reduce(local, group=self.dp_group)
+                local.div_(self.topology.dp)
 
     def clip_grad_norm(self, max_norm: float) -> torch.Tensor:
         # The norm spans every stage: sum the squares here, then over the ranks, where each

@@ -146,12 +146,11 @@ def _mesh_topology(train: TrainSection, world_size: int, model: nn.Module, reaso
             f"train.parallel: pp {par.pp} x dp_replicate {par.dp_replicate} x dp_shard "
             f"{shard} x tp {par.tp} = {fixed * shard}, but the job has {world_size} processes"
         )
-    if par.pp > 1 and (shard > 1 or (par.tp > 1 and par.dp_replicate > 1)):
+    if par.pp > 1 and shard > 1:
         raise UserError(
             f"train.parallel: pipeline stages combine with dp_replicate (replicas of each "
-            f"stage) or with tp (each stage split over a tensor-parallel group), not yet with "
-            f"dp_shard or both (here dp_replicate {par.dp_replicate}, dp_shard {shard}, "
-            f"tp {par.tp}); set dp_shard = 1"
+            f"stage) and tp (each stage split over a tensor-parallel group), not yet with "
+            f"dp_shard (here {shard}); set dp_shard = 1"
         )
     if par.tp > 1:
         _check_tp_plan(train, model)
@@ -231,7 +230,7 @@ def _pipeline_topology(
             "train.precision: fp16 is not supported with the pipeline strategy; "
             "use bf16 (no loss scaling needed) or fp32"
         )
-    name = "pipeline+ddp" if replicas > 1 else "pipeline+tp" if tp > 1 else "pipeline"
+    name = "pipeline" + ("+ddp" if replicas > 1 else "") + ("+tp" if tp > 1 else "")
     return Topology(
         name,
         world_size,
