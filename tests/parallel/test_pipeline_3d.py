@@ -1,6 +1,7 @@
 """Pipeline x data parallel x tensor parallel (pp 2 x dp_replicate 2 x tp 2 on 8 gloo ranks):
 two pipelines side by side, every stage split over a tensor-parallel pair, the replicas of a
-stage averaging their gradient shards; the gpt ends with the weights of one process."""
+stage averaging their gradient shards (with gradient accumulation); the gpt ends with the
+weights of one process."""
 
 from __future__ import annotations
 
@@ -41,7 +42,11 @@ def test_the_three_dimensional_layout_places_ranks_in_mesh_order():
 def three_d_worker() -> dict[str, torch.Tensor]:
     env = detect_env()
     with process_group(env, CPU):
-        return train_case(lm_config(env.world_size, DEGREES, "none"), env, CPU, lm=True)
+        config = lm_config(env.world_size, DEGREES, "none")
+        # two accumulation steps of half the batch: the same global batch, and the gradient
+        # averaged once per optimizer step
+        half = {"accumulation_steps": 2, "batch_size": config.batch_size // 2}
+        return train_case(config.model_copy(update=half), env, CPU, lm=True)
 
 
 @pytest.mark.distributed
