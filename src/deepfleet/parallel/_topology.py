@@ -154,13 +154,12 @@ def _mesh_topology(train: TrainSection, world_size: int, model: nn.Module, reaso
         )
     if par.tp > 1:
         _check_tp_plan(train, model)
+    sequence = par.sequence_parallel and par.tp > 1
     if par.pp > 1:
-        sequence = par.sequence_parallel and par.tp > 1
         return _pipeline_topology(
             train, world_size, reason, par.pp, par.dp_replicate, par.tp, sequence
         )
     name = _layout_name(par.dp_replicate, shard, par.tp)
-    sequence = par.sequence_parallel and par.tp > 1
     return Topology(name, world_size, par.dp_replicate, shard, 1, par.tp, reason, sequence)
 
 
@@ -190,7 +189,7 @@ def _pipeline_topology(
     sequence_parallel: bool = False,
 ) -> Topology:
     """A pipeline of `pp` stages (the world size unless given), each stage replicated
-    `replicas` times (data parallel over the replicas, DDP within each stage) or split over
+    `replicas` times (data parallel over the replicas, DDP within each stage) and split over
     `tp` ranks by the model's tensor-parallel plan."""
     pipe = train.pipeline
     pp = pp or world_size
