@@ -80,13 +80,18 @@ def _model_for(ctx: RunContext) -> torch.nn.Module:
     return build_model(ctx.job.model, ctx.manifest.sample_shape, ctx.task.output_size())
 
 
+def _sample(ctx: RunContext) -> torch.Tensor:
+    """Two zero samples of the data's shape and type."""
+    dtype = torch.int64 if ctx.manifest.preprocessing.tokens else torch.float32
+    return torch.zeros((2, *ctx.manifest.sample_shape), dtype=dtype)
+
+
 def check_model_output(ctx: RunContext, model: torch.nn.Module) -> None:
     """Run two samples through the model and check its output against the task, before any
     worker starts: a mismatch is one line naming both, never a failure mid-training."""
     name, manifest = ctx.job.model.name, ctx.manifest
     prep = manifest.preprocessing
-    dtype = torch.int64 if prep.tokens else torch.float32
-    sample = torch.zeros((2, *manifest.sample_shape), dtype=dtype)
+    sample = _sample(ctx)
     was_training = model.training
     model.eval()
     try:
@@ -234,7 +239,7 @@ def train_job(
         ctx = run_context(paths, DistEnv())  # the launching process, before any worker
         model = _model_for(ctx)
         check_model_output(ctx, model)
-        preflight(job.train, model, options.world_size)
+        preflight(job.train, model, options.world_size, example=_sample(ctx))
         launch(paths.root, options, resume=resume)
         paths.refresh(f"checkpoints/{STATE}", paths.metrics.name)  # rank 0 may be elsewhere
         return _fit_on_disk(paths)

@@ -4,6 +4,7 @@ size, and the worker that trains them (its rank 0's weights are compared with on
 from __future__ import annotations
 
 import torch
+from layout_checks import assert_same_weights
 from pipe_user_model import named_gpt
 
 from deepfleet.config import TrainSection
@@ -13,11 +14,15 @@ from deepfleet.tasks import CausalLMTask
 from deepfleet.train import Trainer
 
 GPIPE_AT_BLOCK_2 = {"schedule": "gpipe", "split_points": ["blocks.2"]}
-# (name, [train.parallel] degrees with [train.pipeline] under "pipeline"), by world size
+# (name, [train.parallel] degrees with [train.pipeline] under "pipeline" and
+# train.activation_checkpointing under "checkpointing"), by world size
 CASES = {
     2: [
         ("gpipe at blocks.2", {"pp": 2, "dp_shard": 1, "pipeline": GPIPE_AT_BLOCK_2}),
-        ("1f1b, even cut", {"pp": 2, "dp_shard": 1, "pipeline": {"schedule": "1f1b"}}),
+        (
+            "1f1b, even cut, checkpointing",
+            {"pp": 2, "dp_shard": 1, "pipeline": {"schedule": "1f1b"}, "checkpointing": "full"},
+        ),
         (
             "interleaved, 2 stages per rank",
             {
@@ -53,10 +58,13 @@ def layouts_worker() -> dict[str, dict[str, torch.Tensor]]:
     """Each rank trains every case of its world size; rank 0's weights are compared."""
     env = detect_env()
     with process_group(env, torch.device("cpu")):
-        return {
-            name: train_named_gpt(lm_config(env.world_size, degrees, "none"), env)
-            for name, degrees in CASES[env.world_size]
-        }
+        found = {}
+        for name, degrees in CASES[env.world_size]:
+            layout = {k: v for k, v in degrees.items() if k != "checkpointing"}
+            checkpointing = degrees.get("checkpointing", "none")
+            config = lm_config(env.world_size, layout, checkpointing)
+            found[name] = train_named_gpt(config, env)
+        return found
 
 
 def one_process() -> dict[str, torch.Tensor]:
@@ -68,3 +76,13 @@ def run_layouts(world: int) -> dict[str, dict[str, torch.Tensor]]:
     return start_workers(
         LaunchOptions(nproc=world), layouts_worker, run_name=f"names-{world}", what="train"
     )[0]
+
+
+def assert_cases_match_one_process(world: int) -> None:
+    """Every case of `world` ranks ends with one process's weights."""
+    got = run_layouts(world)
+    assert list(got) == [name for name, _ in CASES[world]]
+    start = named_gpt().state_dict()
+    reference = one_process()
+    for weights in got.values():
+        assert_same_weights(weights, reference, start)

@@ -65,10 +65,31 @@ class Backwards(nn.Module):
     """Defines its head before its body but runs the body first: a cut at module names
     (which follow definition order) does not match what the forward does."""
 
-    def __init__(self) -> None:
+    def __init__(self, features: int = 4, classes: int = 2) -> None:
         super().__init__()
-        self.head = nn.Linear(8, 2)
-        self.body = nn.Linear(4, 8)
+        self.head = nn.Linear(8, classes)
+        self.body = nn.Linear(features, 8)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.body(x))
+        return self.head(self.body(x.flatten(1)))
+
+
+def backwards(input_shape, num_classes) -> nn.Module:
+    return Backwards(int(torch.tensor(input_shape).prod()), num_classes)
+
+
+class Skip(nn.Module):
+    """A skip connection across a cut at `c`: the first stage passes on `b`'s output and
+    `a`'s, which the second stage adds after `c`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(16, 32)
+        self.b = nn.Linear(32, 32)
+        self.c = nn.Linear(32, 32)
+        self.d = nn.Linear(32, 4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = torch.tanh(self.a(x))
+        g = torch.relu(self.b(h))
+        return self.d(torch.tanh(self.c(g)) + h)

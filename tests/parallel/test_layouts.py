@@ -59,8 +59,8 @@ def test_degrees_resolve_to_named_layouts_and_rank_coordinates():
         ({"parallel": {"tp": 3}}, 4, "tp 3 = 3 does not divide the 4 processes"),
         ({"parallel": {"tp": 3}}, 3, "tp 3 does not divide the gpt's 4 attention heads"),
         ({"strategy": "fsdp", "parallel": {"tp": 2}}, 4, "leave strategy = auto"),
-        ({"parallel": {"pp": 2, "tp": 2}}, 4, "not yet with tp or dp_shard"),
-        ({"parallel": {"pp": 2}}, 4, "here tp 1, dp_shard 2"),
+        ({"parallel": {"pp": 2, "tp": 2, "dp_shard": 2}}, 8, "not yet with dp_shard \\(here 2\\)"),
+        ({"parallel": {"pp": 2}}, 4, "not yet with dp_shard \\(here 2\\); set dp_shard = 1"),
         ({"strategy": "pipeline", "pipeline": {"schedule": "interleaved"}}, 2, "and only it"),
         (
             {"strategy": "pipeline", "pipeline": {"split_points": ["2"], "interleave": 2}},

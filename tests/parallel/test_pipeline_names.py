@@ -6,16 +6,27 @@ job-file run with its checkpoints and bundle: test_pipeline_names_job.py.)"""
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
+
 import pytest
 import torch
-from layout_checks import assert_same_weights
-from pipe_cases import CASES, one_process, run_layouts
-from pipe_user_model import Backwards, named_gpt
+from pipe_cases import assert_cases_match_one_process
+from pipe_user_model import Backwards, Skip, named_gpt
 
+from conftest import tiny_job_dict
 from deepfleet.config import TrainSection
 from deepfleet.errors import UserError
-from deepfleet.parallel import preflight
-from deepfleet.parallel._cut import plan_cut, stage_holder, trace_stages
+from deepfleet.parallel import checkpoint_blocks, preflight
+from deepfleet.parallel._cut import (
+    plan_cut,
+    probe_stages,
+    stage_holder,
+    trace_stages,
+    traced_blocks,
+)
+
+TESTS = Path(__file__).parent
 
 
 def _pipeline(**pipe) -> TrainSection:
@@ -57,12 +68,39 @@ def test_bad_cuts_are_refused_in_one_line_before_start(points, message):
     assert "\n" not in str(err.value)
 
 
-def test_checkpointed_blocks_are_refused_with_a_cut_at_names():
+def test_blocks_compiled_one_by_one_are_refused_with_a_cut_at_names():
     config = TrainSection.model_validate(
-        {"strategy": "pipeline", "activation_checkpointing": "full"}
+        {"strategy": "pipeline", "compile": True, "compile_scope": "blocks"}
     )
-    with pytest.raises(UserError, match="not yet with a pipeline cut at module names"):
+    with pytest.raises(UserError, match="blocks is not supported yet with a pipeline cut"):
         preflight(config, named_gpt(), 2)
+
+
+def test_checkpointing_applies_to_the_traced_blocks_and_keeps_the_gradients():
+    model = named_gpt()
+    ids = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(0))
+    model(ids).square().mean().backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    traced = trace_stages(model, plan_cut(model, 2, ["blocks.2"]), (ids,))
+    blocks = traced_blocks(model, traced)
+    assert [type(b).__name__ for b in blocks.children()] == ["InterpreterModule"] * 4
+    assert checkpoint_blocks(blocks, 2) == 2  # blocks 0 and 2
+    calls = []
+    for stage in traced.stages:
+        for name, module in stage.named_modules():
+            if name.endswith(".attn"):
+                module.register_forward_pre_hook(lambda m, args, name=name: calls.append(name))
+    h = ids
+    for module in traced.stages:
+        h = module(h)
+    h.square().mean().backward()
+    # each checkpointed block runs its forward again in the backward pass
+    assert sorted(calls) == sorted(
+        [f"blocks.{i}.attn" for i in range(4)] + ["blocks.0.attn", "blocks.2.attn"]
+    )
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.grad, expected[name], rtol=1e-6, atol=1e-7)
 
 
 def test_a_forward_that_runs_modules_out_of_definition_order_is_refused_at_the_trace():
@@ -71,6 +109,22 @@ def test_a_forward_that_runs_modules_out_of_definition_order_is_refused_at_the_t
     with pytest.raises(UserError, match="split_points: ") as err:
         trace_stages(model, cut, (torch.randn(2, 4),))
     assert "\n" not in str(err.value)
+
+
+def test_the_command_line_traces_the_cut_before_any_worker_starts(tmp_path, capsys):
+    from deepfleet.cli import run_cli
+    from deepfleet.config import dump_job, job_from_dict
+
+    spec = tiny_job_dict(
+        tmp_path, model={"name": "pipe_user_model:backwards", "path": str(TESTS), "params": {}}
+    )
+    spec["train"].update(strategy="pipeline", pipeline={"split_points": ["body"]})
+    job_file = tmp_path / "job.toml"
+    job_file.write_text(dump_job(job_from_dict(spec)))
+    assert run_cli(["train", str(job_file), "--nproc", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not run its modules in the order it defines them" in err
+    assert len(err.splitlines()) == 1 and not list(tmp_path.rglob("checkpoints/train"))
 
 
 def test_the_traced_stages_in_a_chain_give_the_models_output_and_gradients():
@@ -93,9 +147,23 @@ def test_the_traced_stages_in_a_chain_give_the_models_output_and_gradients():
 @pytest.mark.distributed
 @pytest.mark.slow
 def test_gpipe_1f1b_and_interleaved_cut_at_names_on_two_ranks_match_one_process():
-    got = run_layouts(2)
-    assert list(got) == [name for name, _ in CASES[2]]
-    start = named_gpt().state_dict()
-    reference = one_process()
-    for weights in got.values():
-        assert_same_weights(weights, reference, start)
+    assert_cases_match_one_process(2)
+
+
+def test_a_stage_passes_on_every_tensor_the_forward_uses_after_the_cut():
+    torch.manual_seed(0)
+    model = Skip()
+    x = torch.randn(4, 16)
+    model(x).square().mean().backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    traced = trace_stages(model, plan_cut(model, 3, ["c", "d"]), (x,))
+    found = probe_stages(traced, (x,), [0, 1, 2], contextlib.nullcontext)
+    assert [len(args) for args, _ in found.values()] == [1, 2, 1]  # c's stage also gets h
+    h = (x,)
+    for module in traced.stages:
+        out = module(*h)
+        h = out if isinstance(out, tuple) else (out,)
+    h[0].square().mean().backward()
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.grad, expected[name], rtol=1e-6, atol=1e-7)

@@ -1,9 +1,11 @@
 """A job-file run of a user model that is not an nn.Sequential, cut at "blocks.2" over 2 gloo
 ranks: its sharded checkpoint, last weights and exported bundle carry the keys (and values)
-of the same job in one process."""
+of the same job in one process; resumed from a mid-run checkpoint it ends with the
+uninterrupted run's weights."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,8 +18,8 @@ from deepfleet.config import job_from_dict
 from deepfleet.deploy._bundle import WEIGHTS
 from deepfleet.jobs import stage_export, stage_prepare, stage_train, train_job
 from deepfleet.parallel import LaunchOptions
-from deepfleet.runs import create_run
-from deepfleet.train import LAST
+from deepfleet.runs import RunPaths, create_run
+from deepfleet.train import LAST, read_metrics
 from deepfleet.train._checkpoint import find_latest
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
@@ -56,6 +58,7 @@ def test_a_user_model_job_on_two_stages_checkpoints_and_exports_as_one_process(t
         "piped",
         strategy="pipeline",
         pipeline={"split_points": ["blocks.2"], "schedule": "1f1b"},
+        checkpoint={"every_steps": 5, "keep": 20},
     )
     keys = _checkpoint_keys(single)
     assert any(k.startswith("model.blocks.2.") for k in keys)
@@ -66,3 +69,21 @@ def test_a_user_model_job_on_two_stages_checkpoints_and_exports_as_one_process(t
         assert list(got) == list(want)
         for key, value in want.items():
             torch.testing.assert_close(got[key], value, rtol=1e-4, atol=1e-5)
+
+    # Resumed from step 10 (each stage loads its own parameters and optimizer state under
+    # their names, before its forward is traced): the uninterrupted run's weights.
+    copy = RunPaths(tmp_path / "resumed")
+    shutil.copytree(piped, copy.root)
+    train_dir = copy.checkpoints / "train"
+    for later in [p for p in train_dir.glob("step-*") if p.name > "step-000000010"]:
+        shutil.rmtree(later)
+    (train_dir / "latest").write_text("step-000000010\n")
+    (copy.checkpoints / LAST).unlink()
+    (copy.checkpoints / "state.json").unlink()
+    train_job(copy, LaunchOptions(nproc=2), resume=True)
+    setups = [r for r in read_metrics(copy.metrics) if r["kind"] == "setup"]
+    assert setups[-1]["resumed_from"] == "step-000000010"
+    expected = load_file(piped / "checkpoints" / LAST)
+    got = load_file(copy.checkpoints / LAST)
+    for key, value in expected.items():
+        torch.testing.assert_close(got[key], value, rtol=1e-6, atol=1e-7)

@@ -20,6 +20,7 @@ from deepfleet.parallel import (
     process_group,
     start_workers,
 )
+from deepfleet.parallel._auto import _tensor_parallel
 from deepfleet.selftest import LM_CONTEXT, lm_config, lm_data, lm_model
 from deepfleet.tasks import CausalLMTask
 from deepfleet.train import Trainer
@@ -40,6 +41,9 @@ def test_on_by_default_with_tp_and_checked_against_the_context_length():
     with pytest.raises(UserError, match="tp 2 does not divide the gpt's context length 15"):
         build_topology(_parallel(tp=2), 2, odd, CPU)
     build_topology(_parallel(tp=2, sequence_parallel=False), 2, odd, CPU)
+    # auto picks a tp that divides the context as well (here: none, so it shards alone)
+    assert _tensor_parallel(odd, 4, 10**10, 150.0, sequence_parallel=True)[0]["name"] == "fsdp"
+    assert _tensor_parallel(odd, 4, 10**10, 150.0)[0]["degrees"] == {"tp": 2}
 
 
 def _train(config: TrainSection, env) -> tuple[dict[str, torch.Tensor], set]:

@@ -50,18 +50,19 @@ def choose_layout(
             f"{params:,} parameters need ~{gib:.1f} GiB for weights, grads and optimizer "
             f"state, over half of one GPU; sharding over {world_size}"
         )
-    return _tensor_parallel(model, world_size, params, gib)
+    return _tensor_parallel(model, world_size, params, gib, train.parallel.sequence_parallel)
 
 
 def _tensor_parallel(
-    model: nn.Module, world_size: int, params: int, gib: float
+    model: nn.Module, world_size: int, params: int, gib: float, sequence_parallel: bool = False
 ) -> tuple[dict[str, Any], str]:
     """Sharded state alone still leaves too little memory for activations: split the layers
-    too, when the model's plan allows (the smallest tp that divides world and heads)."""
+    too, when the model's plan allows (the smallest tp that divides world and heads, and the
+    sequence when sequence parallel is on)."""
     from deepfleet.errors import UserError
     from deepfleet.models import tp_plan
 
-    plan = tp_plan(model)
+    plan = tp_plan(model, sequence_parallel)
     why = f"{params:,} parameters (~{gib:.1f} GiB of state) do not fit even sharded"
     if plan is not None:
         for tp in range(2, min(_MAX_TP, world_size) + 1):

@@ -10,7 +10,7 @@ from torch import nn
 from deepfleet.config import TrainSection
 from deepfleet.parallel._blocks import wrap_blocks
 from deepfleet.parallel._mesh import MeshStrategy
-from deepfleet.parallel._pipeline import PipelineStrategy, check_block_wrappers
+from deepfleet.parallel._pipeline import PipelineStrategy, check_pipeline
 from deepfleet.parallel._strategy import DDPStrategy, FSDPStrategy, SingleStrategy
 from deepfleet.parallel._topology import Topology
 
@@ -28,8 +28,7 @@ def make_strategy(
     )
     if topology.pp > 1:
         pipe = train.pipeline
-        check_block_wrappers(train, model)
-        blocks(model)
+        check_pipeline(train, model, topology)
         return PipelineStrategy(
             model,
             topology,
@@ -40,6 +39,7 @@ def make_strategy(
             schedule=pipe.schedule,
             microbatches=pipe.microbatches,
             interleave=pipe.interleave,
+            wrap_blocks=blocks,
         )
     simple = {"single": SingleStrategy, "ddp": DDPStrategy, "fsdp": FSDPStrategy}
     if topology.strategy in simple:  # one dimension: the plain wrappers

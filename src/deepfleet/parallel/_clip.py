@@ -15,27 +15,38 @@ def _group_key(grad: torch.Tensor) -> object:
     return grad.device_mesh if isinstance(grad, DTensor) else None
 
 
+def _by_mesh(grads: list[torch.Tensor]) -> dict[object, list[torch.Tensor]]:
+    groups: dict[object, list[torch.Tensor]] = defaultdict(list)
+    for grad in grads:
+        groups[_group_key(grad)].append(grad)
+    return groups
+
+
+def grad_squares(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The sum of the squares of every gradient, over whole tensors (each mesh's DTensors
+    reduced over that mesh: collective for its ranks)."""
+    squares = [torch.zeros(())]
+    for group in _by_mesh(grads).values():
+        norm = torch.nn.utils.get_total_norm(group, 2.0)
+        if isinstance(norm, DTensor):
+            norm = norm.full_tensor()  # reduced over the group's mesh: the whole tensors' norm
+        squares.append(norm.float().cpu() ** 2)
+    return torch.stack(squares).sum()
+
+
 def clip_grad_norm(parameters: list[nn.Parameter], max_norm: float) -> torch.Tensor:
     """Scale every gradient so that their joint 2-norm is at most `max_norm`; returns the
     norm before clipping (the same number as one process computing it over whole tensors)."""
-    groups: dict[object, list[torch.Tensor]] = defaultdict(list)
-    for p in parameters:
-        if p.grad is not None:
-            groups[_group_key(p.grad)].append(p.grad)
-    squares = []
-    for grads in groups.values():
-        norm = torch.nn.utils.get_total_norm(grads, 2.0)
-        if isinstance(norm, DTensor):
-            norm = norm.full_tensor()  # reduced over the group's mesh: the whole tensors' norm
-        squares.append(norm.float() ** 2)
-    if not squares:
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
         return torch.zeros(())
-    total = torch.stack(squares).sum().sqrt()
+    groups = _by_mesh(grads)
+    total = grad_squares(grads).sqrt()
     # A Python number: DTensor gradients refuse a plain tensor as the other operand. Reading
     # it back is one CPU-GPU sync per step.
     factor = float(torch.clamp(max_norm / (total + 1e-6), max=1.0))
     if factor < 1.0:
-        for grads in groups.values():
-            for g in grads:
+        for group in groups.values():
+            for g in group:
                 g.mul_(factor)
     return total

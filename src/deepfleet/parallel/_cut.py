@@ -10,6 +10,7 @@ original names, so the optimizer, the checkpoints and the exported weights see o
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -63,6 +64,29 @@ def even_cuts(sizes: list[int], stages: int) -> list[int]:
         ):
             cuts.append(index + 1)
     return cuts
+
+
+def block_names(model: nn.Module) -> list[str]:
+    """The model's repeated blocks among the cut candidates (a transformer's blocks): those
+    whose class occurs more than once; without repeats, every candidate with parameters."""
+    found = [(name, model.get_submodule(name)) for name in cut_candidates(model)]
+    counts = Counter(type(module) for _, module in found)
+    repeated = [name for name, module in found if counts[type(module)] > 1]
+    return repeated or [name for name, module in found if any(True for _ in module.parameters())]
+
+
+def traced_blocks(model: nn.Module, traced: TracedStages) -> nn.Module:
+    """The traced stages' modules of the model's blocks, in model order, as the children of
+    one module: what the per-block wrappers (activation checkpointing) are applied to, since
+    the tracer inlines the original blocks' forward methods."""
+    view = nn.Module()
+    for index, name in enumerate(block_names(model)):
+        for stage in traced.stages:
+            try:
+                view.add_module(str(index), stage.get_submodule(name))
+            except AttributeError:
+                continue
+    return view
 
 
 def _check_point(model: nn.Module, point: str) -> None:

@@ -19,7 +19,7 @@ import torch
 
 from deepfleet.errors import UserError
 from deepfleet.parallel._env import in_worker
-from deepfleet.parallel._pipeline import check_block_wrappers, check_split
+from deepfleet.parallel._pipeline import check_pipeline
 from deepfleet.parallel._topology import Topology, build_topology
 
 if TYPE_CHECKING:
@@ -56,14 +56,15 @@ class LaunchOptions:
             raise UserError(f"--node-rank {self.node_rank}: must be in 0..{self.nnodes - 1}")
 
 
-def preflight(train, model: torch.nn.Module, world_size: int) -> Topology:
+def preflight(
+    train, model: torch.nn.Module, world_size: int, example: torch.Tensor | None = None
+) -> Topology:
     """Check the job against the world size in the launching process, before any worker
-    starts, so a mistake is one line here rather than the same error from every rank."""
+    starts, so a mistake is one line here rather than the same error from every rank.
+    `example`: a batch of the model's input, to trace a pipeline cut at module names."""
     topology = build_topology(train, world_size, model, torch.device("cpu"))
     if topology.pp > 1:
-        pipe = train.pipeline
-        check_split(model, topology.pp * pipe.interleave, pipe.split_points)
-        check_block_wrappers(train, model)
+        check_pipeline(train, model, topology, example)
     return topology
 
 

@@ -8,20 +8,25 @@ data-parallel share."""
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
 from deepfleet.errors import UserError
+from deepfleet.parallel._clip import grad_squares
 from deepfleet.parallel._cut import (
+    NamedCut,
     TracedStages,
     even_cuts,
     plan_cut,
     probe_stages,
     stage_holder,
     trace_stages,
+    traced_blocks,
 )
 from deepfleet.parallel._strategy import Autocast, Objective, SingleStrategy
 from deepfleet.parallel._topology import Topology
@@ -86,38 +91,58 @@ def split_children(
     return [children[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
+def trace_in_train_mode(model: nn.Module, cut: NamedCut, example: tuple) -> TracedStages:
+    """The stages traced as the model trains (dropout is part of the graph)."""
+    was_training = model.training
+    model.train()
+    try:
+        return trace_stages(model, cut, example)
+    finally:
+        model.train(was_training)
+
+
 def cut_by_names(model: nn.Module, split_points: list[str]) -> bool:
     """Whether the model is cut by tracing its forward at module names, rather than between
     the top-level children of an nn.Sequential."""
     return not isinstance(model, nn.Sequential) or any("." in p for p in split_points)
 
 
-def check_split(model: nn.Module, stages: int, split_points: list[str]) -> None:
-    """Refuse, in one line, split points that cannot cut `model` into `stages` stages."""
-    if cut_by_names(model, split_points):
-        plan_cut(model, stages, split_points)
-    else:
-        split_children(model, stages, split_points)
-
-
-def check_block_wrappers(train, model: nn.Module) -> None:
-    """The tracer inlines each block's forward, so a checkpointed or compiled block would
-    silently lose its wrapper in a stage cut by names: refuse that instead."""
+def check_pipeline(
+    train, model: nn.Module, topology: Topology, example: torch.Tensor | None = None
+) -> None:
+    """Refuse, in one line, a pipeline that cannot cut `model` as the job asks: split points
+    that do not fit it, and what a cut at module names does not support yet. With an
+    `example` input, a cut at module names is also traced, as each rank will trace it."""
     pipe = train.pipeline
-    blocks_compiled = train.compile and train.compile_scope == "blocks"
-    if cut_by_names(model, pipe.split_points) and (
-        train.activation_checkpointing != "none" or blocks_compiled
-    ):
+    stages = topology.pp * pipe.interleave
+    if not cut_by_names(model, pipe.split_points):
+        split_children(model, stages, pipe.split_points)
+        return
+    cut = plan_cut(model, stages, pipe.split_points)
+    # Blocks compiled one by one inside traced stages are untested; the tracer traces plain
+    # tensors, not a tensor-parallel plan's.
+    if train.compile and train.compile_scope == "blocks":
         raise UserError(
-            "train.activation_checkpointing / compile_scope: not yet with a pipeline cut at "
-            "module names (a model that is not an nn.Sequential); use activation_checkpointing "
-            "= none and compile_scope = model"
+            "train.compile_scope: blocks is not supported yet with a pipeline cut at module "
+            "names (a model that is not an nn.Sequential); use compile_scope = model"
         )
+    if topology.tp > 1:
+        raise UserError(
+            "train.parallel.tp: not yet with a pipeline cut at module names (a model that is "
+            "not an nn.Sequential); pipeline x tp needs an nn.Sequential such as the zoo gpt"
+        )
+    if example is not None:
+        trace_in_train_mode(model, cut, (example,))
+
+
+def _example(value: torch.Tensor, carries_grad: bool = True) -> torch.Tensor:
+    return value.detach().requires_grad_(carries_grad and value.is_floating_point())
 
 
 class PipelineStrategy(SingleStrategy):
-    """Rank r runs stage r. Every rank reads the same batch: the first stage feeds the inputs,
-    the last one the targets; the schedule moves activations and gradients between them."""
+    """The ranks at pipeline coordinate r run stage r (and r + pp, ... when interleaved). Every
+    rank of a pipeline reads the same batch: the first stage feeds the inputs, the last one the
+    targets; the schedule moves activations and gradients between them."""
 
     name = "pipeline"
 
@@ -133,9 +158,31 @@ class PipelineStrategy(SingleStrategy):
         schedule: str = "1f1b",
         microbatches: int = 4,
         interleave: int = 1,
+        wrap_blocks: Callable[[nn.Module], None] = lambda model: None,
     ) -> None:
         super().__init__(model, topology, rank, device, compile_model)
         pp = topology.pp
+        self.pp_group = self.dp_group = None
+        if topology.dp > 1 or topology.tp > 1:
+            mesh = topology.build_mesh(device)
+            self.pp_group = mesh["pp"].get_group()
+            if topology.dp > 1:
+                self.dp_group = mesh["dp_replicate"].get_group()
+            if topology.tp > 1:
+                # The plan splits every layer before the cut (as torchtitan orders it: tensor
+                # parallel, then checkpointing and compiling per block): each stage is then
+                # a slice of the tensor-parallel model, and each rank holds the whole model's
+                # shards for validation. Stages of one tensor-parallel group send each other
+                # their own shards of the activations (the pp groups pair equal tp ranks).
+                from deepfleet.models import tp_plan
+
+                plan = tp_plan(model, topology.sequence_parallel)
+                assert plan is not None, "build_topology checks that the model has a plan"
+                plan.apply(model, mesh["tp"])
+        self._wrap_blocks = wrap_blocks
+        # Replicas of tensor-parallel stages average their gradients without DDP.
+        self._sync_by_hand = topology.dp > 1 and topology.tp > 1
+        self._skip_sync = False
         self.stage_index = topology.pp_rank(rank)
         # Interleaved: rank r runs stages r, r + pp, r + 2 pp, ... (virtual stages).
         self.my_stages = [self.stage_index + k * pp for k in range(interleave)]
@@ -150,21 +197,19 @@ class PipelineStrategy(SingleStrategy):
             mine = [k for k, s in stage_of.items() if s in self.my_stages]
             self.module = stage_holder(model, mine)
         else:
+            wrap_blocks(model)
             parts = split_children(model, pp * interleave, split_points)
             self.parts = [StagePart(part) for part in parts]
             self.num_stages = len(parts)
             stage_of = {k: s for s, part in enumerate(self.parts) for k in part.state_dict()}
             self.module = StagePart([c for i in self.my_stages for c in parts[i]])
+        self.stage_of = stage_of
         # The first replica of each stage (mesh order: pp outermost) sends its weights.
         self.owner = {key: (s % pp) * topology.dp for key, s in stage_of.items()}
-        self.pp_group = self.dp_group = None
-        if topology.dp > 1:
-            mesh = topology.build_mesh(device)
-            self.pp_group = mesh["pp"].get_group()
-            self.dp_group = mesh["dp_replicate"].get_group()
         self.is_first = self.stage_index == 0
         self.is_last = self.stage_index == topology.pp - 1
-        self.owns_outputs = self.is_last
+        # A tensor-parallel group's ranks compute the same loss: its first rank counts it.
+        self.owns_outputs = self.is_last and topology.tp_rank(rank) == 0
         self.schedule_name, self.microbatches = schedule, microbatches
         self._scale = 1.0
         self._objective: Objective | None = None
@@ -210,20 +255,16 @@ class PipelineStrategy(SingleStrategy):
             return {i: (self.parts[i], *shapes[i]) for i in self.my_stages}
         micro = (x[: x.shape[0] // self.microbatches],)
         if self.split is None:
-            was_training = self.full_model.training
-            self.full_model.train()  # traced as it trains: dropout is part of the graph
-            try:
-                self.split = trace_stages(self.full_model, self.cut, micro)
-            finally:
-                self.full_model.train(was_training)
+            self.split = trace_in_train_mode(self.full_model, self.cut, micro)
+            # The tracer inlined the blocks' forward: checkpoint the traced blocks instead.
+            self._wrap_blocks(traced_blocks(self.full_model, self.split))
         found = probe_stages(self.split, micro, self.my_stages, autocast)
         examples = {}
         for index, (args, out) in found.items():
-            # Activations between stages carry gradients; the data does not.
-            inputs = tuple(
-                a.detach().requires_grad_(index > 0 and a.is_floating_point()) for a in args
-            )
-            output = out.detach().requires_grad_(True)
+            # Activations between stages carry gradients; the data does not. A stage may pass
+            # on several tensors (all that the forward uses after the cut).
+            inputs = tuple(_example(a, index > 0) for a in args)
+            output = tuple(map(_example, out)) if isinstance(out, tuple) else _example(out)
             examples[index] = (self.split.stages[index], inputs, output)
         return examples
 
@@ -235,7 +276,7 @@ class PipelineStrategy(SingleStrategy):
         for index in self.my_stages:
             part, example_in, example_out = examples[index]
             submodule = self._maybe_compile(part)
-            if self.dp_group is not None:
+            if self.dp_group is not None and not self._sync_by_hand:
                 # The stage syncs DDP's gradients at a step's last micro-batch only; a fresh
                 # wrapper per phase, since DDP records which parameters need gradients.
                 ids = [self.device.index] if self.device.type == "cuda" else None
@@ -278,32 +319,58 @@ class PipelineStrategy(SingleStrategy):
                 output = self.schedule.step(target=y)
             else:
                 self.schedule.step()
-        if not self.is_last:
+        skip, self._skip_sync = self._skip_sync, False  # set by no_sync for this call only
+        if self._sync_by_hand and not skip:
+            self._average_gradients()
+        if not self.owns_outputs:
             return torch.zeros((), device=self.device), None
         output = output.detach()
         with torch.no_grad():
             total = objective(output, y)
         return total, output
 
+    def no_sync(self, skip: bool):
+        self._skip_sync = skip
+        return super().no_sync(skip)
+
+    @torch.no_grad()
+    def _average_gradients(self) -> None:
+        """The replicas' mean gradient (what DDP computes), here for tensor-parallel stages,
+        whose DTensor parameters DDP does not take: each rank averages its own shards with
+        the ranks of the same stage and tp coordinate."""
+        for param in self.trainable():
+            if param.grad is not None:
+                grad = param.grad
+                local = grad.to_local() if isinstance(grad, DTensor) else grad
+                dist.all_reduce(local, group=self.dp_group)
+                local.div_(self.topology.dp)
+
     def clip_grad_norm(self, max_norm: float) -> torch.Tensor:
-        # The norm spans every stage: sum the squares here, then over the ranks.
+        # The norm spans every stage: sum the squares here, then over the ranks, where each
+        # stage's are counted once per replica and tensor-parallel rank.
         grads = [p.grad for p in self.trainable() if p.grad is not None]
-        squares = torch.zeros((), device=self.device)
-        for g in grads:
-            squares += g.detach().float().pow(2).sum()
+        squares = grad_squares(grads).to(self.device)
         dist.all_reduce(squares)
-        total = (squares / self.topology.dp).sqrt()  # each stage's replicas hold the same
-        factor = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-        for g in grads:
-            g.mul_(factor.to(g.dtype))
+        total = (squares / (self.topology.dp * self.topology.tp)).sqrt()
+        factor = float(torch.clamp(max_norm / (total + 1e-6), max=1.0))
+        if factor < 1.0:
+            for g in grads:
+                g.mul_(factor)
         return total
 
     def eval_module(self) -> nn.Module:
-        """Every rank receives the other stages' current weights, then holds the whole model."""
+        """Every rank receives the other stages' current weights, then holds the whole model
+        (under tensor parallelism: its shards, from the same tp rank of each stage)."""
         self.full_model.to(self.device)
         for name, tensor in self.full_model.state_dict().items():
-            dist.broadcast(tensor, src=self.owner[name])
+            if self.topology.tp > 1:
+                local = tensor.to_local() if isinstance(tensor, DTensor) else tensor
+                stage = self.stage_of[name] % self.topology.pp
+                dist.broadcast(local, group=self.pp_group, group_src=stage)
+            else:
+                dist.broadcast(tensor, src=self.owner[name])
         return self.full_model
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
-        return self.eval_module().state_dict()
+        state = self.eval_module().state_dict()
+        return {k: v.full_tensor() if isinstance(v, DTensor) else v for k, v in state.items()}

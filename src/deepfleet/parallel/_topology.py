@@ -146,38 +146,51 @@ def _mesh_topology(train: TrainSection, world_size: int, model: nn.Module, reaso
             f"train.parallel: pp {par.pp} x dp_replicate {par.dp_replicate} x dp_shard "
             f"{shard} x tp {par.tp} = {fixed * shard}, but the job has {world_size} processes"
         )
-    if par.pp > 1:
-        if par.tp > 1 or shard > 1:
-            raise UserError(
-                f"train.parallel: pipeline stages combine with dp_replicate (replicas of each "
-                f"stage), not yet with tp or dp_shard (here tp {par.tp}, dp_shard {shard}); "
-                "set dp_shard = 1"
-            )
-        return _pipeline_topology(train, world_size, reason, par.pp, par.dp_replicate)
+    if par.pp > 1 and shard > 1:
+        raise UserError(
+            f"train.parallel: pipeline stages combine with dp_replicate (replicas of each "
+            f"stage) and tp (each stage split over a tensor-parallel group), not yet with "
+            f"dp_shard (here {shard}); set dp_shard = 1"
+        )
     if par.tp > 1:
-        from deepfleet.models import tp_plan
-
-        plan = tp_plan(model, par.sequence_parallel)
-        if plan is None:
-            raise UserError(
-                f"train.parallel.tp: {type(model).__name__} has no tensor-parallel plan "
-                "(the zoo gpt has one; a model's module may define parallelize(model, mesh))"
-            )
-        plan.check(model, par.tp)
-        if train.precision == "fp16":
-            raise UserError(
-                "train.precision: fp16 is not supported with tensor parallelism; use bf16"
-            )
-    name = _layout_name(par.dp_replicate, shard, par.tp)
+        _check_tp_plan(train, model)
     sequence = par.sequence_parallel and par.tp > 1
+    if par.pp > 1:
+        return _pipeline_topology(
+            train, world_size, reason, par.pp, par.dp_replicate, par.tp, sequence
+        )
+    name = _layout_name(par.dp_replicate, shard, par.tp)
     return Topology(name, world_size, par.dp_replicate, shard, 1, par.tp, reason, sequence)
 
 
+def _check_tp_plan(train: TrainSection, model: nn.Module) -> None:
+    """The model has a tensor-parallel plan that accepts the degree; no fp16."""
+    from deepfleet.models import tp_plan
+
+    par = train.parallel
+    plan = tp_plan(model, par.sequence_parallel)
+    if plan is None:
+        raise UserError(
+            f"train.parallel.tp: {type(model).__name__} has no tensor-parallel plan "
+            "(the zoo gpt has one; a model's module may define parallelize(model, mesh))"
+        )
+    plan.check(model, par.tp)
+    if train.precision == "fp16":
+        raise UserError("train.precision: fp16 is not supported with tensor parallelism; use bf16")
+
+
 def _pipeline_topology(
-    train: TrainSection, world_size: int, reason: str, pp: int | None = None, replicas: int = 1
+    train: TrainSection,
+    world_size: int,
+    reason: str,
+    pp: int | None = None,
+    replicas: int = 1,
+    tp: int = 1,
+    sequence_parallel: bool = False,
 ) -> Topology:
     """A pipeline of `pp` stages (the world size unless given), each stage replicated
-    `replicas` times (data parallel over the replicas, DDP within each stage)."""
+    `replicas` times (data parallel over the replicas, DDP within each stage) and split over
+    `tp` ranks by the model's tensor-parallel plan."""
     pipe = train.pipeline
     pp = pp or world_size
     want = pp * pipe.interleave
@@ -216,5 +229,13 @@ def _pipeline_topology(
             "train.precision: fp16 is not supported with the pipeline strategy; "
             "use bf16 (no loss scaling needed) or fp32"
         )
-    name = "pipeline+ddp" if replicas > 1 else "pipeline"
-    return Topology(name, world_size, dp_replicate=replicas, pp=pp, reason=reason)
+    name = "pipeline" + ("+ddp" if replicas > 1 else "") + ("+tp" if tp > 1 else "")
+    return Topology(
+        name,
+        world_size,
+        dp_replicate=replicas,
+        pp=pp,
+        tp=tp,
+        reason=reason,
+        sequence_parallel=sequence_parallel,
+    )
