@@ -307,12 +307,13 @@ def test_bad_urls_missing_buckets_and_credentials_are_one_line(s3_options, tmp_p
         assert done.returncode == 2, (args, done.stderr)
         assert len(lines) == 1 and message in lines[0], (args, done.stderr)
         assert "abc" not in done.stderr  # a credential never echoed
-    from deepfleet.cli._data import _data_section, storage_options
+    from deepfleet.cli._app import parse_storage_options
+    from deepfleet.cli._data import _data_section
 
     with pytest.raises(UserError, match="expected s3://BUCKET/PREFIX"):
         read_manifest("s3:///x")
     with pytest.raises(UserError, match="expected KEY=VALUE"):
-        storage_options(["nonsense"])
+        parse_storage_options(["nonsense"])
     with pytest.raises(UserError, match="credential"):
         _data_section(storage_options={"aws_secret_access_key": "abc"})
     with pytest.raises(UserError, match="not a size"):
