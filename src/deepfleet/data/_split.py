@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from deepfleet.data._rows import row_dtype
 from deepfleet.errors import UserError
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -39,30 +40,39 @@ def sample_keys(ids: np.ndarray, seed: int) -> np.ndarray:
     return z
 
 
-def row_dtype(count: int) -> type:
-    """The smallest of int32 and int64 that numbers `count` rows."""
-    return np.int32 if count < 2**31 else np.int64
+class _Classes:
+    """The classes present in `rows`, numbered 0, 1, ... in sorted order, and the rows per
+    class; a UserError when a class has a single sample (it cannot be split). No sort of the
+    rows' labels: a search among the few class values and a bincount, a block of rows at a
+    time (a whole-size class index would be 8 MB of prepare's peak at a million rows)."""
 
+    def __init__(self, labels: np.ndarray, rows: np.ndarray, name: str) -> None:
+        self.labels, self.rows = labels, rows
+        self.values = np.unique(labels)
+        self.renumber: np.ndarray | None = None
+        counts = np.zeros(len(self.values), np.int64)
+        for lo in range(0, len(rows), _BLOCK):
+            counts += np.bincount(self._search(lo, lo + _BLOCK), minlength=len(self.values))
+        present = counts > 0
+        if (counts[present] < 2).any():
+            rare = self.values[present & (counts < 2)]
+            shown = ", ".join(str(c) for c in rare[:5]) + (" ..." if len(rare) > 5 else "")
+            raise UserError(
+                f"cannot draw a stratified {name} split: {len(rare)} of {int(present.sum())} "
+                f"classes have a single sample (class {shown}); each class needs at "
+                "least 2"
+            )
+        if not present.all():  # the classes present renumbered 0, 1, ...
+            self.renumber = np.cumsum(present) - 1
+        self.counts = counts[present]
 
-def _class_index(labels: np.ndarray, rows: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's class as an index into the sorted classes present in `rows`, and the rows
-    per class; a UserError when a class has a single sample (it cannot be split). No sort
-    of the rows' labels: a search among the few class values and a bincount."""
-    classes = np.unique(labels)
-    index = np.searchsorted(classes, labels[rows])
-    counts = np.bincount(index, minlength=len(classes))
-    present = counts > 0
-    if (counts[present] < 2).any():
-        rare = classes[present & (counts < 2)]
-        shown = ", ".join(str(c) for c in rare[:5]) + (" ..." if len(rare) > 5 else "")
-        raise UserError(
-            f"cannot draw a stratified {name} split: {len(rare)} of {int(present.sum())} "
-            f"classes have a single sample (class {shown}); each class needs at "
-            "least 2"
-        )
-    if not present.all():  # renumber the classes present 0, 1, ... (in place)
-        np.take(np.cumsum(present) - 1, index, out=index)
-    return index, counts[present]
+    def _search(self, lo: int, hi: int) -> np.ndarray:
+        return np.searchsorted(self.values, self.labels[self.rows[lo:hi]])
+
+    def index(self, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """The class numbers of rows[lo:hi] (int64)."""
+        found = self._search(lo, len(self.rows) if hi is None else hi)
+        return found if self.renumber is None else self.renumber[found]
 
 
 def _groups(
@@ -72,20 +82,21 @@ def _groups(
     are the rows' own keys (keys[i] is rows[i]'s); they are overwritten."""
     if labels is None:
         return [rows[np.argsort(keys, kind="stable")]]
-    index, counts = _class_index(labels, rows, name)
+    classes = _Classes(labels, rows, name)
     # One sort orders every class at once: the class index in the top 16 bits, the key's
     # top 48 bits below it (ties, one in 2^48, keep the rows' order: still deterministic).
-    # Built in place: each per-row temporary is 8 MB of prepare's peak at a million rows.
-    if len(counts) >= 1 << 16:
-        order = rows[np.lexsort((keys, index))]
+    # Built in place, a block of rows at a time: each per-row temporary is 8 MB of
+    # prepare's peak at a million rows.
+    if len(classes.counts) >= 1 << 16:
+        order = rows[np.lexsort((keys, classes.index()))]
     else:
         np.right_shift(keys, np.uint64(16), out=keys)
-        top = index.view(np.uint64)  # class indices are >= 0: the same bits
-        np.left_shift(top, np.uint64(48), out=top)
-        keys |= top
-        del index, top
+        for lo in range(0, len(rows), _BLOCK):
+            top = classes.index(lo, lo + _BLOCK).view(np.uint64)  # >= 0: the same bits
+            np.left_shift(top, np.uint64(48), out=top)
+            keys[lo : lo + _BLOCK] |= top
         order = rows[np.argsort(keys, kind="stable")]
-    return np.split(order, np.cumsum(counts)[:-1])
+    return np.split(order, np.cumsum(classes.counts)[:-1])
 
 
 def _allocate(sizes: list[int], share: float, stratified: bool) -> list[int]:

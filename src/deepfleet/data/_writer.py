@@ -3,7 +3,6 @@ process pool from row sources, resumable, and renamed into place complete."""
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import hashlib
 import multiprocessing
@@ -92,12 +91,24 @@ def _compact(samples: Samples) -> None:
     samples.ids = _smallest_int(np.asarray(samples.ids))
 
 
+def _libc() -> Any:
+    """The C library, where it has glibc's malloc_trim; None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
 def _release_freed() -> None:
-    """Hand memory the split freed back to the system (glibc keeps freed blocks of a few MB
-    for reuse; the prepare process would otherwise hold its split's peak while it writes)."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None).malloc_trim(0)
+    """Hand memory freed by now back to the system: glibc keeps freed blocks of a few MB
+    for reuse, so the prepare process would hold its load's and split's peak while it
+    writes, and each forked worker would map (and count) those pages too."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def _pool(workers: int, counter) -> ProcessPoolExecutor:
@@ -201,6 +212,7 @@ def write_dataset(
         workers = (os.cpu_count() or 1) if samples.x.nbytes >= POOL_MIN_BYTES else 1
     workers = max(1, min(workers, shards + 2))  # at most one per shard: train, val, test
     _compact(samples)
+    _release_freed()  # before the fork: each worker would map (and count) what is kept
     counter = multiprocessing.get_context().Array("q", [0, 0])
     pool = _pool(workers, counter) if workers > 1 else None
     settings = {
