@@ -20,16 +20,24 @@ _COPY_CHUNK = 8 << 20
 _SPAN = 8 << 20  # bytes of a file MappedArray maps at once
 
 
+def row_dtype(count: int) -> type:
+    """The smallest of int32 and int64 that numbers `count` rows."""
+    return np.int32 if count < 2**31 else np.int64
+
+
 def index_rows(source: Any, key: Any) -> np.ndarray:
     """NumPy-style indexing (an int, a slice, an index array, optionally with more axes
     after it) through `source.read_rows(index array)`."""
     first, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
     single = not isinstance(first, slice) and np.ndim(first) == 0
+    # No whole-size temporaries beyond the row numbers themselves (int32 while they fit):
+    # reading a million labels at once is a prepare's first peak.
     if isinstance(first, slice):
-        rows = np.arange(len(source))[first]
+        rows = np.arange(*first.indices(len(source)), dtype=row_dtype(len(source)))
     else:
         rows = np.atleast_1d(np.asarray(first, dtype=np.int64))
-        rows = np.where(rows < 0, rows + len(source), rows)
+        if len(rows) and rows.min() < 0:
+            rows = np.where(rows < 0, rows + len(source), rows)
     out = source.read_rows(rows)
     if single:
         out = out[0]

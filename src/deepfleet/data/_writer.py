@@ -3,13 +3,14 @@ process pool from row sources, resumable, and renamed into place complete."""
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import multiprocessing
 import os
 import shutil
 import sys
-from collections.abc import Callable, Mapping
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,43 @@ def _job_args(samples: Samples, folder: Path, split: str, index: int, rows: np.n
     return (folder, split, index, samples.ids[rows], x, targets, group, key, rows)
 
 
+def _smallest_int(values: np.ndarray) -> np.ndarray:
+    """Integers in the smallest dtype that holds them (the same values): MNIST's labels in
+    uint8, a million row ids in uint32. Shards store them as int64 all the same."""
+    if values.ndim != 1 or not len(values) or not np.issubdtype(values.dtype, np.integer):
+        return values
+    small = np.result_type(np.min_scalar_type(values.min()), np.min_scalar_type(values.max()))
+    return values.astype(small) if small.itemsize < values.itemsize else values
+
+
+def _compact(samples: Samples) -> None:
+    """Class targets and ids made compact in place, before the pool forks: a forked worker's
+    resident memory counts every page of the parent's it maps, once per worker."""
+    if class_targets(samples) and isinstance(samples.y, np.ndarray):
+        samples.y = _smallest_int(samples.y)
+    samples.ids = _smallest_int(np.asarray(samples.ids))
+
+
+def _libc() -> Any:
+    """The C library, where it has glibc's malloc_trim; None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+def _release_freed() -> None:
+    """Hand memory freed by now back to the system: glibc keeps freed blocks of a few MB
+    for reuse, so the prepare process would hold its load's and split's peak while it
+    writes, and each forked worker would map (and count) those pages too."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
 def _pool(workers: int, counter) -> ProcessPoolExecutor:
     """A pool whose workers start now (fork starts every worker at the first submit).
 
@@ -93,25 +131,39 @@ def _pool(workers: int, counter) -> ProcessPoolExecutor:
 
 
 def _run(
-    args: list[tuple], pool: ProcessPoolExecutor | None, counter, report: Callable[[], None]
-) -> list[dict]:
-    """Every shard written, by the pool or in this process; `report` after each step."""
+    jobs: Iterator[tuple[int, tuple]],
+    entries: list[dict | None],
+    pool: ProcessPoolExecutor | None,
+    workers: int,
+    counter,
+    report: Callable[[], None],
+) -> None:
+    """Every shard of `jobs` (slot, arguments) written, by the pool or in this process,
+    its manifest entry put in its slot; `report` after each step. Jobs are built as they
+    are sent, at most one more than the workers in flight: never all shards' rows at once."""
     if pool is None:
         set_progress_counter(counter)
         try:
-            results = []
-            for a in args:
-                results.append(write_shard(*a))
+            for k, args in jobs:
+                entries[k] = write_shard(*args)
                 report()
-            return results
         finally:
             set_progress_counter(None)
-    futures = [pool.submit(write_shard, *a) for a in args]
-    pending = set(futures)
-    while pending:
-        _, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+        return
+    pending: dict[Future, int] = {}
+
+    def collect() -> None:
+        done, _ = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+        for future in done:
+            entries[pending.pop(future)] = future.result()
         report()
-    return [f.result() for f in futures]
+
+    for k, args in jobs:
+        while len(pending) > workers:
+            collect()
+        pending[pool.submit(write_shard, *args)] = k
+    while pending:
+        collect()
 
 
 def write_dataset(
@@ -159,6 +211,8 @@ def write_dataset(
     if workers is None:
         workers = (os.cpu_count() or 1) if samples.x.nbytes >= POOL_MIN_BYTES else 1
     workers = max(1, min(workers, shards + 2))  # at most one per shard: train, val, test
+    _compact(samples)
+    _release_freed()  # before the fork: each worker would map (and count) what is kept
     counter = multiprocessing.get_context().Array("q", [0, 0])
     pool = _pool(workers, counter) if workers > 1 else None
     settings = {
@@ -180,6 +234,7 @@ def write_dataset(
                 rows_per_group,
                 stratify,
                 pool,
+                workers,
                 counter,
                 progress,
             )
@@ -212,7 +267,7 @@ def write_dataset(
 
 
 def _write_shards(
-    samples, out, shards, settings, key, rows_per_group, stratify, pool, counter, progress
+    samples, out, shards, settings, key, rows_per_group, stratify, pool, workers, counter, progress
 ):
     """The split, the shard plan, and every shard written (or kept from a killed run):
     (jobs, parts, manifest entries)."""
@@ -252,11 +307,14 @@ def _write_shards(
     entries: list[dict | None] = [
         kept_shard(stage, split, i, samples.ids[rows], key) for split, i, rows in jobs
     ]
-    todo = [k for k, e in enumerate(entries) if e is None]
+    _release_freed()
     counter[0] = sum(len(jobs[k][2]) for k, e in enumerate(entries) if e is not None)
     total = len(samples.y)
     report = (lambda: progress(counter[0], counter[1], total)) if progress else (lambda: None)
-    args = [_job_args(samples, stage, *jobs[k], group, key) for k in todo]
-    for k, entry in zip(todo, _run(args, pool, counter, report), strict=True):
-        entries[k] = entry
+    todo = (
+        (k, _job_args(samples, stage, *jobs[k], group, key))
+        for k, e in enumerate(entries)
+        if e is None
+    )
+    _run(todo, entries, pool, workers, counter, report)
     return jobs, parts, entries
