@@ -153,6 +153,9 @@ def create_app(config: ServeConfig) -> FastAPI:
         version=__version__,
         lifespan=_lifespan,
         description="Open Inference Protocol v2 (REST) for deepfleet bundles.",
+        # The server's metrics are its own (Prometheus, /metrics). FastAPI's OpenTelemetry
+        # instruments, left on, look up the global providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.config = config
     app.state.metrics = Metrics()
