@@ -30,6 +30,7 @@ from deepfleet.deploy.serve import _schemas as schemas
 from deepfleet.deploy.serve._config import ServeConfig
 from deepfleet.deploy.serve._connection import CUT_OFF, METRICS_STATE
 from deepfleet.deploy.serve._errors import RequestError
+from deepfleet.deploy.serve._hot import HotRoutes
 from deepfleet.deploy.serve._http import json_response
 from deepfleet.deploy.serve._metrics import Metrics
 from deepfleet.deploy.serve._repository import Repository
@@ -152,10 +153,15 @@ def create_app(config: ServeConfig) -> FastAPI:
         version=__version__,
         lifespan=_lifespan,
         description="Open Inference Protocol v2 (REST) for deepfleet bundles.",
+        # The server's metrics are its own (Prometheus, /metrics). FastAPI's OpenTelemetry
+        # instruments, left on, look up the global providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.config = config
     app.state.metrics = Metrics()
     app.state.repository = None
+    # Added first, so it runs inside the metrics: the inference routes skip FastAPI's router.
+    app.add_middleware(HotRoutes)
     app.add_middleware(_MetricsMiddleware, metrics=app.state.metrics)
     app.add_exception_handler(RequestError, _request_error)
     app.add_exception_handler(HTTPException, _http_error)
