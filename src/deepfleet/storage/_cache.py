@@ -168,7 +168,10 @@ class ShardCache:
                         f"sha256 {digest[:16]}... does not match the expected "
                         f"{sha256[:16]}... (corrupt or changed); nothing was cached",
                     )
-                os.replace(part, final)  # atomic: readers see all of it or nothing
+                # Under the lock: another process counting the space scans objects/, then
+                # incoming/, and a file moving between its two scans would count as nothing.
+                with locked(self.root / ".lock"):
+                    os.replace(part, final)  # atomic: readers see all of it or nothing
             finally:
                 part.unlink(missing_ok=True)
                 os.close(held)
