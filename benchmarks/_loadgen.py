@@ -8,6 +8,7 @@ server under test. Loopback only; bounded in time and in request count.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field
 
@@ -34,6 +35,12 @@ class LoadResult:
             "codes": {str(k): v for k, v in sorted(self.codes.items())},
             "failures": self.failures,
         }
+
+
+def oip_json_body(sample: np.ndarray) -> bytes:
+    """One digits sample as an Open Inference Protocol JSON request body (FP32 tensors)."""
+    tensor = {"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32"}
+    return json.dumps({"inputs": [{**tensor, "data": sample.ravel().tolist()}]}).encode()
 
 
 def http_request(

@@ -35,7 +35,7 @@ import httpx
 import numpy as np
 import torch
 
-from _loadgen import http_request, run_load
+from _loadgen import http_request, oip_json_body, run_load
 from deepfleet.config import load_job
 from deepfleet.data import load_source
 from deepfleet.deploy import export_bundle, load_bundle
@@ -212,22 +212,10 @@ def ratios(medians: dict) -> dict:
 
 
 def load_run(server: Proc, samples: np.ndarray, token: str, seconds: float) -> dict:
-    bodies = [
-        json.dumps(
-            {
-                "inputs": [
-                    {
-                        "name": "input",
-                        "shape": [1, 1, 8, 8],
-                        "datatype": "FP32",
-                        "data": s.ravel().tolist(),
-                    }
-                ]
-            }
-        ).encode()
+    requests = [
+        http_request(server.port, "/v2/models/digits/infer", oip_json_body(s), token)
         for s in samples
     ]
-    requests = [http_request(server.port, "/v2/models/digits/infer", b, token) for b in bodies]
     run_load(server.port, requests, 32, 1.0)
     before = server.rss_mib()
     result = run_load(server.port, requests, 32, seconds).summary()

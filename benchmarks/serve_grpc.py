@@ -27,7 +27,7 @@ import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 
 from _grpc_loadgen import run_grpc_load
-from _loadgen import http_request, run_load
+from _loadgen import http_request, oip_json_body, run_load
 from deepfleet.data import load_source
 from deepfleet.devices import describe_machine
 from serve import ROOT, Proc, digits_cnn_bundle, free_port
@@ -41,26 +41,7 @@ VARIANTS = ("http_json", "grpc_raw", "grpc_typed")
 
 def http_bodies(samples: np.ndarray, port: int, token: str) -> list[bytes]:
     path = f"/v2/models/{MODEL}/infer"
-    return [
-        http_request(
-            port,
-            path,
-            json.dumps(
-                {
-                    "inputs": [
-                        {
-                            "name": "input",
-                            "shape": [1, 1, 8, 8],
-                            "datatype": "FP32",
-                            "data": s.ravel().tolist(),
-                        }
-                    ]
-                }
-            ).encode(),
-            token,
-        )
-        for s in samples
-    ]
+    return [http_request(port, path, oip_json_body(s), token) for s in samples]
 
 
 def grpc_bodies(samples: np.ndarray, typed: bool) -> list[bytes]:
