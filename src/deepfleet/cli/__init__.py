@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import faulthandler
 import os
 import sys
 import warnings
@@ -90,4 +92,16 @@ def _internal(err: Exception) -> int:
 
 
 def main() -> None:
-    sys.exit(run_cli(sys.argv[1:]))
+    # A crash in C++ code (torch, gloo, a codec) prints the Python stack of every thread.
+    faulthandler.enable()
+    code = run_cli(sys.argv[1:])
+    env = sys.modules.get("deepfleet.parallel._env")  # imported by every distributed stage
+    if env is None or not env.in_worker():
+        sys.exit(code)
+    # A rank of a job: the exit handlers run (log handlers flushed, loader workers stopped),
+    # but not the interpreter's teardown, where gloo's threads can abort a rank after its
+    # work is written (std::terminate, no Python error) and the agent reports it failed.
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
