@@ -149,3 +149,42 @@ def test_a_damaged_image_is_one_line_naming_the_sample(tmp_path):
     png = io.BytesIO()
     Image.fromarray(np.zeros((5, 5), np.uint8)).save(png, "PNG")
     assert decode_image(png.getvalue(), "L", ImageTransform(size=(3, 3))).shape == (3, 3, 1)
+
+
+def _jpeg(pixels: np.ndarray, mode: str = "RGB") -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def _gradient(h: int, w: int) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(_smooth(h, w))))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+def test_jpeg_pixels_equal_pillows_decoder(mode):
+    """A JPEG that needs no resize comes out as Pillow decodes it, pixel for pixel: RGB and
+    grey through libjpeg-turbo, CMYK through Pillow itself."""
+    rng = np.random.default_rng(0)
+    pixels = np.clip(_gradient(40, 56) + rng.normal(0, 10, (40, 56, 3)), 0, 255)
+    data = _jpeg(pixels.astype(np.uint8), mode)
+    out_mode = "L" if mode == "L" else "RGB"
+    got = decode_image(data, out_mode, ImageTransform(size=(40, 56), resize_ratio=1.0))
+    expected = np.asarray(Image.open(io.BytesIO(data)).convert(out_mode))
+    assert np.array_equal(got, expected.reshape(got.shape))
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_to_the_same_region():
+    """A 512 x 384 JPEG cropped to 32 x 32 is decoded at 1/8 scale (libjpeg's DCT scaling);
+    the result matches Pillow's full decode resized over the same centre box."""
+    data = _jpeg(_gradient(384, 512))
+    got = decode_image(data, "RGB", ImageTransform(size=(32, 32), resize_ratio=1.0))
+    full = Image.open(io.BytesIO(data)).convert("RGB")
+    expected = full.resize((32, 32), Image.Resampling.BILINEAR, box=(64, 0, 448, 384))
+    assert np.abs(got.astype(np.float32) - np.asarray(expected, np.float32)).mean() < 3
+
+
+def test_a_jpeg_over_the_pixel_limit_is_refused_before_decoding():
+    data = _jpeg(_gradient(40, 56))
+    with pytest.raises(UserError, match="upload 2: 56x40 pixels exceed the limit of 2000"):
+        decode_image(data, "RGB", ImageTransform(), where="upload 2", max_pixels=2000)
