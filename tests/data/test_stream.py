@@ -96,9 +96,7 @@ def test_batches_hold_the_stored_values(odd_data):
     assert total == N
 
 
-def test_batches_in_huge_page_memory_hold_the_stored_values_after_the_loader(
-    odd_data, monkeypatch
-):
+def test_batches_in_huge_page_memory_hold_the_stored_values_after_the_loader(odd_data, monkeypatch):
     """Windows too large for malloc to reuse are converted into memory of their own; the
     batches (views of it) keep their values after the loader and its window are gone."""
     import deepfleet.data._loader as loader_module
