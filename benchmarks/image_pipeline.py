@@ -15,8 +15,11 @@ folders. All in one run, on the same files, with the same number of workers:
                          PIL open, RGB, RandomResizedCrop.get_params, crop + resize) under
                          torch's DataLoader (torchvision itself has no wheel for this torch)
               litdata    StreamingDataset(transform=the same PIL crop) + StreamingDataLoader
-            rounds of short turns (12 batches each, epochs run on) interleave the three in a
-            rotating order; the median turn rate of each is compared.
+            rounds of turns interleave the three in a rotating order (epochs run on); a
+            turn first waits a second, so the other loaders' workers finish refilling
+            their queues and steal no CPU from it, takes the batches its own workers
+            prefetched meanwhile untimed, then times 24 batches; the median turn rate of
+            each is compared.
 Writes benchmarks/results/image_pipeline.json.
 
 Run: python benchmarks/image_pipeline.py [--images 50000] [--workers 2] [--rounds 8]
@@ -41,7 +44,8 @@ from _tree_rss import run_measured  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH, SIZE = 64, (224, 224)
-TURN_BATCHES = 12  # batches a loader runs per turn
+TURN_BATCHES = 24  # batches a loader is timed over per turn
+SETTLE_S = 1.0  # idle before a turn: every other loader's prefetch queue is full by then
 
 
 def write_jpegs(folder: Path, n: int, seed: int = 0) -> list[tuple[str, int]]:
@@ -140,10 +144,14 @@ def forever(loader, epochs_from: int = 0):
         epoch += 1
 
 
-def turn_rate(batches, count: int) -> float:
-    """Images per second over the next `count` batches (float32 / 255 in this process)."""
+def turn_rate(batches, count: int, prefetched: int) -> float:
+    """Images per second over `count` batches (float32 / 255 in this process), after the
+    `prefetched` ones the loader's workers made while the others ran."""
     import torch
 
+    time.sleep(SETTLE_S)
+    for _ in range(prefetched):
+        next(batches)
     started, images = time.perf_counter(), 0
     for _ in range(count):
         x, _ = next(batches)
@@ -187,7 +195,7 @@ def stream_rates(data: Path, lit: Path, files, workers: int, rounds: int) -> dic
     for r in range(rounds + 1):  # round 0 warms up (workers start, files cached)
         # Short turns, the order rotated every round: a busy neighbour hits all three alike.
         for name in names[r % 3 :] + names[: r % 3]:
-            rate = turn_rate(streams[name], TURN_BATCHES)
+            rate = turn_rate(streams[name], TURN_BATCHES, prefetched=2 * workers)
             print(f"round {r} {name}: {rate:,.0f} images/s", flush=True)
             if r:
                 rates[name].append(round(rate, 1))
@@ -266,6 +274,8 @@ def main() -> None:
         "jpeg_mb": round(mb, 1),
         "workers": args.workers,
         "batch_size": BATCH,
+        "turn_batches": TURN_BATCHES,
+        "settle_s": SETTLE_S,
         "prepare": prepare,
         "prepare_wall_ratio_vs_litdata": round(
             prepare["deepfleet"]["wall_s"] / prepare["litdata"]["wall_s"], 2
