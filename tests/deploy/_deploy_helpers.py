@@ -142,3 +142,33 @@ def infer_body(x, name: str = "input", datatype: str = "FP32", **extra) -> dict:
         ],
         **extra,
     }
+
+
+# A bundle trained on encoded images: 16 x 16 RGB, resize + centre crop, normalised.
+IMAGE_SIZE = (16, 16)
+IMAGE_TRANSFORM = {"mode": "RGB", "size": list(IMAGE_SIZE), "resize_ratio": 256 / 224}
+IMAGE_MEAN, IMAGE_STD = [0.5, 0.4, 0.3], [0.25, 0.2, 0.3]
+
+
+def image_bundle(folder: Path) -> Path:
+    """An MLP over 3 classes (a, b, c) exported with the encoded-image preprocessing."""
+    import torch
+
+    from deepfleet.config import ModelSection
+    from deepfleet.data import Preprocessing
+    from deepfleet.deploy import export_bundle
+    from deepfleet.models import mlp
+
+    torch.manual_seed(0)
+    prep = Preprocessing.for_samples(
+        "uint8", 1 / 255, (3, *IMAGE_SIZE), image=IMAGE_TRANSFORM
+    ).normalised(IMAGE_MEAN, IMAGE_STD)
+    return export_bundle(
+        mlp((3, *IMAGE_SIZE), 3, hidden=[16]),
+        folder / "bundle",
+        name="pictures",
+        model_section=ModelSection(name="mlp", params={"hidden": [16]}),
+        input_shape=(3, *IMAGE_SIZE),
+        class_names=["a", "b", "c"],
+        preprocessing=prep,
+    )

@@ -21,23 +21,20 @@ import pytest
 import torch
 import tritonclient.grpc as grpcclient
 import tritonclient.http as triton
-from _deploy_helpers import Server
+from _deploy_helpers import IMAGE_SIZE, IMAGE_TRANSFORM, Server, image_bundle
 from PIL import Image
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException, serialize_byte_tensor
 
-from deepfleet.config import ModelSection
 from deepfleet.data import Preprocessing
-from deepfleet.deploy import export_bundle, load_bundle
+from deepfleet.deploy import load_bundle
 from deepfleet.deploy.serve._errors import RequestError
 from deepfleet.deploy.serve._images import split_elements
 from deepfleet.deploy.serve._protocol import InputSpec, model_input
 
 pytestmark = pytest.mark.e2e
-SIZE = (16, 16)
-IMAGE = {"mode": "RGB", "size": list(SIZE), "resize_ratio": 256 / 224}
-MEAN, STD = [0.5, 0.4, 0.3], [0.25, 0.2, 0.3]
+SIZE, IMAGE = IMAGE_SIZE, IMAGE_TRANSFORM
 
 
 def _files() -> list[bytes]:
@@ -71,19 +68,7 @@ def _bomb_png(width: int, height: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    torch.manual_seed(0)
-    from deepfleet.models import mlp
-
-    prep = Preprocessing.for_samples("uint8", 1 / 255, (3, *SIZE), image=IMAGE)
-    return export_bundle(
-        mlp((3, *SIZE), 3, hidden=[16]),
-        tmp_path_factory.mktemp("img") / "bundle",
-        name="pictures",
-        model_section=ModelSection(name="mlp", params={"hidden": [16]}),
-        input_shape=(3, *SIZE),
-        class_names=["a", "b", "c"],
-        preprocessing=prep.normalised(MEAN, STD),
-    )
+    return image_bundle(tmp_path_factory.mktemp("img"))
 
 
 @pytest.fixture(scope="module")

@@ -198,7 +198,9 @@ def export(
 def predict(
     bundle: str = typer.Argument(..., help="A bundle folder or URL."),
     data: str = typer.Argument(
-        ..., help="A prepared data set, a URL of one (s3://...), or a run folder."
+        ...,
+        help="A prepared data set, a URL of one (s3://...), a run folder, or a folder of "
+        "image files (for a bundle trained on encoded images).",
     ),
     out: str = typer.Option(
         "predictions", "--out", help="Folder or URL (s3://...) for the Parquet outputs."
@@ -229,33 +231,38 @@ def predict(
     ),
     storage_option: list[str] = typer.Option(None, "--storage-option", help=STORAGE_OPTION_HELP),
 ) -> None:
-    """Predict with a bundle over prepared shards; Parquet keyed by each input's id.
+    """Predict with a bundle over prepared shards (Parquet keyed by each input's id) or over
+    a folder of image files (keyed by each file's path).
 
-    Resumable: a rerun skips shards whose output is finished and still matches.
+    Resumable: a rerun skips outputs that are finished and still match their inputs.
     """
-    from deepfleet.deploy import open_bundle, predict_dataset
+    from deepfleet.deploy import open_bundle, predict_dataset, predict_files
     from deepfleet.runs import open_run
     from deepfleet.storage import is_remote, redact
 
+    files = False
     if not is_remote(data):
         if not Path(data).exists():
             raise UserError(f"{data}: data path does not exist")
         if (Path(data) / "job.toml").is_file():
             data = str(open_run(data).data_dir())
+        files = Path(data).is_dir() and not (Path(data) / "manifest.json").exists()
+    if files and (split or nproc != 1 or key):
+        raise UserError("--split, --nproc and --key apply to prepared data sets, not image files")
     loaded = open_bundle(_local_bundle(bundle), public_key)
-    result = predict_dataset(
-        loaded,
-        data,
-        out,
-        splits=split or None,
-        nproc=nproc,
+    common = dict(
         backend=backend,
         device=device,
         batch_size=batch_size,
-        key=key,
         threads=threads,
         storage_options=parse_storage_options(storage_option),
     )
+    if files:
+        result = predict_files(loaded, data, out, **common)
+    else:
+        result = predict_dataset(
+            loaded, data, out, splits=split or None, nproc=nproc, key=key, **common
+        )
     console.print(
         f"predicted {result['rows']} rows into {redact(out)} ({len(result['files'])} files, "
         f"{result['skipped']} already done, {result['nproc']} processes, backend "

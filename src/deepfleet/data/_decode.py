@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import math
 import struct
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -164,6 +165,20 @@ class ImageDecoder:
             rng = t.rng(epoch, int(sample)) if t.train else None
             pixels = decode_image(data, self.mode, t, rng, where=f"sample {int(sample)}")
             out[k] = pixels.transpose(2, 0, 1)
+
+
+def decode_named(blobs: Sequence[bytes], image: dict, names: Sequence[str]) -> np.ndarray:
+    """Encoded files from outside (a request, a folder) -> uint8 N x C x H x W by a bundle's
+    recorded evaluation transform (`image`). A file that is no image, or one of more pixels
+    than Pillow's MAX_IMAGE_PIXELS (a decompression bomb), is a UserError naming it."""
+    decoder = evaluation_decoder(image)
+    out = np.empty((len(blobs), decoder.channels, *decoder.transform.size), np.uint8)
+    # Read at call time: an operator may set PIL.Image.MAX_IMAGE_PIXELS for the process.
+    limit = Image.MAX_IMAGE_PIXELS
+    for k, (blob, name) in enumerate(zip(blobs, names, strict=True)):
+        pixels = decode_image(blob, decoder.mode, decoder.transform, where=name, max_pixels=limit)
+        out[k] = pixels.transpose(2, 0, 1)
+    return out
 
 
 def evaluation_decoder(image: dict) -> ImageDecoder:

@@ -16,6 +16,7 @@ from deepfleet.deploy._bundle import (
 from deepfleet.deploy._generate import generate
 from deepfleet.deploy._onnx import ONNX_FILE, ONNX_TOLERANCE, export_onnx
 from deepfleet.deploy._predict import predict_dataset, predict_shard
+from deepfleet.deploy._predict_files import predict_files
 from deepfleet.deploy._signing import new_signing_key, open_bundle, sign_bundle, verify_bundle
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "new_signing_key",
     "open_bundle",
     "predict_dataset",
+    "predict_files",
     "predict_shard",
     "read_bundle_spec",
     "sign_bundle",

@@ -73,7 +73,7 @@ def _check_compatible(bundle: LoadedBundle, manifest: Manifest) -> None:
         )
 
 
-def _arrow(values: np.ndarray) -> pa.Array:
+def arrow_column(values: np.ndarray) -> pa.Array:
     """A column as Arrow: strings for object arrays, the NumPy dtype otherwise."""
     values = np.asarray(values)
     if values.dtype == object or values.dtype.kind in "US":
@@ -126,7 +126,7 @@ def predict_shard(
         parts = [output_columns(bundle, empty)]
     columns = {"id": pa.array(ids, pa.int64())}
     for name in parts[0]:
-        columns[name] = _arrow(np.concatenate([p[name] for p in parts]))
+        columns[name] = arrow_column(np.concatenate([p[name] for p in parts]))
     return pa.table(columns)
 
 
@@ -142,7 +142,7 @@ class _Task:
     out: str
 
 
-def _bundle_id(root: Path) -> str:
+def bundle_id(root: Path) -> str:
     return sha256_file(root / MODEL_JSON)
 
 
@@ -150,21 +150,35 @@ def _record_path(out: Path, input_file: str) -> Path:
     return out / PARTS / f"{Path(input_file).stem}.json"
 
 
-def _finished(task: _Task, bundle_id: str) -> dict[str, Any] | None:
+def _finished(task: _Task, identity: str) -> dict[str, Any] | None:
     """The shard's record when its output is complete and was made from these exact inputs."""
     out = Path(task.out)
+    expected = {"input_sha256": task.sha256, "bundle": identity}
+    return finished_record(_record_path(out, task.file), out, expected)
+
+
+def finished_record(path: Path, out: Path, expected: Mapping[str, str]) -> dict[str, Any] | None:
+    """The record at `path` when the output it names in `out` is complete (its sha256 holds)
+    and it was made from the `expected` inputs (record values)."""
     try:
-        record = json.loads(_record_path(out, task.file).read_text(encoding="utf-8"))
+        record = json.loads(path.read_text(encoding="utf-8"))
         target = out / record["file"]
         fresh = (
-            record["input_sha256"] == task.sha256
-            and record["bundle"] == bundle_id
+            all(record[k] == v for k, v in expected.items())
             and target.is_file()
             and sha256_file(target) == record["sha256"]
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return record if fresh else None
+
+
+def write_part(table: pa.Table, target: Path) -> str:
+    """One output file, zstd Parquet, written atomically; returns its sha256."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    write_bytes_atomic(target, sink.getvalue().to_pybytes())
+    return sha256_file(target)
 
 
 # One bundle and backend per worker process, built once by the pool's initializer.
@@ -176,7 +190,7 @@ def _setup(bundle: LoadedBundle, backend: Backend, batch_size: int, key: DataKey
         bundle=bundle,
         backend=backend,
         batch_size=batch_size,
-        bundle_id=_bundle_id(bundle.root),
+        bundle_id=bundle_id(bundle.root),
         key=key,
     )
 
@@ -204,15 +218,13 @@ def _run_task(task: _Task) -> dict[str, Any]:
     )
     out = Path(task.out)
     target = out / f"pred-{Path(entry.file).stem}.parquet"
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    write_bytes_atomic(target, sink.getvalue().to_pybytes())
+    digest = write_part(table, target)
     record = {
         "file": target.name,
         "input": entry.file,
         "split": task.split,
         "rows": table.num_rows,
-        "sha256": sha256_file(target),
+        "sha256": digest,
         "input_sha256": entry.sha256,
         "bundle": _WORKER["bundle_id"],
     }
@@ -268,16 +280,14 @@ def predict_dataset(
     manifest = read_manifest(data, options, cache)
     _check_compatible(bundle, manifest)
     data_key = dataset_key(manifest, key)  # checked here so a wrong key fails before any work
-    remote = str(out) if is_remote(out) else None
-    out = node_local("predictions", remote) if remote else Path(out)
-    (out / PARTS).mkdir(parents=True, exist_ok=True)
-    bundle_id = _bundle_id(bundle.root)
+    out, remote = output_folder(out)
+    identity = bundle_id(bundle.root)
     tasks = [
         _Task(str(manifest.root), options, cache, split, e.file, e.sha256, e.rows, str(out))
         for split in splits or manifest.splits
         for e in manifest.shards(split)
     ]
-    done = {t.file: r for t in tasks if (r := _finished(t, bundle_id)) is not None}
+    done = {t.file: r for t in tasks if (r := _finished(t, identity)) is not None}
     todo = [t for t in tasks if t.file not in done]
     workers = min(nproc, len(todo))
     chosen = choose_backend(bundle, backend, resolve_device(str(device)))
@@ -311,7 +321,7 @@ def predict_dataset(
     ]
     result = {
         "bundle": str(bundle.root),
-        "bundle_sha256": bundle_id,
+        "bundle_sha256": identity,
         "data": str(manifest.root),
         "data_manifest_sha256": manifest.digest(),
         "backend": chosen,
@@ -320,6 +330,21 @@ def predict_dataset(
         "rows": sum(e["rows"] for e in entries),
         "skipped": len(tasks) - len(todo),
     }
+    publish(out, remote, options, result)
+    return result
+
+
+def output_folder(out: str | Path) -> tuple[Path, str | None]:
+    """Where the outputs are written: `out`, or for a URL this node's folder for it (where a
+    rerun finds what is done), with the URL."""
+    remote = str(out) if is_remote(out) else None
+    folder = node_local("predictions", remote) if remote else Path(out)
+    (folder / PARTS).mkdir(parents=True, exist_ok=True)
+    return folder, remote
+
+
+def publish(out: Path, remote: str | None, options: Mapping[str, Any], result: dict) -> None:
+    """out/manifest.json, written last; for a URL, then every output uploaded, manifest last."""
     write_json_atomic(out / "manifest.json", result)
     if remote:
         store = Store(remote, options)
@@ -327,4 +352,3 @@ def predict_dataset(
         names = sorted(p.name for p in out.iterdir() if p.is_file())
         names.sort(key=lambda n: n == "manifest.json")
         upload_files(out, store, names)
-    return result

@@ -22,10 +22,9 @@ import struct
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from deepfleet.data import Preprocessing
-from deepfleet.data._decode import decode_image, evaluation_decoder
+from deepfleet.data._decode import decode_named
 from deepfleet.deploy.serve._errors import RequestError
 from deepfleet.errors import UserError
 
@@ -103,23 +102,11 @@ def decode_request_images(
     blobs: list[bytes], preprocessing: Preprocessing, what: str
 ) -> np.ndarray:
     """Encoded files -> uint8 N x C x H x W by the bundle's evaluation transform."""
-    decoder = evaluation_decoder(preprocessing.image or {})
-    out = np.empty((len(blobs), decoder.channels, *decoder.transform.size), np.uint8)
-    # Read at call time: an operator may set PIL.Image.MAX_IMAGE_PIXELS for the process.
-    limit = Image.MAX_IMAGE_PIXELS
-    for k, blob in enumerate(blobs):
-        try:
-            pixels = decode_image(
-                blob,
-                decoder.mode,
-                decoder.transform,
-                where=f"{what}: element {k}",
-                max_pixels=limit,
-            )
-        except UserError as err:
-            raise RequestError(400, str(err)) from None
-        out[k] = pixels.transpose(2, 0, 1)
-    return out
+    names = [f"{what}: element {k}" for k in range(len(blobs))]
+    try:
+        return decode_named(blobs, preprocessing.image or {}, names)
+    except UserError as err:
+        raise RequestError(400, str(err)) from None
 
 
 def image_pixels(
