@@ -188,3 +188,27 @@ def test_a_jpeg_over_the_pixel_limit_is_refused_before_decoding():
     data = _jpeg(_gradient(40, 56))
     with pytest.raises(UserError, match="upload 2: 56x40 pixels exceed the limit of 2000"):
         decode_image(data, "RGB", ImageTransform(), where="upload 2", max_pixels=2000)
+
+
+def test_decoding_in_threads_gives_the_serial_pixels_and_names_the_first_bad_file():
+    from deepfleet.data._decode import decode_named
+
+    image = {"mode": "RGB", "size": [24, 24], "resize_ratio": 256 / 224}
+    rng = np.random.default_rng(3)
+    files = [
+        _jpeg(
+            np.clip(
+                _gradient(30 + k, 50 - k) + rng.normal(0, 20, (30 + k, 50 - k, 3)), 0, 255
+            ).astype(np.uint8)
+        )
+        for k in range(9)
+    ]
+    names = [f"f{k}" for k in range(9)]
+    serial = decode_named(files, image, names, threads=1)
+    assert serial.shape == (9, 3, 24, 24)
+    assert np.array_equal(decode_named(files, image, names, threads=4), serial)
+    broken = list(files)
+    broken[6] = broken[2] = b"\xff\xd8\xff" + b"junk" * 10
+    for threads in (1, 4):
+        with pytest.raises(UserError, match="^f2: not a decodable image"):
+            decode_named(broken, image, names, threads=threads)

@@ -65,14 +65,17 @@ def _inputs_digest(folder: Path, names: list[str]) -> str:
     return hashlib.sha256(json.dumps(listed).encode()).hexdigest()
 
 
-def _predict_part(bundle: LoadedBundle, folder: Path, names: list[str], run, rows: int) -> pa.Table:
-    """The part's files decoded and predicted `rows` at a time."""
+def _predict_part(
+    bundle: LoadedBundle, folder: Path, names: list[str], run, rows: int, threads: int
+) -> pa.Table:
+    """The part's files decoded (in `threads` threads) and predicted `rows` at a time."""
     prep = bundle.preprocessing
     parts = []
     for i in range(0, len(names), rows):
         batch = names[i : i + rows]
         blobs = [(folder / name).read_bytes() for name in batch]
-        pixels = decode_named(blobs, prep.image or {}, [f"{folder / n}" for n in batch])
+        where = [f"{folder / n}" for n in batch]
+        pixels = decode_named(blobs, prep.image or {}, where, threads=threads)
         parts.append(output_columns(bundle, run(np.ascontiguousarray(prep.apply(pixels)))))
     columns = {"path": pa.array(names, pa.string())}
     for name in parts[0]:
@@ -123,7 +126,7 @@ def predict_files(
                 threads = threads or cpu_threads_per_process(1)
                 torch.set_num_threads(threads)
                 run = make_backend(bundle, chosen, str(device), threads=threads, spin=True)
-            table = _predict_part(bundle, folder, chunk, run, rows)
+            table = _predict_part(bundle, folder, chunk, run, rows, threads)
             target = out / f"{part}.parquet"
             record = {
                 "file": target.name,
