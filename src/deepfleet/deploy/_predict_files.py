@@ -59,28 +59,30 @@ def image_files(folder: Path) -> list[str]:
     return sorted(found)
 
 
-def _inputs_digest(folder: Path, names: list[str]) -> str:
+def _inputs_digest(names: list[str], digests: list[str]) -> str:
     """sha256 over the part's files: each one's path and the sha256 of its bytes."""
-    listed = [[name, sha256_file(folder / name)] for name in names]
+    listed = [[name, digest] for name, digest in zip(names, digests, strict=True)]
     return hashlib.sha256(json.dumps(listed).encode()).hexdigest()
 
 
 def _predict_part(
     bundle: LoadedBundle, folder: Path, names: list[str], run, rows: int, threads: int
-) -> pa.Table:
-    """The part's files decoded (in `threads` threads) and predicted `rows` at a time."""
+) -> tuple[pa.Table, str]:
+    """The part's files decoded (in `threads` threads) and predicted `rows` at a time, and
+    their digest, from the same reads."""
     prep = bundle.preprocessing
-    parts = []
+    parts, digests = [], []
     for i in range(0, len(names), rows):
         batch = names[i : i + rows]
         blobs = [(folder / name).read_bytes() for name in batch]
+        digests += [hashlib.sha256(blob).hexdigest() for blob in blobs]
         where = [f"{folder / n}" for n in batch]
         pixels = decode_named(blobs, prep.image or {}, where, threads=threads)
         parts.append(output_columns(bundle, run(np.ascontiguousarray(prep.apply(pixels)))))
     columns = {"path": pa.array(names, pa.string())}
     for name in parts[0]:
         columns[name] = arrow_column(np.concatenate([p[name] for p in parts]))
-    return pa.table(columns)
+    return pa.table(columns), _inputs_digest(names, digests)
 
 
 def predict_files(
@@ -118,15 +120,20 @@ def predict_files(
     for start in range(0, len(names), FILES_PER_PART):
         part = f"pred-{start // FILES_PER_PART:05d}"
         chunk = names[start : start + FILES_PER_PART]
-        inputs = _inputs_digest(folder, chunk)
-        expected = {"inputs_sha256": inputs, "bundle": identity}
-        record = finished_record(out / PARTS / f"{part}.json", out, expected)
+        record_path = out / PARTS / f"{part}.json"
+        # Only a part with a record is hashed before predicting; a new one is hashed from
+        # the bytes read to predict it.
+        record = None
+        if record_path.is_file():
+            inputs = _inputs_digest(chunk, [sha256_file(folder / n) for n in chunk])
+            expected = {"inputs_sha256": inputs, "bundle": identity}
+            record = finished_record(record_path, out, expected)
         if record is None:
             if run is None:  # built when there is work: a finished rerun loads no model
                 threads = threads or cpu_threads_per_process(1)
                 torch.set_num_threads(threads)
                 run = make_backend(bundle, chosen, str(device), threads=threads, spin=True)
-            table = _predict_part(bundle, folder, chunk, run, rows, threads)
+            table, inputs = _predict_part(bundle, folder, chunk, run, rows, threads)
             target = out / f"{part}.parquet"
             record = {
                 "file": target.name,
@@ -137,7 +144,7 @@ def predict_files(
                 "bundle": identity,
             }
             # The record is written after the output: a crash in between only repeats it.
-            write_json_atomic(out / PARTS / f"{part}.json", record)
+            write_json_atomic(record_path, record)
         else:
             skipped += 1
         entries.append({k: record[k] for k in ("file", "first", "rows", "sha256")})
