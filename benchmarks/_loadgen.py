@@ -38,8 +38,8 @@ class LoadResult:
 
 
 def oip_json_body(sample: np.ndarray) -> bytes:
-    """One digits sample as an Open Inference Protocol JSON request body (FP32 tensors)."""
-    tensor = {"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32"}
+    """One sample as an Open Inference Protocol JSON request body (an FP32 batch of one)."""
+    tensor = {"name": "input", "shape": [1, *sample.shape], "datatype": "FP32"}
     return json.dumps({"inputs": [{**tensor, "data": sample.ravel().tolist()}]}).encode()
 
 

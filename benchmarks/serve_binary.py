@@ -32,7 +32,7 @@ import httpx
 import numpy as np
 import torch
 
-from _loadgen import http_request, run_load
+from _loadgen import http_request, oip_json_body, run_load
 from deepfleet.config import ModelSection
 from deepfleet.deploy import export_bundle
 from deepfleet.devices import describe_machine
@@ -58,11 +58,6 @@ def cnn_bundle(folder: Path) -> Path:
     )
 
 
-def json_body(sample: np.ndarray) -> bytes:
-    tensor = {"name": "input", "shape": [1, *SHAPE], "datatype": "FP32"}
-    return json.dumps({"inputs": [{**tensor, "data": sample.ravel().tolist()}]}).encode()
-
-
 def binary_body(sample: np.ndarray) -> tuple[bytes, dict[str, str]]:
     """(body, headers) as tritonclient builds them with its defaults."""
     raw = sample.astype("<f4").tobytes()
@@ -84,7 +79,7 @@ def binary_request(port: int, token: str, sample: np.ndarray) -> bytes:
 def check_agreement(url: str, token: str, sample: np.ndarray) -> float:
     """The largest difference between the logits of a JSON and a binary round trip."""
     auth = {"Authorization": f"Bearer {token}"}
-    plain = httpx.post(url + PATH, content=json_body(sample), headers=auth, timeout=60)
+    plain = httpx.post(url + PATH, content=oip_json_body(sample), headers=auth, timeout=60)
     plain.raise_for_status()
     by_json = next(o for o in plain.json()["outputs"] if o["name"] == "logits")["data"]
     body, headers = binary_body(sample)
@@ -107,7 +102,7 @@ def _ok_rps(run: dict) -> float:
 
 def rounds(port: int, token: str, samples: np.ndarray, n: int, seconds: float):
     requests = {
-        "json": [http_request(port, PATH, json_body(s), token) for s in samples],
+        "json": [http_request(port, PATH, oip_json_body(s), token) for s in samples],
         "binary": [binary_request(port, token, s) for s in samples],
     }
     sizes = {k: len(v[0]) for k, v in requests.items()}
