@@ -159,13 +159,29 @@ class ImageDecoder:
     def channels(self) -> int:
         return 1 if self.mode == "L" else 3
 
+    def empty(self, count: int) -> np.ndarray:
+        """An uninitialised uint8 batch of `count` decoded images (N x C x H x W)."""
+        return np.empty((count, self.channels, *self.transform.size), np.uint8)
+
     def decode(self, blobs: np.ndarray, ids: np.ndarray, epoch: int, out: np.ndarray) -> None:
         """Fill `out` (N x C x H x W uint8) from the N encoded images `blobs`."""
         t = self.transform
         for k, (data, sample) in enumerate(zip(blobs, ids, strict=True)):
             rng = t.rng(epoch, int(sample)) if t.train else None
-            pixels = decode_image(data, self.mode, t, rng, where=f"sample {int(sample)}")
-            out[k] = pixels.transpose(2, 0, 1)
+            self.decode_into(out, k, data, f"sample {int(sample)}", rng)
+
+    def decode_into(
+        self,
+        out: np.ndarray,
+        k: int,
+        data: bytes,
+        where: str,
+        rng: np.random.Generator | None = None,
+        max_pixels: int | None = None,
+    ) -> None:
+        """out[k] from one encoded image (see decode_image for `where` and `max_pixels`)."""
+        pixels = decode_image(data, self.mode, self.transform, rng, where, max_pixels)
+        out[k] = pixels.transpose(2, 0, 1)
 
 
 def decode_named(
@@ -178,14 +194,12 @@ def decode_named(
     if len(names) != len(blobs):
         raise ValueError(f"{len(blobs)} files but {len(names)} names")
     decoder = evaluation_decoder(image)
-    out = np.empty((len(blobs), decoder.channels, *decoder.transform.size), np.uint8)
+    out = decoder.empty(len(blobs))
     # Read at call time: an operator may set PIL.Image.MAX_IMAGE_PIXELS for the process.
     limit = Image.MAX_IMAGE_PIXELS
 
     def fill(k: int) -> None:
-        t = decoder.transform
-        pixels = decode_image(blobs[k], decoder.mode, t, where=names[k], max_pixels=limit)
-        out[k] = pixels.transpose(2, 0, 1)
+        decoder.decode_into(out, k, blobs[k], names[k], max_pixels=limit)
 
     if threads <= 1 or len(blobs) < 2:
         for k in range(len(blobs)):

@@ -130,7 +130,7 @@ class Preprocessing:
         from deepfleet.data._decode import evaluation_decoder
 
         decoder = evaluation_decoder(self.image or {})
-        out = np.empty((len(blobs), decoder.channels, *decoder.transform.size), np.uint8)
+        out = decoder.empty(len(blobs))
         decoder.decode(np.asarray(blobs, dtype=object), np.arange(len(blobs)), 0, out)
         return out
 
