@@ -25,13 +25,13 @@ def _by_mesh(grads: list[torch.Tensor]) -> dict[object, list[torch.Tensor]]:
 def grad_squares(grads: list[torch.Tensor]) -> torch.Tensor:
     """The sum of the squares of every gradient, over whole tensors (each mesh's DTensors
     reduced over that mesh: collective for its ranks)."""
-    squares = [torch.zeros(())]
+    squares = []
     for group in _by_mesh(grads).values():
         norm = torch.nn.utils.get_total_norm(group, 2.0)
         if isinstance(norm, DTensor):
             norm = norm.full_tensor()  # reduced over the group's mesh: the whole tensors' norm
-        squares.append(norm.float().cpu() ** 2)
-    return torch.stack(squares).sum()
+        squares.append(norm.float() ** 2)  # on the gradients' device: no host sync per mesh
+    return torch.stack(squares).sum() if squares else torch.zeros(())
 
 
 def clip_grad_norm(parameters: list[nn.Parameter], max_norm: float) -> torch.Tensor:
@@ -40,13 +40,11 @@ def clip_grad_norm(parameters: list[nn.Parameter], max_norm: float) -> torch.Ten
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return torch.zeros(())
-    groups = _by_mesh(grads)
     total = grad_squares(grads).sqrt()
     # A Python number: DTensor gradients refuse a plain tensor as the other operand. Reading
     # it back is one CPU-GPU sync per step.
     factor = float(torch.clamp(max_norm / (total + 1e-6), max=1.0))
     if factor < 1.0:
-        for group in groups.values():
-            for g in group:
-                g.mul_(factor)
+        for g in grads:
+            g.mul_(factor)
     return total
