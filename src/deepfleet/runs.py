@@ -35,7 +35,6 @@ from deepfleet.config import JobConfig, dump_job, load_job
 from deepfleet.errors import StorageError, UserError
 from deepfleet.storage import (
     Store,
-    delete_object,
     download_tree,
     fetch_file,
     is_remote,
@@ -163,7 +162,7 @@ class RunPaths:
     def mark_succeeded(self) -> None:
         self.status.unlink(missing_ok=True)
         if self.store is not None:
-            delete_object(self.store, self.status.name)
+            self.store.delete(self.status.name)
         self.push()
 
     def _synced(self) -> dict[str, list[int]]:

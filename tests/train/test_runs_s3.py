@@ -23,7 +23,7 @@ from seaweed import ACCESS_KEY, SECRET_KEY  # noqa: E402
 
 from conftest import run_deepfleet, tiny_job_dict  # noqa: E402
 from deepfleet.cli import run_cli  # noqa: E402
-from deepfleet.storage import Store, delete_object  # noqa: E402
+from deepfleet.storage import Store  # noqa: E402
 from deepfleet.train import read_metrics  # noqa: E402
 from deepfleet.train._checkpoint import Checkpointer  # noqa: E402
 
@@ -139,10 +139,10 @@ def test_a_run_on_s3_trains_resumes_exports_and_predicts_like_a_local_run(
         for n in names
         if n.startswith("checkpoints/train/step-") and n.split("/")[2] > "step-000000014"
     ]:
-        delete_object(run, later)
+        run.delete(later)
     run.write_bytes("checkpoints/train/latest", b"step-000000014\n")
-    delete_object(run, "checkpoints/last.safetensors")
-    delete_object(run, "checkpoints/state.json")
+    run.delete("checkpoints/last.safetensors")
+    run.delete("checkpoints/state.json")
     fresh = {**env, "DEEPFLEET_CACHE": str(tmp_path / "node-b")}
     with ThreadPoolExecutor(1) as pool:  # meanwhile, the local run's bundle and predictions
         exported = pool.submit(_export_and_predict, local, local_data, tmp_path / "preds", args)
@@ -190,7 +190,7 @@ def test_an_interrupted_checkpoint_upload_is_never_read(tmp_path, s3_server, buc
     steps = sorted({n.split("/")[0] for n in remote.list() if n.startswith("step-")})
     assert steps == ["step-000000002", "step-000000003"]  # keep=2
     assert saver.latest_name() == "step-000000003"
-    delete_object(remote, "step-000000003/trainer.json")  # the upload stopped before its markers
+    remote.delete("step-000000003/trainer.json")  # the upload stopped before its markers
     assert saver.latest_name() == "step-000000002"
     remote.write_bytes("latest", b"\xff garbage")
     reader = Checkpointer(tmp_path / "elsewhere", keep=2, remote=remote)

@@ -44,7 +44,6 @@ from deepfleet.errors import UserError
 from deepfleet.models import build_model
 from deepfleet.storage import (
     Store,
-    delete_object,
     download_tree,
     node_local,
     redact,
@@ -354,7 +353,7 @@ def publish_bundle(bundle: Path, url: str, options: Mapping[str, Any] | None = N
     names = sorted(p.name for p in Path(bundle).iterdir() if p.is_file())
     names.sort(key=lambda n: {MODEL_JSON: 1, SIGNATURE: 2}.get(n, 0))
     for old in (SIGNATURE, MODEL_JSON, *sorted(set(store.list()) - set(names))):
-        delete_object(store, old)
+        store.delete(old)
     upload_files(Path(bundle), store, names)
     return store.url()
 

@@ -19,7 +19,6 @@ _WHERE = {
     "Store": "deepfleet.storage._store",
     "cache_root": "deepfleet.storage._settings",
     "default_cache_dir": "deepfleet.storage._settings",
-    "delete_object": "deepfleet.storage._tree",
     "download_tree": "deepfleet.storage._tree",
     "fetch_file": "deepfleet.storage._tree",
     "is_remote": "deepfleet.storage._remote_url",
@@ -44,7 +43,6 @@ if TYPE_CHECKING:
     )
     from deepfleet.storage._store import Store
     from deepfleet.storage._tree import (
-        delete_object,
         download_tree,
         fetch_file,
         node_local,
@@ -61,7 +59,6 @@ __all__ = [
     "Store",
     "cache_root",
     "default_cache_dir",
-    "delete_object",
     "download_tree",
     "fetch_file",
     "is_remote",

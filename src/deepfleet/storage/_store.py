@@ -135,6 +135,16 @@ class Store:
 
         self._write(name, copy)
 
+    def delete(self, name: str) -> None:
+        """Remove `name` if it is there (deleting what is missing is no error)."""
+        path = self.location.join(name)
+
+        def delete() -> None:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.delete_file(path)
+
+        self._run(delete, name)
+
     def _write(self, name: str, fill) -> None:
         final = self.location.join(name)
         temp = self.location.join(_temporary(name))

@@ -7,7 +7,6 @@ and two ranks fetching the same file at once both end with the whole file.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 from collections.abc import Iterable
@@ -58,14 +57,3 @@ def upload_files(local: Path, store: Store, names: Iterable[str], prefix: str = 
     caller that names a marker file last makes it appear after the rest)."""
     for name in names:
         store.put_file(local / name, f"{prefix.strip('/')}/{name}" if prefix else name)
-
-
-def delete_object(store: Store, name: str) -> None:
-    """Remove `name` if it is there (deleting what is missing is no error)."""
-    path = store.location.join(name)
-
-    def delete() -> None:
-        with contextlib.suppress(FileNotFoundError):
-            store.fs.delete_file(path)
-
-    store._run(delete, name)

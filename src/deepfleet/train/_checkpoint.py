@@ -45,7 +45,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 from deepfleet._atomic import fsync_dir, write_json_atomic, write_text_atomic
 from deepfleet.errors import StorageError, UserError, storage_error, storage_errors
-from deepfleet.storage import Store, delete_object, download_tree, upload_files
+from deepfleet.storage import Store, download_tree, upload_files
 
 LATEST = "latest"
 TRAINER = "trainer.json"
@@ -205,7 +205,7 @@ class Checkpointer:
                 tmp.mkdir(parents=True)
             if self.remote is not None:  # the same step saved again: uncommit it first
                 for marker in reversed(_MARKERS):
-                    delete_object(self.remote, f"{name}/{marker}")
+                    self.remote.delete(f"{name}/{marker}")
         self._barrier()
         if self.remote is not None:  # on the other nodes, the staging folder is theirs
             with storage_errors(tmp):
@@ -324,7 +324,7 @@ class Checkpointer:
                 break
             files = sorted(steps[step], key=lambda f: f not in _MARKERS)
             for file in files:
-                delete_object(self.remote, f"{step}/{file}")
+                self.remote.delete(f"{step}/{file}")
 
     def latest_name(self) -> str | None:
         """The name of the checkpoint to resume from, on the run's storage or the disk."""
