@@ -28,20 +28,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from deepfleet import storage
 from deepfleet._atomic import write_json_atomic, write_text_atomic
 from deepfleet.config import JobConfig, dump_job, load_job
 from deepfleet.errors import StorageError, UserError
-from deepfleet.storage import (
-    Store,
-    download_tree,
-    fetch_file,
-    is_remote,
-    node_local,
-    redact,
-    upload_files,
-)
+from deepfleet.storage import is_remote
+
+if TYPE_CHECKING:
+    from deepfleet.storage import Store
 
 REMOTE = "remote.json"  # in a working copy: the URL of the durable copy
 SYNCED = ".synced.json"  # in a working copy: size and mtime of each file as last synced
@@ -60,7 +56,7 @@ def storage_options(job: JobConfig | None = None) -> dict[str, Any]:
 
 
 def run_store(url: str, job: JobConfig | None = None) -> Store:
-    return Store(url, storage_options(job) if is_remote(url) else None)
+    return storage.Store(url, storage_options(job) if is_remote(url) else None)
 
 
 @dataclass(frozen=True)
@@ -80,7 +76,7 @@ class RunPaths:
     @property
     def location(self) -> str:
         """Where the run lives, to print: its URL (redacted), else its folder."""
-        return redact(self.remote) if self.remote else str(self.root)
+        return storage.redact(self.remote) if self.remote else str(self.root)
 
     def show(self, path: Path) -> str:
         """A path inside the run, to print: under the run's URL when it has one."""
@@ -143,7 +139,7 @@ class RunPaths:
             return
         for name in names:
             if self.store.exists(name):
-                fetch_file(self.store, name, self.root / name)
+                storage.fetch_file(self.store, name, self.root / name)
         self._record_synced([n for n in names if (self.root / n).is_file()], self._synced())
 
     def mark_failed(self, stage: str, error: BaseException) -> None:
@@ -188,7 +184,7 @@ class RunPaths:
             if synced.get(name) != [stat.st_size, stat.st_mtime_ns]:
                 changed.append(name)
         changed.sort(key=lambda n: n.rpartition("/")[2] in _LAST_NAMES)
-        upload_files(self.root, self.store, changed)
+        storage.upload_files(self.root, self.store, changed)
         self._record_synced(changed, synced)
         return changed
 
@@ -196,7 +192,7 @@ class RunPaths:
         """Make the working copy the durable copy's mirror, training checkpoints excepted."""
         if self.store is None:
             return []
-        fetched = download_tree(self.store, "", self.root, skip=[TRAIN_CHECKPOINTS])
+        fetched = storage.download_tree(self.store, "", self.root, skip=[TRAIN_CHECKPOINTS])
         for stale in set(self._files()) - set(fetched):  # gone from the durable copy
             (self.root / stale).unlink()
         self._record_synced(fetched, {})
@@ -280,9 +276,9 @@ def _create_remote_run(job: JobConfig) -> RunPaths:
 def working_copy_of(url: str) -> RunPaths:
     """This node's working copy of the run at `url` (made empty if absent; push() sends
     what is written into it)."""
-    root = node_local("runs", url)
+    root = storage.node_local("runs", url)
     root.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(root / REMOTE, {"url": redact(url)})
+    write_json_atomic(root / REMOTE, {"url": storage.redact(url)})
     return RunPaths(root.resolve())
 
 
@@ -307,7 +303,7 @@ def _open_remote_run(url: str) -> RunPaths:
     except StorageError as err:
         if err.cause != "no such object":
             raise
-        raise UserError(f"{redact(url)}: not a run folder (no job.toml)") from None
+        raise UserError(f"{storage.redact(url)}: not a run folder (no job.toml)") from None
     paths = working_copy_of(url)
     paths.pull()
     return paths
