@@ -81,13 +81,18 @@ def committed(root: Path) -> list[Path]:
 def find_latest(root: Path) -> Path | None:
     """The checkpoint to resume from: the one `latest` names, else the newest complete one."""
     pointer = Path(root) / LATEST
-    if pointer.is_file():
-        # Any bytes at all may be there (a torn write on a broken disk, a hand edit): only a
-        # committed, complete checkpoint's name is taken, anything else falls back.
-        name = pointer.read_bytes().decode("ascii", errors="replace").strip()
-        if _COMMITTED.match(name) and _complete(root / name):
-            return root / name
-    complete = [p for p in committed(Path(root)) if _complete(p)]
+    complete = [p.name for p in committed(Path(root)) if _complete(p)]
+    name = _choose(pointer.read_bytes() if pointer.is_file() else None, complete)
+    return Path(root) / name if name else None
+
+
+def _choose(pointer: bytes | None, complete: list[str]) -> str | None:
+    """The checkpoint the `latest` pointer names if it is among the complete ones (oldest
+    first), else the newest of them. Any bytes at all may be in the pointer (a torn write on
+    a broken disk, a hand edit): only a complete checkpoint's name is taken."""
+    name = pointer.decode("ascii", errors="replace").strip() if pointer is not None else None
+    if name in complete:
+        return name
     return complete[-1] if complete else None
 
 
@@ -332,12 +337,10 @@ class Checkpointer:
             found = find_latest(self.root)
             return found.name if found else None
         _, complete = self._remote_steps()
+        pointer = None
         with contextlib.suppress(StorageError):
-            raw = self.remote.read_bytes(LATEST)
-            name = raw.decode("ascii", errors="replace").strip()
-            if name in complete:
-                return name
-        return complete[-1] if complete else None
+            pointer = self.remote.read_bytes(LATEST)
+        return _choose(pointer, complete)
 
     def latest(self) -> Path | None:
         """The checkpoint to resume from as a local folder: on a run at a URL, fetched into
