@@ -109,12 +109,11 @@ def serve(
 ) -> None:
     """Serve a bundle or a model repository: Open Inference Protocol v2 over HTTP (and gRPC
     with --grpc-port), the repository API, /predict, /metrics."""
-    from deepfleet.cli._jobs import _local_bundle
     from deepfleet.deploy.serve import ServeConfig, read_token
     from deepfleet.deploy.serve import serve as run_server
 
     config = ServeConfig(
-        bundle=str(_local_bundle(bundle)),
+        bundle=str(local_bundle(bundle)),
         host=host,
         port=port,
         grpc_port=grpc_port,
@@ -142,3 +141,15 @@ def serve(
         access_log=access_log,
     )
     run_server(config)
+
+
+def local_bundle(bundle: str) -> Path:
+    """A bundle folder, or a bundle URL fetched into this node's cache (checked as a
+    folder is by whoever opens it; the endpoint from $AWS_ENDPOINT_URL, as for every URL)."""
+    from deepfleet.storage import is_remote
+
+    if not is_remote(bundle):
+        return Path(bundle)
+    from deepfleet.deploy._bundle import fetch_bundle
+
+    return fetch_bundle(bundle)

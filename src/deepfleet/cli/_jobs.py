@@ -14,7 +14,7 @@ from deepfleet.cli._app import (
     console,
     parse_storage_options,
 )
-from deepfleet.cli._deploy import PUBLIC_KEY_ENV, PUBLIC_KEY_HELP
+from deepfleet.cli._deploy import PUBLIC_KEY_ENV, PUBLIC_KEY_HELP, local_bundle
 from deepfleet.errors import UserError
 
 # Each command imports the stages it runs when it runs (torch, pyarrow, onnx and the rest take
@@ -249,7 +249,7 @@ def predict(
         files = Path(data).is_dir() and not (Path(data) / "manifest.json").exists()
     if files and (split or nproc != 1 or key):
         raise UserError("--split, --nproc and --key apply to prepared data sets, not image files")
-    loaded = open_bundle(_local_bundle(bundle), public_key)
+    loaded = open_bundle(local_bundle(bundle), public_key)
     common = dict(
         backend=backend,
         device=device,
@@ -268,16 +268,3 @@ def predict(
         f"{result['skipped']} already done, {result['nproc']} processes, backend "
         f"{result['backend']})"
     )
-
-
-def _local_bundle(bundle: str) -> Path:
-    """A bundle folder, or a bundle URL fetched into this node's cache (checked as a
-    folder is by whoever opens it)."""
-    from deepfleet.storage import is_remote
-
-    if not is_remote(bundle):
-        return Path(bundle)
-    from deepfleet.deploy._bundle import fetch_bundle
-    from deepfleet.runs import storage_options
-
-    return fetch_bundle(bundle, storage_options())
