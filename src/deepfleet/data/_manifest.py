@@ -107,9 +107,7 @@ class Manifest:
     def file_bytes(self, name: str) -> bytes:
         """A file the data set carries besides its shards (e.g. tokenizer.json), checked
         against the sha256 the manifest records for it."""
-        digest = self.raw.get("files", {}).get(name)
-        if digest is None:
-            raise UserError(f"{self.root}: the data set has no {name}")
+        digest = self._file_digest(name)
         if self.remote is not None:
             data = self.remote.read_bytes(name)
         else:
@@ -128,10 +126,14 @@ class Manifest:
         if self.remote is None:
             self.file_bytes(name)
             return Path(self.root) / name
+        return self.remote.cache.fetch(name, self._file_digest(name))
+
+    def _file_digest(self, name: str) -> str:
+        """The sha256 the manifest records for a file it carries besides its shards."""
         digest = self.raw.get("files", {}).get(name)
         if digest is None:
             raise UserError(f"{self.root}: the data set has no {name}")
-        return self.remote.cache.fetch(name, digest)
+        return digest
 
     @property
     def splits(self) -> list[str]:
